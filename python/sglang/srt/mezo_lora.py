@@ -1,0 +1,261 @@
+"""A LoRA adapter inside SGLang's LoRA manager, seen as the set of tensors MeZO trains.
+
+SGLang stores an adapter in a memory-pool slot with its projections fused (``q/k/v`` into
+``qkv_proj``, ``gate/up`` into ``gate_up_proj``) and a host copy it reloads from after an eviction.
+:class:`PoolLoRA` names each real PEFT tensor (``...q_proj.lora_A.weight``) and hands out views into
+the pool slot, so MeZO's in-place perturbations are what the next forward reads, and nothing else in
+the slot (the zero ``k_proj`` rows of a q/v adapter, the rank padding) is ever touched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import torch
+
+# Projections SGLang fuses, and their slice order inside the fused module.
+_FUSED = {
+    "q_proj": ("qkv_proj", 0),
+    "k_proj": ("qkv_proj", 1),
+    "v_proj": ("qkv_proj", 2),
+    "gate_proj": ("gate_up_proj", 0),
+    "up_proj": ("gate_up_proj", 1),
+}
+SUPPORTED_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class LoRASettings:
+    rank: int = 8
+    alpha: float = 16.0
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.rank < 1:
+            raise ValueError(f"lora rank must be >= 1, got {self.rank}")
+        unknown = [t for t in self.target_modules if t not in SUPPORTED_TARGETS]
+        if unknown or not self.target_modules:
+            raise ValueError(
+                f"LoRA target modules {unknown or list(self.target_modules)} are not supported; "
+                f"choose among {list(SUPPORTED_TARGETS)}"
+            )
+
+
+@dataclass
+class LoRATensor:
+    name: str  # PEFT name, e.g. base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight
+    pool: torch.Tensor  # view into the pool slot: what forwards read
+    host: torch.Tensor  # view into SGLang's host copy of the adapter
+
+
+def _wrapped_modules(runner) -> list[dict[str, torch.nn.Module]]:
+    return runner.lora_manager.lora_modules
+
+
+def check_targets(runner, settings: LoRASettings) -> None:
+    """Fail early, naming what the model has, when a target module is not in it."""
+    present = set()
+    for layer_modules in _wrapped_modules(runner):
+        for full_name in layer_modules:
+            present.add(full_name.rsplit(".", 1)[-1])
+    for target in settings.target_modules:
+        fused = _FUSED.get(target, (target, 0))[0]
+        if fused not in present:
+            raise ValueError(
+                f"LoRA target module {target!r} is not in this model (it has: {sorted(present)}); "
+                "SGLang's LoRA manager was started with lora_target_modules="
+                f"{sorted(runner.lora_manager.target_modules)}"
+            )
+
+
+def _module_shapes(runner, target: str, layer: int) -> tuple[str, int, int]:
+    """(HF module path, in_features, out_features) of ``target`` in ``layer``."""
+    fused, index = _FUSED.get(target, (target, 0))
+    for full_name, module in _wrapped_modules(runner)[layer].items():
+        if full_name.rsplit(".", 1)[-1] != fused:
+            continue
+        pool = runner.lora_manager.memory_pool
+        in_dim = pool.A_buffer[fused][layer].shape[-1]
+        offsets = getattr(module, "lora_offsets", (0, pool.B_buffer[fused][layer].shape[1]))
+        out_dim = offsets[index + 1] - offsets[index]
+        return full_name.rsplit(".", 1)[0] + "." + target, in_dim, out_dim
+    raise ValueError(f"layer {layer} has no LoRA-wrapped {fused}")
+
+
+def init_peft_tensors(runner, settings: LoRASettings) -> dict[str, torch.Tensor]:
+    """A new adapter initialised as PEFT initialises one: A ~ kaiming-uniform(a=sqrt(5)), B = 0,
+    so training starts exactly at the base model. Seeded, so runs are reproducible."""
+    gen = torch.Generator().manual_seed(settings.seed)
+    tensors = {}
+    for layer in range(len(_wrapped_modules(runner))):
+        for target in settings.target_modules:
+            path, in_dim, out_dim = _module_shapes(runner, target, layer)
+            a = torch.empty(settings.rank, in_dim)
+            bound = 1.0 / math.sqrt(in_dim)  # kaiming_uniform_(a=sqrt(5)) reduces to this bound
+            a.uniform_(-bound, bound, generator=gen)
+            tensors[f"base_model.model.{path}.lora_A.weight"] = a
+            tensors[f"base_model.model.{path}.lora_B.weight"] = torch.zeros(out_dim, settings.rank)
+    return tensors
+
+
+def peft_config_dict(settings: LoRASettings, base_model: str) -> dict:
+    from peft import LoraConfig
+
+    config = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        target_modules=list(settings.target_modules),
+        lora_dropout=0.0,
+        bias="none",
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=base_model,
+    )
+    return config.to_dict()
+
+
+def _json_default(value):
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if hasattr(value, "value"):  # enums such as TaskType
+        return value.value
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def save_peft_adapter(directory: str, tensors: dict[str, torch.Tensor], config: dict) -> str:
+    """Write ``adapter_config.json`` and ``adapter_model.safetensors`` into ``directory``.
+
+    Each file is written to a temporary name and renamed into place, so a reader (or a crash)
+    never sees half a file; the weights go last so a directory with weights is always complete.
+    """
+    from safetensors.torch import save_file
+
+    os.makedirs(directory, exist_ok=True)
+
+    def atomic(name: str, write) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
+        os.close(fd)
+        try:
+            write(tmp)
+            os.replace(tmp, os.path.join(directory, name))
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def write_config(path):
+        with open(path, "w") as f:
+            json.dump(config, f, indent=2, default=_json_default)
+
+    atomic("adapter_config.json", write_config)
+    cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+    atomic("adapter_model.safetensors", lambda path: save_file(cpu, path, metadata={"format": "pt"}))
+    return directory
+
+
+class PoolLoRA:
+    """The trainable tensors of one adapter resident in SGLang's LoRA memory pool.
+
+    Example:
+        >>> lora = PoolLoRA.create(runner, LoRASettings(rank=8), "mezo", "/tmp/mezo-init")  # doctest: +SKIP
+        >>> [t.name for t in lora.tensors][:1]  # doctest: +SKIP
+        ['base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight']
+    """
+
+    def __init__(self, runner, lora_ref, settings: LoRASettings, base_model: str):
+        self.runner = runner
+        self.ref = lora_ref
+        self.settings = settings
+        self.base_model = base_model
+        self.tensors: list[LoRATensor] = list(self._views())
+
+    @property
+    def lora_id(self) -> str:
+        return self.ref.lora_id
+
+    @classmethod
+    def create(
+        cls,
+        runner,
+        settings: LoRASettings,
+        name: str,
+        init_dir: str,
+        base_model: str,
+        init_from: Optional[str] = None,
+    ) -> "PoolLoRA":
+        """Load a new (or, with ``init_from``, an existing PEFT) adapter into ``runner``'s manager,
+        pinned so that it is never evicted while it trains."""
+        from sglang.srt.lora.lora_registry import LoRARef
+
+        check_targets(runner, settings)
+        path = init_from
+        if path is None:
+            path = save_peft_adapter(
+                init_dir, init_peft_tensors(runner, settings), peft_config_dict(settings, base_model)
+            )
+        ref = LoRARef(lora_name=name, lora_path=path, pinned=True)
+        result = runner.load_lora_adapter(ref)
+        if not result.success:
+            raise RuntimeError(f"SGLang could not load the LoRA adapter at {path}: {result.error_message}")
+        lora = cls(runner, ref, settings, base_model)
+        lora.make_resident()
+        return lora
+
+    def make_resident(self) -> None:
+        """Give the adapter its pool slot now (SGLang loads it lazily at its first batch)."""
+        manager = self.runner.lora_manager
+        if self.lora_id not in manager.memory_pool.uid_to_buffer_id:
+            manager.fetch_new_loras({self.lora_id})
+        self.tensors = list(self._views())
+
+    def _views(self) -> Iterator[LoRATensor]:
+        manager = self.runner.lora_manager
+        pool = manager.memory_pool
+        slot = pool.uid_to_buffer_id.get(self.lora_id)
+        if slot is None:
+            return
+        adapter = manager.loras[self.lora_id]
+        r = self.settings.rank
+        for layer, modules in enumerate(manager.lora_modules):
+            host_weights = adapter.layers[layer].weights
+            for target in self.settings.target_modules:
+                fused, index = _FUSED.get(target, (target, 0))
+                full_name, module = next(
+                    (n, m) for n, m in modules.items() if n.rsplit(".", 1)[-1] == fused
+                )
+                offsets = getattr(module, "lora_offsets", (0, pool.B_buffer[fused][layer].shape[1]))
+                out = slice(offsets[index], offsets[index + 1])
+                rows = slice(index * r, (index + 1) * r)
+                host_a = next(v for k, v in host_weights.items() if k.endswith(f"{fused}.lora_A.weight"))
+                host_b = next(v for k, v in host_weights.items() if k.endswith(f"{fused}.lora_B.weight"))
+                peft = f"base_model.model.{full_name.rsplit('.', 1)[0]}.{target}"
+                yield LoRATensor(f"{peft}.lora_A.weight", pool.A_buffer[fused][layer][slot, rows, :], host_a[rows])
+                yield LoRATensor(f"{peft}.lora_B.weight", pool.B_buffer[fused][layer][slot, out, :r], host_b[out])
+
+    def sync_host_copy(self) -> None:
+        """Copy the trained pool values into SGLang's host copy, which it reloads after eviction."""
+        with torch.no_grad():
+            for t in self.tensors:
+                t.host.copy_(t.pool)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {t.name: t.pool for t in self.tensors}
+
+    def save(self, directory: str) -> str:
+        return save_peft_adapter(
+            directory, self.state_dict(), peft_config_dict(self.settings, self.base_model)
+        )
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(t.pool.numel() for t in self.tensors)
+
+
+def decay_mask(names: Sequence[str]) -> list[bool]:
+    """Weight decay applies to weight matrices only, never to biases or norms (as in MeZO)."""
+    return [not (n.endswith("bias") or "norm" in n.lower()) for n in names]

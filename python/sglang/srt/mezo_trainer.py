@@ -1,0 +1,450 @@
+"""MeZO (zeroth-order SPSA) fine-tuning on SGLang's own forward path.
+
+One step, for trainable tensors theta (a LoRA adapter in SGLang's memory pool, or every weight):
+draw a seed; regenerate z ~ N(0, I) from it tensor by tensor; L+ = loss(theta + eps z);
+L- = loss(theta - eps z); restore theta bit for bit; g = (L+ - L-) / (2 eps);
+theta -= lr * (g z + wd theta). Forwards only, no autograd, no optimizer state, and z is never
+stored, so training costs what inference costs.
+
+Example (a tiny next-token task; any Llama/Qwen2 checkpoint path works):
+    >>> from sglang.srt.mezo_trainer import MeZOConfig, MeZOTrainer  # doctest: +SKIP
+    >>> trainer = MeZOTrainer("smollm2-135m", MeZOConfig(num_steps=100, learning_rate=1e-3, epsilon=1e-2))  # doctest: +SKIP
+    >>> ids = trainer.tokenizer.encode("The sky is")  # doctest: +SKIP
+    >>> trainer.train([(ids, trainer.tokenizer.encode(" green")[0])])  # doctest: +SKIP
+    {'steps': 100, 'train_loss': [...], 'adapter_path': None, ...}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from sglang.srt.mezo_cpu import ensure_cpu_runtime
+
+ensure_cpu_runtime()
+
+import torch  # noqa: E402
+
+from sglang.srt.mezo_lora import LoRASettings, PoolLoRA, decay_mask  # noqa: E402
+from sglang.srt.mezo_runner import ExtendForward, RunnerSpec, build_model_runner  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+TRAINABLE_SETS = ("lora", "full")
+SCHEDULES = ("constant", "linear")
+
+
+class MeZODivergedError(RuntimeError):
+    """The loss stopped being a finite number; the weights are left as they were before the step."""
+
+
+@dataclass
+class MeZOConfig:
+    """Everything a MeZO run needs besides the model and the data. Defaults suit LoRA on a
+    small causal LM (the calibration in the project notes: lr 1e-3, eps 1e-2)."""
+
+    trainable: str = "lora"  # "lora" or "full"
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    learning_rate: float = 1e-3
+    epsilon: float = 1e-2
+    weight_decay: float = 0.0
+    n_spsa: int = 1
+    lr_schedule: str = "constant"
+    num_steps: int = 1000
+    batch_size: int = 16
+    eval_steps: int = 0  # 0: evaluate only at the end
+    seed: int = 0
+    output_dir: Optional[str] = None
+    device: Optional[str] = None  # None: CUDA if present, else CPU
+    dtype: str = "float32"
+    max_total_tokens: int = 8192
+    # Restoring theta by copying a snapshot is bitwise exact in every dtype; for "full" the
+    # snapshot costs one copy of the weights, so it can be traded for add/subtract (inexact).
+    exact_restore: bool = True
+    init_adapter: Optional[str] = None  # start from an existing PEFT adapter instead of B = 0
+    progress_bar: bool = True
+
+    def validate(self) -> None:
+        if self.trainable not in TRAINABLE_SETS:
+            raise ValueError(f"unknown trainable set {self.trainable!r}: choose one of {TRAINABLE_SETS}")
+        if not (self.epsilon > 0 and math.isfinite(self.epsilon)):
+            raise ValueError(f"epsilon must be a positive number, got {self.epsilon}")
+        if not (self.learning_rate >= 0 and math.isfinite(self.learning_rate)):
+            raise ValueError(f"learning_rate must be >= 0, got {self.learning_rate}")
+        if self.n_spsa < 1:
+            raise ValueError(f"n_spsa must be >= 1, got {self.n_spsa}")
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}: choose one of {SCHEDULES}")
+        if self.num_steps < 0 or self.batch_size < 1:
+            raise ValueError("num_steps must be >= 0 and batch_size >= 1")
+        if self.trainable == "lora":
+            LoRASettings(self.lora_rank, self.lora_alpha, tuple(self.lora_target_modules), self.seed)
+
+
+@dataclass
+class StepResult:
+    loss: float  # (L+ + L-) / 2, the loss at theta up to O(eps^2)
+    projected_grads: list[float]
+    seeds: list[int]
+    lr: float
+
+
+class FullWeights:
+    """Every parameter of the SGLang model, perturbed in place."""
+
+    lora_id = None
+
+    def __init__(self, model: torch.nn.Module):
+        named = list(model.named_parameters())  # tied weights appear once
+        self.names = [n for n, _ in named]
+        self.tensors = [p.data for _, p in named]
+
+    def after_update(self) -> None:
+        pass
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(t.numel() for t in self.tensors)
+
+
+class LoRAWeights:
+    """An adapter's tensors, as views into its SGLang memory-pool slot."""
+
+    def __init__(self, lora: PoolLoRA):
+        self.lora = lora
+        self.lora_id = lora.lora_id
+        self.names = [t.name for t in lora.tensors]
+        self.tensors = [t.pool for t in lora.tensors]
+
+    def after_update(self) -> None:
+        self.lora.sync_host_copy()
+
+    @property
+    def num_parameters(self) -> int:
+        return self.lora.num_parameters
+
+
+def _tensor_seed(step_seed: int, index: int) -> int:
+    # Each tensor has its own stream, so z does not depend on iteration order or on other tensors.
+    return (step_seed * 1_000_003 + index * 7_919) % (2**63 - 1)
+
+
+class MeZOTrainer:
+    """MeZO on SGLang's ModelRunner. Subclasses change the objective through :meth:`compute_loss`
+    (and :meth:`predict` for accuracy); the base objective is next-token cross-entropy: a batch is a
+    list of ``(prompt_token_ids, target_token_id)``.
+
+    Pass ``runner=`` to train on a ModelRunner that already exists (a live server's), else one is
+    built from ``model_path``.
+    """
+
+    def __init__(
+        self,
+        model_path: Optional[str] = None,
+        config: Optional[MeZOConfig] = None,
+        *,
+        runner=None,
+        tokenizer=None,
+    ):
+        self.config = config = config or MeZOConfig()
+        config.validate()
+        if runner is None and model_path is None:
+            raise ValueError("give a model_path (or a ModelRunner via runner=)")
+        if model_path is not None:
+            from sglang.srt.mezo_models import resolve_model_path
+
+            model_path = resolve_model_path(model_path)
+            if not os.path.isdir(model_path) and "/" not in model_path:
+                raise FileNotFoundError(
+                    f"model path {model_path!r} does not exist: give a local checkpoint folder, a "
+                    "Hugging Face hub id (org/name), or the built-in alias 'smollm2-135m'"
+                )
+        self.model_path = model_path or runner.server_args.model_path
+        if runner is None:
+            use_lora = config.trainable == "lora"
+            runner = build_model_runner(
+                RunnerSpec(
+                    model_path=model_path,
+                    device=config.device,
+                    dtype=config.dtype,
+                    max_total_tokens=config.max_total_tokens,
+                    lora_rank=config.lora_rank if use_lora else None,
+                    lora_target_modules=list(config.lora_target_modules) if use_lora else None,
+                    is_embedding=self._is_encoder_model(model_path),
+                    seed=config.seed,
+                )
+            )
+        self.runner = runner
+        self.forward = ExtendForward(runner)
+        self.tokenizer = tokenizer
+        if self.tokenizer is None and model_path is not None:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.trainable = self._make_trainable()
+        self.decay = decay_mask(self.trainable.names)
+        self._generators: dict[torch.device, torch.Generator] = {}
+        self._seed_rng = random.Random(config.seed)
+        self.step_count = 0
+        self.trajectory: list[dict] = []  # (seed, g, lr) per step: the run, replayable
+
+    # ---- set-up -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _is_encoder_model(model_path: str) -> bool:
+        from transformers import AutoConfig
+
+        try:
+            archs = AutoConfig.from_pretrained(model_path).architectures or []
+        except Exception:
+            return False
+        return any(a.endswith("ForMaskedLM") for a in archs)
+
+    def _make_trainable(self):
+        cfg = self.config
+        if cfg.trainable == "full":
+            return FullWeights(self.runner.model)
+        if getattr(self.runner, "lora_manager", None) is None:
+            raise ValueError(
+                "trainable='lora' needs a ModelRunner started with LoRA enabled "
+                "(enable_lora, max_lora_rank >= lora_rank, the target modules)"
+            )
+        settings = LoRASettings(cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_target_modules), cfg.seed)
+        init_dir = os.path.join(cfg.output_dir or _scratch_dir(), "adapter_init")
+        lora = PoolLoRA.create(
+            self.runner,
+            settings,
+            name=f"mezo-{os.getpid()}-{id(self)}",
+            init_dir=init_dir,
+            base_model=self.model_path,
+            init_from=cfg.init_adapter,
+        )
+        return LoRAWeights(lora)
+
+    # ---- objective (hooks for subclasses) -----------------------------------------------------
+
+    def logits(self, sequences: Sequence[Sequence[int]], positions: Sequence[int], vocab_ids=None):
+        """Logits at ``positions`` of ``sequences`` under the current (possibly perturbed) weights."""
+        lora_ids = [self.trainable.lora_id] * len(sequences)
+        return self.forward(sequences, positions, vocab_ids, lora_ids)
+
+    def compute_loss(self, batch: Sequence[Any]) -> float:
+        """Mean next-token cross-entropy of each example's target token after its prompt."""
+        seqs = [list(ids) for ids, _ in batch]
+        logits = self.logits(seqs, [len(s) - 1 for s in seqs])
+        targets = torch.tensor([t for _, t in batch], device=logits.device)
+        return torch.nn.functional.cross_entropy(logits.float(), targets).item()
+
+    def predict(self, batch: Sequence[Any]) -> tuple[list, list]:
+        """(predictions, references) for accuracy."""
+        seqs = [list(ids) for ids, _ in batch]
+        logits = self.logits(seqs, [len(s) - 1 for s in seqs])
+        return logits.argmax(-1).tolist(), [t for _, t in batch]
+
+    # ---- the MeZO step --------------------------------------------------------------------------
+
+    def _z(self, step_seed: int, index: int, tensor: torch.Tensor) -> torch.Tensor:
+        gen = self._generators.get(tensor.device)
+        if gen is None:
+            gen = self._generators[tensor.device] = torch.Generator(device=tensor.device)
+        gen.manual_seed(_tensor_seed(step_seed, index))
+        z = torch.randn(tensor.shape, generator=gen, device=tensor.device, dtype=torch.float32)
+        return z.to(tensor.dtype)
+
+    def _perturb(self, step_seed: int, scale: float) -> None:
+        for i, t in enumerate(self.trainable.tensors):
+            t.add_(self._z(step_seed, i, t), alpha=scale)
+
+    def _restore(self, snapshot: Optional[list[torch.Tensor]], step_seed: int, scale: float) -> None:
+        if snapshot is None:
+            self._perturb(step_seed, scale)
+        else:
+            for t, s in zip(self.trainable.tensors, snapshot):
+                t.copy_(s)
+
+    def lr_at(self, step: int) -> float:
+        lr = self.config.learning_rate
+        if self.config.lr_schedule == "linear" and self.config.num_steps > 0:
+            lr *= max(0.0, 1.0 - step / self.config.num_steps)
+        return lr
+
+    @torch.no_grad()
+    def projected_gradient(self, batch: Sequence[Any], step_seed: int) -> tuple[float, float, float]:
+        """(g, L+, L-) for one seed; theta is bitwise unchanged afterwards (with exact_restore)."""
+        eps = self.config.epsilon
+        snapshot = [t.clone() for t in self.trainable.tensors] if self.config.exact_restore else None
+        self._perturb(step_seed, eps)
+        loss_plus = self.compute_loss(batch)
+        if snapshot is None:
+            self._perturb(step_seed, -2 * eps)
+        else:
+            self._restore(snapshot, step_seed, 0.0)
+            self._perturb(step_seed, -eps)
+        loss_minus = self.compute_loss(batch)
+        self._restore(snapshot, step_seed, eps)
+        return (loss_plus - loss_minus) / (2 * eps), loss_plus, loss_minus
+
+    @torch.no_grad()
+    def step(self, batch: Sequence[Any]) -> StepResult:
+        """One MeZO step (n-SPSA over ``config.n_spsa`` seeds) on ``batch``."""
+        lr = self.lr_at(self.step_count)
+        seeds = [self._seed_rng.randrange(2**62) for _ in range(self.config.n_spsa)]
+        grads, losses = [], []
+        for s in seeds:
+            g, lp, lm = self.projected_gradient(batch, s)
+            if not (math.isfinite(lp) and math.isfinite(lm)):
+                raise MeZODivergedError(
+                    f"loss is not finite at step {self.step_count} (L+={lp}, L-={lm}); the weights "
+                    "are those before this step. Lower learning_rate or epsilon."
+                )
+            grads.append(g)
+            losses.append((lp + lm) / 2)
+        n = len(seeds)
+        wd = self.config.weight_decay
+        for i, t in enumerate(self.trainable.tensors):
+            if wd and self.decay[i]:
+                t.mul_(1 - lr * wd)
+            for s, g in zip(seeds, grads):
+                t.add_(self._z(s, i, t), alpha=-lr * g / n)
+        self.trainable.after_update()
+        self.step_count += 1
+        self.trajectory.append({"step": self.step_count, "seeds": seeds, "grads": grads, "lr": lr})
+        return StepResult(loss=sum(losses) / n, projected_grads=grads, seeds=seeds, lr=lr)
+
+    # ---- evaluation, saving, the loop ---------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, examples: Sequence[Any], batch_size: Optional[int] = None) -> dict:
+        """Loss and accuracy over ``examples`` at the current weights."""
+        from sglang.srt.mezo_tasks import accuracy
+
+        bs = batch_size or max(self.config.batch_size, 16)
+        total, preds, refs = 0.0, [], []
+        for i in range(0, len(examples), bs):
+            chunk = examples[i : i + bs]
+            total += self.compute_loss(chunk) * len(chunk)
+            p, r = self.predict(chunk)
+            preds += p
+            refs += r
+        return {"eval_loss": total / max(len(examples), 1), "eval_accuracy": accuracy(preds, refs)}
+
+    def save(self, directory: Optional[str] = None) -> Optional[str]:
+        """Save the adapter (PEFT format; loads in PEFT and SGLang ``--lora-paths``) and the run's
+        trajectory. Full-weight runs save the trajectory only."""
+        directory = directory or self.config.output_dir
+        if directory is None:
+            return None
+        os.makedirs(directory, exist_ok=True)
+        _atomic_json(os.path.join(directory, "mezo_trajectory.json"), {
+            "model_path": self.model_path,
+            "config": _jsonable(dataclasses.asdict(self.config)),
+            "steps": self.trajectory,
+        })
+        if isinstance(self.trainable, LoRAWeights):
+            adapter_dir = os.path.join(directory, "adapter")
+            self.trainable.lora.save(adapter_dir)
+            return adapter_dir
+        return None
+
+    def train(self, train_data: Sequence[Any], eval_data: Optional[Sequence[Any]] = None) -> dict:
+        """Run ``config.num_steps`` MeZO steps on batches drawn from ``train_data``."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        if not train_data and cfg.num_steps > 0:
+            raise ValueError("train_data is empty")
+        metrics_path = os.path.join(cfg.output_dir, "metrics.jsonl") if cfg.output_dir else None
+        if metrics_path:
+            os.makedirs(cfg.output_dir, exist_ok=True)
+        log = _JsonLines(metrics_path)
+        order_rng = random.Random(cfg.seed)
+        order: list[int] = []
+        history, evals = [], []
+        adapter_path = None
+        best = -1.0
+        start = time.perf_counter()
+
+        def run_eval(step: int) -> None:
+            nonlocal adapter_path, best
+            if eval_data:
+                result = {"step": step, **self.evaluate(eval_data)}
+                evals.append(result)
+                log.write({"event": "eval", **result})
+                best = max(best, result["eval_accuracy"])
+            adapter_path = self.save() or adapter_path
+
+        bar = tqdm(range(cfg.num_steps), desc="MeZO", disable=not cfg.progress_bar, dynamic_ncols=True)
+        try:
+            for step in bar:
+                if len(order) < cfg.batch_size:
+                    fresh = list(range(len(train_data)))
+                    order_rng.shuffle(fresh)
+                    order += fresh
+                batch = [train_data[i] for i in order[: cfg.batch_size]]
+                del order[: cfg.batch_size]
+                t0 = time.perf_counter()
+                result = self.step(batch)
+                history.append(result.loss)
+                log.write({
+                    "event": "step", "step": self.step_count, "loss": result.loss,
+                    "projected_grad": result.projected_grads[0], "lr": result.lr,
+                    "step_time_s": time.perf_counter() - t0,
+                })
+                bar.set_postfix(loss=f"{result.loss:.4f}", lr=f"{result.lr:.2e}")
+                if cfg.eval_steps and self.step_count % cfg.eval_steps == 0 and self.step_count < cfg.num_steps:
+                    run_eval(self.step_count)
+        except MeZODivergedError:
+            # The weights are the last good ones (the failed step restored them): keep them.
+            self.save()
+            raise
+        finally:
+            bar.close()
+        run_eval(self.step_count)
+        final = evals[-1] if evals else {}
+        return {
+            "steps": self.step_count,
+            "train_loss": history,
+            "eval_history": evals,
+            "eval_accuracy": final.get("eval_accuracy"),
+            "eval_loss": final.get("eval_loss"),
+            "best_eval_accuracy": best if evals else None,
+            "adapter_path": adapter_path,
+            "wall_time_s": time.perf_counter() - start,
+            "trainable_parameters": self.trainable.num_parameters,
+        }
+
+
+class _JsonLines:
+    def __init__(self, path: Optional[str]):
+        self.path = path
+
+    def write(self, record: dict) -> None:
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=lambda o: list(o) if isinstance(o, (set, tuple)) else str(o)))
+
+
+def _atomic_json(path: str, payload: dict) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(payload, f)
+    os.replace(tmp, path)
+
+
+def _scratch_dir() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="sglang-mezo-")
