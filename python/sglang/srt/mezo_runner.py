@@ -140,6 +140,19 @@ def build_model_runner(spec: RunnerSpec) -> ModelRunner:
     return runner
 
 
+def release_model_runner(runner: ModelRunner) -> None:
+    """Tear down what :func:`build_model_runner` set up process-wide, so that another runner can be
+    built in this process (SGLang builds its parallel groups once per process)."""
+    from sglang.srt.distributed.parallel_state import (
+        destroy_distributed_environment,
+        destroy_model_parallel,
+    )
+
+    destroy_model_parallel()
+    destroy_distributed_environment()
+    del runner
+
+
 class NoPrefixCache:
     """A tree cache that never shares a prefix: every training forward computes all of its KV
     under the weights in place at that moment."""
@@ -189,6 +202,11 @@ class PositionLogits(torch.nn.Module):
             ids = self.vocab_ids.to(weight.device)
             weight = weight[ids]
             bias = bias[ids] if bias is not None else None
+        else:
+            # SGLang pads the vocabulary to a multiple of 64; the padding rows are not tokens.
+            vocab = getattr(lm_head, "org_vocab_size", weight.shape[0])
+            weight = weight[:vocab]
+            bias = bias[:vocab] if bias is not None else None
         logits = rows @ weight.T
         if bias is not None:
             logits = logits + bias

@@ -163,11 +163,7 @@ class MeZOTrainer:
             from sglang.srt.mezo_models import resolve_model_path
 
             model_path = resolve_model_path(model_path)
-            if not os.path.isdir(model_path) and "/" not in model_path:
-                raise FileNotFoundError(
-                    f"model path {model_path!r} does not exist: give a local checkpoint folder, a "
-                    "Hugging Face hub id (org/name), or the built-in alias 'smollm2-135m'"
-                )
+            _check_model_path(model_path)
         self.model_path = model_path or runner.server_args.model_path
         if runner is None:
             use_lora = config.trainable == "lora"
@@ -185,11 +181,7 @@ class MeZOTrainer:
             )
         self.runner = runner
         self.forward = ExtendForward(runner)
-        self.tokenizer = tokenizer
-        if self.tokenizer is None and model_path is not None:
-            from transformers import AutoTokenizer
-
-            self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self._tokenizer = tokenizer
         self.trainable = self._make_trainable()
         self.decay = decay_mask(self.trainable.names)
         self._generators: dict[torch.device, torch.Generator] = {}
@@ -198,6 +190,14 @@ class MeZOTrainer:
         self.trajectory: list[dict] = []  # (seed, g, lr) per step: the run, replayable
 
     # ---- set-up -------------------------------------------------------------------------------
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        return self._tokenizer
 
     @staticmethod
     def _is_encoder_model(model_path: str) -> bool:
@@ -421,6 +421,15 @@ class MeZOTrainer:
             "wall_time_s": time.perf_counter() - start,
             "trainable_parameters": self.trainable.num_parameters,
         }
+
+
+def _check_model_path(model_path: str) -> None:
+    looks_local = model_path.startswith(("/", "./", "../", "~")) or model_path.count("/") > 1
+    if looks_local and not os.path.isdir(os.path.expanduser(model_path)):
+        raise FileNotFoundError(
+            f"model path {model_path!r} does not exist: give a local checkpoint folder, a "
+            "Hugging Face hub id (org/name), or the built-in alias 'smollm2-135m'"
+        )
 
 
 class _JsonLines:

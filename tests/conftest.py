@@ -1,0 +1,129 @@
+"""Tiny random models and tokenizers that the tests make for themselves (nothing is downloaded).
+
+SGLang builds its parallel runtime once per process, so a test module that needs a ModelRunner
+builds one in a module-scoped fixture and releases it at teardown (``runner_for``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Enough repetitions of the label words that the byte-level BPE makes each one a single token.
+_CORPUS = [
+    "it was great . it was terrible . it was good . it was bad . it was okay .",
+    "a great movie , a terrible plot , good acting , bad jokes , an okay ending .",
+    "the film is great fun . the script is terrible . yes no maybe true false .",
+    "does this mean that the premise is true ? yes or no ? maybe .",
+    "description entity expression human location number : what where who when how many",
+    "one two three four five six seven eight nine ten the a an and or but not very",
+] * 20
+
+SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+
+
+def _train_bpe(vocab_size: int = 400):
+    from tokenizers import ByteLevelBPETokenizer
+
+    tok = ByteLevelBPETokenizer()
+    tok.train_from_iterator(_CORPUS, vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIALS)
+    return tok
+
+
+@pytest.fixture(scope="session")
+def roberta_tokenizer_dir(tmp_path_factory):
+    """A RoBERTa-style byte-level BPE tokenizer (<s> ... </s>, <mask> with lstrip)."""
+    from tokenizers import AddedToken
+    from tokenizers.processors import RobertaProcessing
+    from transformers import RobertaTokenizerFast
+
+    d = tmp_path_factory.mktemp("roberta_tok")
+    bpe = _train_bpe()
+    # As in roberta-base: the mask token swallows the space before it ("was <mask>" -> was, <mask>).
+    bpe._tokenizer.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=False, normalized=False, special=True)])
+    bpe._tokenizer.post_processor = RobertaProcessing(("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>")))
+    tok = RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                               cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
+                               mask_token=AddedToken("<mask>", lstrip=True, rstrip=False))
+    tok.save_pretrained(str(d))
+    return str(d)
+
+
+@pytest.fixture(scope="session")
+def llama_tokenizer_dir(tmp_path_factory):
+    """A causal-LM byte-level BPE tokenizer (bos <s>, no mask token), as SmolLM2's is."""
+    from transformers import PreTrainedTokenizerFast
+
+    d = tmp_path_factory.mktemp("llama_tok")
+    bpe = _train_bpe()
+    bpe.post_processor = None
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
+                                  unk_token="<unk>", pad_token="<pad>")
+    tok.save_pretrained(str(d))
+    return str(d)
+
+
+def make_causal_lm(path: str, arch: str = "llama", vocab_size: int = 400, seed: int = 0,
+                   tokenizer_dir: str | None = None, dtype: str = "float32") -> str:
+    """Save a tiny random Llama or Qwen2 checkpoint (2 layers, hidden 64) at ``path``."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                  bos_token_id=0, eos_token_id=2, pad_token_id=1)
+    if arch == "llama":
+        model = LlamaForCausalLM(LlamaConfig(tie_word_embeddings=False, **common))
+    elif arch == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(tie_word_embeddings=True, **common))
+    else:
+        raise ValueError(arch)
+    model.to(getattr(torch, dtype)).save_pretrained(path)
+    if tokenizer_dir:
+        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(path)
+    return path
+
+
+@contextlib.contextmanager
+def runner_for(spec):
+    """Build a ModelRunner for ``spec`` and release it afterwards (one at a time per process)."""
+    from sglang.srt.mezo_runner import build_model_runner, release_model_runner
+
+    runner = build_model_runner(spec)
+    try:
+        yield runner
+    finally:
+        release_model_runner(runner)
+        gc.collect()
+
+
+@contextlib.contextmanager
+def trainer_for(trainer_cls, *args, **kwargs):
+    """A trainer whose runner is released afterwards."""
+    from sglang.srt.mezo_runner import release_model_runner
+
+    trainer = trainer_cls(*args, **kwargs)
+    try:
+        yield trainer
+    finally:
+        release_model_runner(trainer.runner)
+        del trainer
+        gc.collect()
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, llama_tokenizer_dir):
+    return make_causal_lm(str(tmp_path_factory.mktemp("llama")), "llama", tokenizer_dir=llama_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory, llama_tokenizer_dir):
+    return make_causal_lm(str(tmp_path_factory.mktemp("qwen2")), "qwen2", tokenizer_dir=llama_tokenizer_dir)
