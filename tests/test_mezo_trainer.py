@@ -242,3 +242,72 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_adapter(tmp_p
     assert set(saved) == set(good)
     assert all(torch.equal(saved[n], good[n]) and torch.isfinite(saved[n]).all() for n in good)
     assert not [f for f in os.listdir(os.path.join(cfg.output_dir, "adapter")) if f.startswith(".")]
+
+
+# ---- memory ----------------------------------------------------------------------------------
+
+
+class _Allocations(torch.utils._python_dispatch.TorchDispatchMode):
+    """Bytes of the new tensors every op creates while active: live peak and largest single one."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = self.largest = 0
+        self.largest_op = None
+        self._seen: set[int] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        import weakref
+
+        from torch.utils._pytree import tree_leaves
+
+        out = func(*args, **(kwargs or {}))
+        # Views (select, slice, ...) share an input's storage: not an allocation.
+        inputs = {x.untyped_storage().data_ptr() for x in tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor)}
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            key = storage.data_ptr()
+            if key in self._seen or key in inputs or storage.nbytes() == 0:
+                continue
+            self._seen.add(key)
+            self.live += storage.nbytes()
+            if storage.nbytes() > self.largest:
+                self.largest, self.largest_op = storage.nbytes(), str(func)
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(t, self._free, key, storage.nbytes())
+        return out
+
+    def _free(self, key, nbytes):
+        self._seen.discard(key)
+        self.live -= nbytes
+
+
+def test_lora_step_costs_what_two_forwards_cost(tmp_path, llama_tokenizer_dir):
+    # Weights large next to the activations of a short batch, so a weight-sized copy would show.
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=400, hidden_size=256, intermediate_size=1024, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=False)
+    path = str(tmp_path / "wide")
+    transformers.LlamaForCausalLM(cfg).save_pretrained(path)
+    weight_bytes = 256 * 256 * 4  # the smallest base weight matrix (q_proj) in fp32
+
+    with trainer_for(MeZOTrainer, path, small_config(tmp_path, lora_rank=8)) as tr:
+        tr.step(TASK)  # warm-up
+        with _Allocations() as fwd:
+            tr.compute_loss(TASK)
+            tr.compute_loss(TASK)
+        with _Allocations() as step:
+            tr.step(TASK)
+        lora_bytes = sum(t.numel() * t.element_size() for t in tr.trainable.tensors)
+    assert step.largest < weight_bytes, (step.largest, step.largest_op)
+    assert step.peak <= fwd.peak + 3 * lora_bytes, (step.peak, fwd.peak, lora_bytes)
+
+    # The same meter sees the full-weight snapshot: the check above can fail.
+    with trainer_for(MeZOTrainer, path, small_config(tmp_path, trainable="full")) as tr:
+        with _Allocations() as full_step:
+            tr.step(TASK)
+    assert full_step.largest >= weight_bytes
