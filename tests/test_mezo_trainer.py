@@ -327,3 +327,19 @@ def test_paired_forward_gives_the_same_step_as_two_forwards(tmp_path, tiny_llama
     a, b = results[False], results[True]
     assert abs(a[1] - b[1]) < 1e-5 and abs(a[2] - b[2]) < 1e-5 and abs(a[0] - b[0]) < 1e-3
     assert all((x - y).abs().max().item() < 1e-5 for x, y in zip(a[4], b[4]))
+
+
+def test_trains_on_a_runner_it_is_handed(tmp_path, tiny_llama):
+    # A live server's runner: built elsewhere, with room for its own adapters; the trainer loads
+    # its adapter next to them and frees nothing of theirs.
+    spec = RunnerSpec(tiny_llama, lora_rank=4, lora_target_modules=["q_proj", "v_proj"], max_loras_per_batch=4)
+    with runner_for(spec) as runner:
+        free_before = runner.token_to_kv_pool_allocator.available_size()
+        cfg = small_config(tmp_path, num_steps=100, learning_rate=5e-2, lr_schedule="linear")
+        tr = MeZOTrainer(config=cfg, runner=runner)
+        assert tr.lr_at(0) == cfg.learning_rate and tr.lr_at(50) == cfg.learning_rate / 2
+        start = tr.evaluate(TASK)["eval_loss"]
+        out = tr.train(TASK, TASK)
+        assert out["eval_loss"] < start - 0.3
+        assert tr.trainable.lora_id in runner.lora_manager.loras
+        assert runner.token_to_kv_pool_allocator.available_size() == free_before
