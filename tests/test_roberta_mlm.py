@@ -1,7 +1,7 @@
 """RobertaForMaskedLM on SGLang's ModelRunner against HF transformers' RobertaForMaskedLM.
 
 A tiny random RoBERTa with an MLM head is saved as a checkpoint; one in-process runner per module
-(SGLang keeps global state per process) computes logits through ``ExtendForward``, which swaps the
+(released at teardown, ``conftest.runner_for``) computes logits through ``ExtendForward``, which swaps the
 model's ``logits_processor`` for ``PositionLogits``, and through the model's default
 ``LogitsProcessor``. The embedding-mode runner is built in a subprocess.
 """
@@ -16,13 +16,14 @@ import textwrap
 
 import pytest
 import torch
+from conftest import runner_for
 from safetensors.torch import load_file
 from transformers import RobertaConfig
 from transformers import RobertaForMaskedLM as HFRobertaForMaskedLM
 
 from sglang.srt import mezo_runner
 from sglang.srt.mezo_roberta_mlm import RobertaForMaskedLM
-from sglang.srt.mezo_runner import ExtendForward, RunnerSpec, build_model_runner
+from sglang.srt.mezo_runner import ExtendForward, RunnerSpec
 
 VOCAB = 500  # not a multiple of 64: SGLang pads the embedding rows, the head must not show them
 PAD = 1
@@ -75,8 +76,8 @@ def setup(tmp_path_factory):
     path = tmp_path_factory.mktemp("roberta_mlm")
     hf = make_checkpoint(path)
     assert "position_embedding_type" not in json.loads((path / "config.json").read_text())
-    runner = build_model_runner(RunnerSpec(str(path), max_total_tokens=1024))
-    return hf, runner, ExtendForward(runner)
+    with runner_for(RunnerSpec(str(path), max_total_tokens=1024)) as runner:
+        yield hf, runner, ExtendForward(runner)
 
 
 def test_runner_uses_our_model_class(setup):
