@@ -24,7 +24,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, Iterator, NamedTuple, Optional, Sequence
 
 from sglang.srt.mezo_cpu import ensure_cpu_runtime
 
@@ -439,8 +439,6 @@ class MeZOTrainer:
         if metrics_path:
             os.makedirs(cfg.output_dir, exist_ok=True)
         log = _JsonLines(metrics_path)
-        order_rng = random.Random(cfg.seed)
-        order: list[int] = []
         history, evals = [], []
         adapter_path = None
         best = -1.0
@@ -457,13 +455,9 @@ class MeZOTrainer:
 
         bar = tqdm(range(cfg.num_steps), desc="MeZO", disable=not cfg.progress_bar, dynamic_ncols=True)
         try:
+            batches = batch_indices(len(train_data), cfg.batch_size, cfg.seed)
             for step in bar:
-                if len(order) < cfg.batch_size:
-                    fresh = list(range(len(train_data)))
-                    order_rng.shuffle(fresh)
-                    order += fresh
-                batch = [train_data[i] for i in order[: cfg.batch_size]]
-                del order[: cfg.batch_size]
+                batch = [train_data[i] for i in next(batches)]
                 t0 = time.perf_counter()
                 result = self.step(batch)
                 history.append(result.loss)
@@ -494,6 +488,22 @@ class MeZOTrainer:
             "wall_time_s": time.perf_counter() - start,
             "trainable_parameters": self.trainable.num_parameters,
         }
+
+
+def batch_indices(num_examples: int, batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Endless batches of example indices: seeded shuffled epochs, a batch may span two epochs.
+
+    >>> b = batch_indices(5, 2, seed=0); [next(b) for _ in range(3)]
+    [[2, 1], [0, 4], [3, 0]]
+    """
+    rng, order = random.Random(seed), []
+    while True:
+        while len(order) < batch_size:
+            fresh = list(range(num_examples))
+            rng.shuffle(fresh)
+            order += fresh
+        yield order[:batch_size]
+        del order[:batch_size]
 
 
 def _check_model_path(model_path: str) -> None:
