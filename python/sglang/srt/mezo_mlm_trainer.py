@@ -54,7 +54,7 @@ from sglang.srt.mezo_tasks import (
     resolve_task_data,
     sample_k_shot,
 )
-from sglang.srt.mezo_trainer import MeZOConfig, MeZOTrainer
+from sglang.srt.mezo_trainer import ForwardInputs, MeZOConfig, MeZOTrainer
 
 import torch  # noqa: E402  (after mezo_trainer, which sets up SGLang's CPU runtime first)
 
@@ -505,22 +505,22 @@ class MeZOMLMTrainer(MeZOTrainer):
 
     # -- 4. batch -> label-word logits at one position per prompt
 
+    def forward_inputs(self, batch: Sequence[EncodedExample]) -> ForwardInputs:
+        return ForwardInputs([list(e.input_ids) for e in batch], [e.position for e in batch], self.label_ids)
+
     def label_logits(self, batch: Sequence[EncodedExample]) -> torch.Tensor:
         """``[len(batch), n_labels]`` logits of the label words at each prompt's position."""
-        logits = self.logits([list(e.input_ids) for e in batch], [e.position for e in batch], vocab_ids=self.label_ids)
-        return logits.float()
+        return self.logits(*self.forward_inputs(batch)).float()
 
     # -- 5. logits -> loss
 
-    def compute_loss(self, batch: Sequence[EncodedExample]) -> float:
-        logits = self.label_logits(batch)
+    def loss_from_logits(self, logits: torch.Tensor, batch: Sequence[EncodedExample]) -> float:
         targets = torch.tensor([e.label_index for e in batch], device=logits.device)
         if self.objective == "accuracy":
             return -(logits.argmax(-1) == targets).float().mean().item()
-        return torch.nn.functional.cross_entropy(logits, targets).item()
+        return torch.nn.functional.cross_entropy(logits.float(), targets).item()
 
-    def predict(self, batch: Sequence[EncodedExample]) -> tuple[list, list]:
-        logits = self.label_logits(batch)
+    def predict_from_logits(self, logits: torch.Tensor, batch: Sequence[EncodedExample]) -> tuple[list, list]:
         return logits.argmax(-1).tolist(), [e.label_index for e in batch]
 
     @torch.no_grad()
@@ -547,26 +547,17 @@ class MeZOMLMTrainer(MeZOTrainer):
         return result
 
     def train(self, train_data: Sequence[Union[Example, EncodedExample]],
-              eval_data: Optional[Sequence[Union[Example, EncodedExample]]] = None) -> dict:
+              eval_data: Optional[Sequence[Union[Example, EncodedExample]]] = None,
+              eval_at_start: bool = True) -> dict:
         """Train as :meth:`MeZOTrainer.train` does, evaluating at step 0 too (``zero_shot_accuracy``)
         so that the history shows what training added."""
         train_data, eval_data = self.encode(train_data), self.encode(eval_data or [])
-        zero = None
-        if eval_data and self.step_count == 0:
-            zero = {"step": 0, **self.evaluate(eval_data)}
-            if self.config.output_dir:
-                os.makedirs(self.config.output_dir, exist_ok=True)
-                with open(os.path.join(self.config.output_dir, "metrics.jsonl"), "a") as f:
-                    f.write(json.dumps({"event": "eval", **zero}) + "\n")
-            logger.info("step 0 (zero-shot): eval accuracy %.4f, loss %.4f", zero["eval_accuracy"], zero["eval_loss"])
-        result = super().train(train_data, eval_data or None)
-        if zero is not None:
-            result["eval_history"].insert(0, zero)
+        result = super().train(train_data, eval_data or None, eval_at_start=eval_at_start)
         history = result["eval_history"]
         best = max(history, key=lambda r: r["eval_accuracy"]) if history else None
+        zero = history[0] if history and history[0]["step"] == 0 else None
         result.update(
             zero_shot_accuracy=zero["eval_accuracy"] if zero else None,
-            best_eval_accuracy=best["eval_accuracy"] if best else None,
             best_step=best["step"] if best else None,
         )
         return result

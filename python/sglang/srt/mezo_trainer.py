@@ -428,8 +428,11 @@ class MeZOTrainer:
             return adapter_dir
         return None
 
-    def train(self, train_data: Sequence[Any], eval_data: Optional[Sequence[Any]] = None) -> dict:
-        """Run ``config.num_steps`` MeZO steps on batches drawn from ``train_data``."""
+    def train(self, train_data: Sequence[Any], eval_data: Optional[Sequence[Any]] = None,
+              eval_at_start: bool = False) -> dict:
+        """Run ``config.num_steps`` MeZO steps on batches drawn from ``train_data``; evaluate on
+        ``eval_data`` every ``config.eval_steps``, at the end, and (``eval_at_start``) before the
+        first step, saving the adapter at each evaluation."""
         from tqdm.auto import tqdm
 
         cfg = self.config
@@ -444,14 +447,18 @@ class MeZOTrainer:
         best = -1.0
         start = time.perf_counter()
 
-        def run_eval(step: int) -> None:
+        def run_eval(step: int, save: bool = True) -> None:
             nonlocal adapter_path, best
             if eval_data:
                 result = {"step": step, **self.evaluate(eval_data)}
                 evals.append(result)
                 log.write({"event": "eval", **result})
                 best = max(best, result["eval_accuracy"])
-            adapter_path = self.save() or adapter_path
+            if save:
+                adapter_path = self.save() or adapter_path
+
+        if eval_at_start and eval_data:
+            run_eval(self.step_count, save=False)
 
         bar = tqdm(range(cfg.num_steps), desc="MeZO", disable=not cfg.progress_bar, dynamic_ncols=True)
         try:
