@@ -1,0 +1,13 @@
+"""The runnable examples in the public modules' docstrings run and give what they show."""
+
+import doctest
+import importlib
+
+import pytest
+
+
+@pytest.mark.parametrize("name", ["mezo_trainer", "mezo_mlm_trainer", "mezo_tasks", "mezo_lora", "mezo_runner"])
+def test_docstring_examples(name):
+    module = importlib.import_module(f"sglang.srt.{name}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
