@@ -497,3 +497,12 @@ def test_cli_help_and_bad_task_exit_codes():
     assert bad.returncode == 2
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: unknown task 'sst-7'; known tasks: sst-2, sst-5, trec") and "Traceback" not in err
+
+
+def test_missing_local_model_path_fails_before_anything_loads(tmp_path):
+    from sglang.srt.mezo_trainer import check_model_path
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        mezo_mlm_finetune(model_path=str(tmp_path / "no-such-model"), task_name="sst-2", num_steps=0)
+    check_model_path("roberta-base")  # a hub id, as in the example: not rejected here
+    check_model_path("HuggingFaceTB/SmolLM2-135M")

@@ -54,7 +54,7 @@ from sglang.srt.mezo_tasks import (
     resolve_task_data,
     sample_k_shot,
 )
-from sglang.srt.mezo_trainer import ForwardInputs, MeZOConfig, MeZOTrainer
+from sglang.srt.mezo_trainer import ForwardInputs, MeZOConfig, MeZOTrainer, check_model_path
 
 import torch  # noqa: E402  (after mezo_trainer, which sets up SGLang's CPU runtime first)
 
@@ -708,9 +708,7 @@ def mezo_mlm_finetune(
     if unknown:
         raise TypeError(f"unknown arguments {sorted(unknown)}")
     path = _resolve_model(model_path)
-    if not os.path.isdir(path) and "/" not in path:
-        raise FileNotFoundError(f"model path {model_path!r} does not exist: give a local checkpoint folder, a "
-                                f"Hugging Face hub id (org/name), or the built-in alias {DEFAULT_MODEL!r}")
+    check_model_path(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     kind = model_kind(tokenizer, model_architectures(path))
     hp = resolve_hyperparameters(kind, trainable, num_steps=num_steps, batch_size=batch_size,

@@ -181,7 +181,7 @@ class MeZOTrainer:
             from sglang.srt.mezo_models import resolve_model_path
 
             model_path = resolve_model_path(model_path)
-            _check_model_path(model_path)
+            check_model_path(model_path)
         self.model_path = model_path or runner.server_args.model_path
         if runner is None:
             use_lora = config.trainable == "lora"
@@ -513,7 +513,8 @@ def batch_indices(num_examples: int, batch_size: int, seed: int) -> Iterator[lis
         del order[:batch_size]
 
 
-def _check_model_path(model_path: str) -> None:
+def check_model_path(model_path: str) -> None:
+    """Fail early on a local path that does not exist; hub ids (``org/name``, ``roberta-base``) pass."""
     looks_local = model_path.startswith(("/", "./", "../", "~")) or model_path.count("/") > 1
     if looks_local and not os.path.isdir(os.path.expanduser(model_path)):
         raise FileNotFoundError(
