@@ -54,7 +54,9 @@ from sglang.srt.mezo_tasks import (
     resolve_task_data,
     sample_k_shot,
 )
-from sglang.srt.mezo_trainer import ForwardInputs, MeZOConfig, MeZOTrainer, check_model_path
+from sglang.srt.mezo_trainer import (
+    ForwardInputs, MeZOConfig, MeZOTrainer, check_model_path, model_architectures,
+)
 
 import torch  # noqa: E402  (after mezo_trainer, which sets up SGLang's CPU runtime first)
 
@@ -241,16 +243,6 @@ def _one_token_hint(tokenizer, word: str, space_prefix: bool, prefix_optional: b
 
 
 # ---------------------------------------------------------------- model kind
-
-
-def model_architectures(model_path: str) -> list[str]:
-    """``config.architectures`` of a checkpoint, or [] if it has no readable config."""
-    from transformers import AutoConfig
-
-    try:
-        return list(AutoConfig.from_pretrained(model_path).architectures or [])
-    except Exception:  # no config (a bare tokenizer folder) or an unknown model type
-        return []
 
 
 def model_kind(tokenizer, architectures: Sequence[str]) -> str:

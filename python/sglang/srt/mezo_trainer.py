@@ -219,13 +219,7 @@ class MeZOTrainer:
 
     @staticmethod
     def _is_encoder_model(model_path: str) -> bool:
-        from transformers import AutoConfig
-
-        try:
-            archs = AutoConfig.from_pretrained(model_path).architectures or []
-        except Exception:
-            return False
-        return any(a.endswith("ForMaskedLM") for a in archs)
+        return any(a.endswith("ForMaskedLM") for a in model_architectures(model_path))
 
     def _make_trainable(self):
         cfg = self.config
@@ -310,12 +304,9 @@ class MeZOTrainer:
         for i, t in enumerate(self.trainable.tensors):
             t.add_(self._z(step_seed, i, t), alpha=scale)
 
-    def _restore(self, snapshot: Optional[list[torch.Tensor]], step_seed: int, scale: float) -> None:
-        if snapshot is None:
-            self._perturb(step_seed, scale)
-        else:
-            for t, s in zip(self.trainable.tensors, snapshot):
-                t.copy_(s)
+    def _copy_back(self, snapshot: list[torch.Tensor]) -> None:
+        for t, s in zip(self.trainable.tensors, snapshot):
+            t.copy_(s)
 
     def lr_at(self, step: int) -> float:
         lr = self.config.learning_rate
@@ -335,10 +326,13 @@ class MeZOTrainer:
         if snapshot is None:
             self._perturb(step_seed, -2 * eps)
         else:
-            self._restore(snapshot, step_seed, 0.0)
+            self._copy_back(snapshot)
             self._perturb(step_seed, -eps)
         loss_minus = self.compute_loss(batch)
-        self._restore(snapshot, step_seed, eps)
+        if snapshot is None:
+            self._perturb(step_seed, eps)
+        else:
+            self._copy_back(snapshot)
         return (loss_plus - loss_minus) / (2 * eps), loss_plus, loss_minus
 
     def _paired_projected_gradient(self, batch: Sequence[Any], step_seed: int) -> tuple[float, float, float]:
@@ -359,8 +353,7 @@ class MeZOTrainer:
                 [self.trainable.lora_id] * n + [self.trainable.minus.lora_id] * n,
             )
         finally:
-            for p, s in zip(plus, snapshot):
-                p.copy_(s)
+            self._copy_back(snapshot)
         loss_plus = self.loss_from_logits(logits[:n], batch)
         loss_minus = self.loss_from_logits(logits[n:], batch)
         return (loss_plus - loss_minus) / (2 * eps), loss_plus, loss_minus
@@ -495,6 +488,16 @@ class MeZOTrainer:
             "wall_time_s": time.perf_counter() - start,
             "trainable_parameters": self.trainable.num_parameters,
         }
+
+
+def model_architectures(model_path: str) -> list[str]:
+    """``config.architectures`` of a checkpoint, or [] if it has no readable config."""
+    from transformers import AutoConfig
+
+    try:
+        return list(AutoConfig.from_pretrained(model_path).architectures or [])
+    except Exception:  # no config (a bare tokenizer folder) or an unknown model type
+        return []
 
 
 def batch_indices(num_examples: int, batch_size: int, seed: int) -> Iterator[list[int]]:
