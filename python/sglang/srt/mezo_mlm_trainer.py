@@ -663,6 +663,7 @@ def mezo_mlm_finetune(
     mlm_config: Optional[MLMConfig] = None,
     objective: str = "ce",
     max_eval_examples: Optional[int] = None,
+    eval_at_start: bool = True,
     progress_bar: bool = True,
     **config_overrides: Any,
 ) -> dict:
@@ -672,7 +673,8 @@ def mezo_mlm_finetune(
     the trainable set (``trainable``: "lora" or "full"; default full for masked LMs, LoRA for
     causal LMs); data defaults are in :func:`prepare_data` (16-shot, seed 42, the task's dev set).
     ``mlm_config`` replaces the preset's template and/or label words. ``num_steps=0`` evaluates
-    zero-shot with the same prompt and writes no adapter. Other :class:`MeZOConfig` fields
+    zero-shot with the same prompt and writes no adapter; ``eval_at_start=False`` skips that
+    step-0 evaluation in a training run (``zero_shot_accuracy`` is then None). Other :class:`MeZOConfig` fields
     (``lora_alpha``, ``n_spsa``, ``lr_schedule``, ``dtype``, ...) pass through ``config_overrides``.
     With ``output_dir`` the adapter (``<output_dir>/adapter``, PEFT format), ``metrics.jsonl``,
     the MeZO trajectory and ``summary.json`` are written there; without it nothing is written.
@@ -739,7 +741,7 @@ def mezo_mlm_finetune(
                 "trainable_parameters": trainer.trainable.num_parameters,
             }
         else:
-            result = trainer.train(train_enc, eval_enc)
+            result = trainer.train(train_enc, eval_enc, eval_at_start=eval_at_start)
     finally:
         release_model_runner(trainer.runner)
     result.update(
