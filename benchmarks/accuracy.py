@@ -333,7 +333,7 @@ def main() -> None:
     parser.add_argument("--plan", choices=sorted(PLANS), default="full")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
-    command = "python benchmarks/accuracy.py " + " ".join(sys.argv[1:])
+    command = f"python benchmarks/accuracy.py --plan {args.plan}"  # what made the runs, also under --report-only
     if not args.report_only:
         done = {r["name"] for r in load_records()}
         for run in PLANS[args.plan]():
