@@ -290,16 +290,20 @@ def _plot(records: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     curves = [r for r in records if r["run"]["method"] != "zero-shot"]
-    panels = sorted({(r["run"]["task"], r["run"]["k"], bool(r["run"].get("eval_n"))) for r in curves})
+    def panel(r: dict) -> tuple:  # one panel a task and k; sweeps (dev subsets) apart
+        return r["run"]["task"], r["run"]["k"], bool(r["run"].get("eval_n"))
+
+    panels = sorted({panel(r) for r in curves})
     if not panels:
         return
     colors = {"mezo-lora": "tab:blue", "mezo-full": "tab:orange", "adam-lora": "tab:green"}
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     for ax, (task, k, is_sweep) in zip(axes[0], panels):
         zero = _zero_shot(records, task)
-        for i, r in enumerate(c for c in curves if (c["run"]["task"], c["run"]["k"], bool(c["run"].get("eval_n")))
-                              == (task, k, is_sweep)):
-            h = [e for e in r["eval_history"]]
+        for r in curves:
+            if panel(r) != (task, k, is_sweep):
+                continue
+            h = r["eval_history"]
             if zero and not is_sweep and h[0]["step"] != 0:
                 h = [{"step": 0, "accuracy": zero["final_accuracy"]}] + h
             run = r["run"]

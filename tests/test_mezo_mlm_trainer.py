@@ -403,7 +403,6 @@ def test_fine_tuning_learns_the_toy_task(llama_runs):
     assert trained["wall_time_s"] > 0 and trained["prompt"]["label_tokens"] == [" terrible", " great"]
 
 
-
 def test_eval_at_start_false_skips_the_step_0_evaluation(tiny_llama, toy_file, llama_runs):
     _, trained, _ = llama_runs
     r = mezo_mlm_finetune(tiny_llama, "sst-2", toy_file, toy_file, num_steps=50, learning_rate=5e-2, epsilon=1e-2,
@@ -412,6 +411,7 @@ def test_eval_at_start_false_skips_the_step_0_evaluation(tiny_llama, toy_file, l
     assert [h["step"] for h in r["eval_history"]] == [50] and r["zero_shot_accuracy"] is None
     # Skipping the evaluation changes nothing in training: step 50 matches the run that evaluated at 0.
     assert r["eval_history"][0]["eval_loss"] == pytest.approx(trained["eval_history"][1]["eval_loss"], abs=1e-6)
+
 
 def test_fine_tuning_writes_adapter_metrics_and_summary(llama_runs):
     _, trained, out = llama_runs
