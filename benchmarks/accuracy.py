@@ -111,21 +111,18 @@ def run_adam_lora(run: Run) -> dict:
     """Backprop baseline: PEFT LoRA on the HF model, the same prompt encoding and loss."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from sglang.srt.mezo_mlm_trainer import PromptEncoder, prepare_data
-    from sglang.srt.mezo_models import resolve_model_path
-    from sglang.srt.mezo_tasks import get_task
-    from sglang.srt.mezo_trainer import batch_indices
+    from sglang.srt.mezo_config import MeZOConfig
+    from sglang.srt.mezo_mlm_trainer import prepare
+    from sglang.srt.mezo_run import BatchSampler
 
     start = time.perf_counter()
     torch.manual_seed(run.seed)
-    path = resolve_model_path(MODEL)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    preset = get_task(run.task)
-    prompt = PromptEncoder.for_task(tokenizer, "causal", preset)
-    train, evals = prepare_data(preset, k_shot=run.k, seed=run.seed)
-    train, evals = prompt.encode_all(train), prompt.encode_all(evals)
+    # The library's plan: the same data sample, prompt and encoding a MeZO run of this task gets.
+    plan = prepare(MeZOConfig(model_path=MODEL, task=run.task, k_shot=run.k, seed=run.seed, num_steps=run.steps,
+                              batch_size=run.batch, max_eval_examples=run.eval_n))
+    path, tokenizer, prompt, train, evals = plan.model_path, plan.prompt.tokenizer, plan.prompt, plan.train, plan.eval
     label_ids = torch.tensor(prompt.label_token_ids)
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
@@ -161,7 +158,7 @@ def run_adam_lora(run: Run) -> dict:
 
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=run.lr)
     history = []  # step 0 is the zero-shot run's (same prompt and head), not repeated
-    batches, losses = batch_indices(len(train), run.batch, run.seed), []  # MeZO's batch order
+    batches, losses = BatchSampler(len(train), run.batch, run.seed), []  # MeZO's batch order
     model.train()
     eval_time = 0.0
     for step in range(1, run.steps + 1):

@@ -95,25 +95,20 @@ def log(msg: str) -> None:
 
 # =========================================================================== the SGLang side
 
-def _trainer_class():
-    """MeZOTrainer with the benchmark's objective (imported lazily: importing sglang is heavy)."""
-    from sglang.srt.mezo_trainer import ForwardInputs, MeZOTrainer
+def _make_trainer(config, runner, tokenizer):
+    """The library's prompt objective (SST-2: " terrible"/" great" at the last position) on ``runner``."""
+    from sglang.srt.mezo_mlm_trainer import MeZOMLMTrainer
 
-    label_ids = torch.tensor(ref.LABEL_IDS)
+    trainer = MeZOMLMTrainer(config=config, task="sst-2", runner=runner, tokenizer=tokenizer)
+    assert tuple(trainer.prompt.label_token_ids) == ref.LABEL_IDS, trainer.prompt.label_token_ids
+    return trainer
 
-    class LabelWordTrainer(MeZOTrainer):
-        """Batch = [(prompt ids, label index)]: logits of the two label words at the last position,
-        cross-entropy over them."""
 
-        def forward_inputs(self, batch):
-            seqs = [list(ids) for ids, _ in batch]
-            return ForwardInputs(seqs, [len(s) - 1 for s in seqs], label_ids)
+def _encoded(batch):
+    """The benchmark's (prompt ids, label index) rows as the trainer's encoded examples."""
+    from sglang.srt.mezo_prompts import EncodedExample
 
-        def loss_from_logits(self, logits, batch):
-            targets = torch.tensor([y for _, y in batch], device=logits.device)
-            return torch.nn.functional.cross_entropy(logits.float(), targets).item()
-
-    return LabelWordTrainer
+    return [EncodedExample(tuple(ids), len(ids) - 1, label) for ids, label in batch]
 
 
 def _mezo_config(kind: str, scratch: str, max_total_tokens: int):
@@ -165,14 +160,13 @@ class Case:
 def run_timings(args, tok, model_path: str, nat: dict, fixed: dict, scratch: str) -> dict:
     from sglang.srt.mezo_runner import build_model_runner, release_model_runner
 
-    Trainer = _trainer_class()
     all_batches = list(nat.values()) + list(fixed.values())
     max_tokens = kv_tokens_needed(all_batches)
     log(f"building the SGLang runner (max_total_tokens={max_tokens}, 6 LoRA slots)")
     runner = build_model_runner(_runner_spec(model_path, max_tokens, lora=True, max_loras_per_batch=6))
     torch.set_num_threads(args.threads)
     trainers = {
-        kind: Trainer(config=_mezo_config(kind, scratch, max_tokens), runner=runner, tokenizer=tok)
+        kind: _make_trainer(_mezo_config(kind, scratch, max_tokens), runner, tok)
         for kind in ("lora_paired", "lora_two", "full_exact", "full_inexact")
     }
     assert trainers["lora_paired"].trainable.minus is not None, "the paired trainer did not get its second slot"
@@ -193,8 +187,8 @@ def run_timings(args, tok, model_path: str, nat: dict, fixed: dict, scratch: str
     check_b = nat[16] if 16 in nat else nat[min(nat)]
     sanity = {
         "batch_size": len(check_b),
-        "sglang_base_loss": trainers["full_exact"].compute_loss(check_b),
-        "sglang_lora_loss": trainers["lora_two"].compute_loss(check_b),
+        "sglang_base_loss": trainers["full_exact"].compute_loss(_encoded(check_b)),
+        "sglang_lora_loss": trainers["lora_two"].compute_loss(_encoded(check_b)),
     }
     if hf_base is not None:
         sanity["reference_base_loss"] = float(ref_full.zo_forward(padded[id(check_b)]))
@@ -204,6 +198,7 @@ def run_timings(args, tok, model_path: str, nat: dict, fixed: dict, scratch: str
     log(f"loss check at the starting weights: {sanity}")
 
     def sgl_case(config: str, b):
+        b = _encoded(b)
         fn = {
             "sgl_forward_lora": lambda: trainers["lora_two"].compute_loss(b),
             "sgl_forward_base": lambda: trainers["full_exact"].compute_loss(b),
@@ -313,9 +308,9 @@ def memory_worker(args) -> int:
             tkind = {"sgl_inference_lora": "lora_paired", "mezo_lora_paired": "lora_paired",
                      "mezo_lora_two": "lora_two", "sgl_inference_base": "full_exact",
                      "mezo_full_exact": "full_exact", "mezo_full_inexact": "full_inexact"}[kind]
-            trainer = _trainer_class()(config=_mezo_config(tkind, scratch, args.max_total_tokens), runner=runner,
-                                       tokenizer=tok)
-            op = (lambda: trainer.compute_loss(batch)) if kind.startswith("sgl_inference") else (lambda: trainer.step(batch))
+            trainer = _make_trainer(_mezo_config(tkind, scratch, args.max_total_tokens), runner, tok)
+            encoded = _encoded(batch)
+            op = (lambda: trainer.compute_loss(encoded)) if kind.startswith("sgl_inference") else (lambda: trainer.step(encoded))
         else:
             from transformers import AutoTokenizer
 

@@ -9,14 +9,14 @@ the slot (the zero ``k_proj`` rows of a q/v adapter, the rank padding) is ever t
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
 import torch
+
+from sglang.srt.mezo_config import SUPPORTED_TARGETS
 
 # Projections SGLang fuses, and their slice order inside the fused module.
 _FUSED = {
@@ -26,7 +26,6 @@ _FUSED = {
     "gate_proj": ("gate_up_proj", 0),
     "up_proj": ("gate_up_proj", 1),
 }
-SUPPORTED_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -119,42 +118,18 @@ def peft_config_dict(settings: LoRASettings, base_model: str) -> dict:
     return config.to_dict()
 
 
-def _json_default(value):
-    if isinstance(value, (set, frozenset)):
-        return sorted(value)
-    if hasattr(value, "value"):  # enums such as TaskType
-        return value.value
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
 def save_peft_adapter(directory: str, tensors: dict[str, torch.Tensor], config: dict) -> str:
-    """Write ``adapter_config.json`` and ``adapter_model.safetensors`` into ``directory``.
-
-    Each file is written to a temporary name and renamed into place, so a reader (or a crash)
-    never sees half a file; the weights go last so a directory with weights is always complete.
-    """
+    """Write ``adapter_config.json`` and ``adapter_model.safetensors`` into ``directory``, each
+    atomically (:func:`sglang.srt.mezo_io.atomic_write`); the weights go last, so a folder with
+    weights is always complete."""
     from safetensors.torch import save_file
 
-    os.makedirs(directory, exist_ok=True)
+    from sglang.srt.mezo_io import atomic_json, atomic_write
 
-    def atomic(name: str, write) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
-        os.close(fd)
-        try:
-            write(tmp)
-            os.replace(tmp, os.path.join(directory, name))
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-
-    def write_config(path):
-        with open(path, "w") as f:
-            json.dump(config, f, indent=2, default=_json_default)
-
-    atomic("adapter_config.json", write_config)
+    atomic_json(os.path.join(directory, "adapter_config.json"), config, indent=2)
     cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
-    atomic("adapter_model.safetensors", lambda path: save_file(cpu, path, metadata={"format": "pt"}))
+    atomic_write(os.path.join(directory, "adapter_model.safetensors"),
+                 lambda path: save_file(cpu, path, metadata={"format": "pt"}))
     return directory
 
 
@@ -242,6 +217,13 @@ class PoolLoRA:
         with torch.no_grad():
             for t in self.tensors:
                 t.host.copy_(t.pool)
+
+    def unload(self) -> None:
+        """Remove the adapter from SGLang's LoRA manager, freeing its pool slot."""
+        result = self.runner.unload_lora_adapter(self.ref)
+        if not result.success:
+            raise RuntimeError(f"SGLang could not unload LoRA adapter {self.ref.lora_name}: {result.error_message}")
+        self.tensors = []
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {t.name: t.pool for t in self.tensors}

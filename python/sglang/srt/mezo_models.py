@@ -142,6 +142,67 @@ def resolve_model_path(model: str, cache_dir: str | None = None) -> str:
     return target
 
 
+
+# ---------------------------------------------------------------- what kind of model a checkpoint is
+
+MODEL_KINDS = ("masked", "causal")
+
+
+def check_model_path(model_path: str) -> None:
+    """Fail early on a local path that does not exist; hub ids (``org/name``, ``roberta-base``) pass.
+
+    >>> check_model_path("roberta-base")
+    """
+    looks_local = model_path.startswith(("/", "./", "../", "~")) or model_path.count("/") > 1
+    if looks_local and not os.path.isdir(os.path.expanduser(model_path)):
+        raise FileNotFoundError(
+            f"model path {model_path!r} does not exist: give a local checkpoint folder, a "
+            "Hugging Face hub id (org/name), or the built-in alias 'smollm2-135m'"
+        )
+
+
+def model_architectures(model_path: str) -> list[str]:
+    """``config.architectures`` of a checkpoint, or [] if it has no readable config."""
+    from transformers import AutoConfig
+
+    try:
+        return list(AutoConfig.from_pretrained(model_path).architectures or [])
+    except Exception:  # no config (a bare tokenizer folder) or an unknown model type
+        return []
+
+
+def is_masked_lm(architectures: list[str] | tuple[str, ...]) -> bool:
+    """Whether a checkpoint's architectures name a masked LM (``...ForMaskedLM``).
+
+    >>> is_masked_lm(["RobertaForMaskedLM"]), is_masked_lm(["LlamaForCausalLM"])
+    (True, False)
+    """
+    return any(a.endswith("ForMaskedLM") for a in architectures)
+
+
+def model_kind(tokenizer, architectures: list[str] | tuple[str, ...]) -> str:
+    """``"masked"`` for a masked LM (an ``...ForMaskedLM`` with a mask token), else ``"causal"``.
+
+    >>> model_kind(None, ["LlamaForCausalLM"])
+    'causal'
+    """
+    if not is_masked_lm(architectures):
+        return "causal"
+    if getattr(tokenizer, "mask_token", None) is None:
+        raise ValueError(f"model architecture {list(architectures)} is a masked LM but its tokenizer has no "
+                         "mask token: give the tokenizer that belongs to the checkpoint")
+    return "masked"
+
+
+def check_trainable(kind: str, trainable: str) -> None:
+    """Fail early on a trainable set SGLang cannot train for this kind of model."""
+    if kind == "masked" and trainable == "lora":
+        # SGLang's LoRA manager wraps no module of its BERT/RoBERTa layers (and reads
+        # num_key_value_heads, which RobertaConfig lacks), so there is no adapter to train.
+        raise ValueError("LoRA is not available for masked LMs in SGLang's LoRA manager; "
+                         "use trainable='full' (--trainable full), the paper's main MeZO setting")
+
+
 def _is_complete(folder: str) -> bool:
     return os.path.isfile(os.path.join(folder, COMPLETE_MARKER))
 

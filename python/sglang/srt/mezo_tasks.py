@@ -22,15 +22,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import random
 import re
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequence, Union
 
 LM_BFF_SEEDS = (13, 21, 42, 87, 100)
+
+logger = logging.getLogger(__name__)
 
 
 class DataFormatError(ValueError):
@@ -618,3 +621,62 @@ def compute_metric(metric: str, preds: Iterable, labels: Iterable) -> float:
     if metric not in funcs:
         raise ValueError(f"unknown metric {metric!r}; use 'accuracy' or 'macro_f1'")
     return funcs[metric](preds, labels)
+
+
+# ---------------------------------------------------------------- the data of one run
+
+DEFAULT_K_SHOT = 16
+DEFAULT_DATA_SEED = 42  # one of LM-BFF's five data seeds
+#: A dataset as a run takes it: a path or hub name :func:`load_examples` reads, a list of
+#: :class:`Example`, or None for the task's own data.
+DataSource = Union[str, os.PathLike, Sequence[Example], None]
+
+
+def _examples_from(source: DataSource, preset: TaskPreset, split: str) -> list[Example]:
+    if source is None:
+        source = resolve_task_data(preset, split)
+    if isinstance(source, (str, os.PathLike)):
+        return load_examples(os.fspath(source), preset, split=split)
+    examples = list(source)
+    bad = next((e for e in examples if not isinstance(e, Example)), None)
+    if bad is not None:
+        raise TypeError(f"a dataset must be a path or a list of Example, found a {type(bad).__name__} item")
+    return examples
+
+
+def prepare_data(preset: TaskPreset, train_dataset: DataSource = None, eval_dataset: DataSource = None, *,
+                 k_shot: int | None = None, seed: int = DEFAULT_DATA_SEED,
+                 max_eval_examples: int | None = None) -> tuple[list[Example], list[Example]]:
+    """(train, eval) examples for a run.
+
+    Train: ``train_dataset`` (a path load_examples reads, a list of Example, or None for the task's
+    own training data: the shared data folder if present, else the hub). ``k_shot`` examples per
+    class are sampled with ``seed`` (LM-BFF); ``k_shot=None`` means 16 for the task's own training
+    data and all of a dataset you give; 0 means all.
+    Eval: ``eval_dataset``, else the task's dev set; a task without one (TREC) gets the k-shot dev
+    split, drawn from its training data and disjoint from the training examples.
+    ``max_eval_examples`` caps the eval set (a seeded sample) for quick runs.
+    """
+    pool = _examples_from(train_dataset, preset, "train")
+    k = (DEFAULT_K_SHOT if train_dataset is None else 0) if k_shot is None else k_shot
+    if k < 0:
+        raise ValueError(f"k_shot must be >= 0, got {k}")
+    train, k_dev = sample_k_shot(pool, k, seed) if k else (pool, [])
+    if eval_dataset is not None:
+        evals = _examples_from(eval_dataset, preset, "dev")
+    elif resolve_task_data(preset, "dev") != resolve_task_data(preset, "train"):
+        evals = _examples_from(None, preset, "dev")
+    else:
+        # No dev split (TREC): LM-BFF's k-shot dev, never an example we train on.
+        if not k_dev or train_dataset is not None:
+            seen = set(train)
+            rest = [e for e in _examples_from(None, preset, "train") if e not in seen]
+            k_dev = sample_k_shot(rest, k or DEFAULT_K_SHOT, seed, with_dev=False)[0]
+        evals = k_dev
+        logger.info("task %s has no dev set: evaluating on %d held-out training examples", preset.name, len(evals))
+    if not evals:
+        logger.warning("no evaluation examples for task %s: accuracy will not be measured", preset.name)
+    if max_eval_examples is not None and len(evals) > max_eval_examples:
+        keep = sorted(random.Random(seed).sample(range(len(evals)), max_eval_examples))
+        evals = [evals[i] for i in keep]
+    return train, evals

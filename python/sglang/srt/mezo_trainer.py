@@ -16,15 +16,12 @@ Example (a tiny next-token task; any Llama/Qwen2 checkpoint path works):
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import math
 import os
 import random
-import time
-from dataclasses import dataclass, field
-from typing import Any, Iterator, NamedTuple, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Optional, Sequence
 
 from sglang.srt.mezo_cpu import ensure_cpu_runtime
 
@@ -32,67 +29,17 @@ ensure_cpu_runtime()
 
 import torch  # noqa: E402
 
+from sglang.srt.mezo_config import MeZOConfig  # noqa: E402
+from sglang.srt.mezo_io import atomic_json  # noqa: E402
 from sglang.srt.mezo_lora import LoRASettings, PoolLoRA, decay_mask  # noqa: E402
+from sglang.srt.mezo_models import check_model_path, is_masked_lm, model_architectures  # noqa: E402
+from sglang.srt.mezo_run import MeZORun  # noqa: E402
 from sglang.srt.mezo_runner import ExtendForward, RunnerSpec, build_model_runner  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-TRAINABLE_SETS = ("lora", "full")
-SCHEDULES = ("constant", "linear")
-
-
 class MeZODivergedError(RuntimeError):
     """The loss stopped being a finite number; the weights are left as they were before the step."""
-
-
-@dataclass
-class MeZOConfig:
-    """Everything a MeZO run needs besides the model and the data. Defaults suit LoRA on a
-    small causal LM (the calibration in the project notes: lr 1e-3, eps 1e-2)."""
-
-    trainable: str = "lora"  # "lora" or "full"
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    lora_target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-    learning_rate: float = 1e-3
-    epsilon: float = 1e-2
-    weight_decay: float = 0.0
-    n_spsa: int = 1
-    lr_schedule: str = "constant"
-    num_steps: int = 1000
-    batch_size: int = 16
-    eval_steps: int = 0  # 0: evaluate only at the end
-    seed: int = 0
-    output_dir: Optional[str] = None
-    device: Optional[str] = None  # None: CUDA if present, else CPU
-    dtype: str = "float32"
-    max_total_tokens: int = 8192
-    # Restoring theta by copying a snapshot is bitwise exact in every dtype; for "full" the
-    # snapshot costs one copy of the weights, so it can be traded for add/subtract (inexact).
-    exact_restore: bool = True
-    init_adapter: Optional[str] = None  # start from an existing PEFT adapter instead of B = 0
-    # LoRA: run the +eps and -eps passes as one batch over two adapter slots (SGLang's multi-LoRA
-    # batching) instead of two forwards. None: on whenever the runner has a free slot for it.
-    paired_forward: Optional[bool] = None
-    progress_bar: bool = True
-
-    def validate(self) -> None:
-        if self.trainable not in TRAINABLE_SETS:
-            raise ValueError(f"unknown trainable set {self.trainable!r}: choose one of {TRAINABLE_SETS}")
-        if not (self.epsilon > 0 and math.isfinite(self.epsilon)):
-            raise ValueError(f"epsilon must be a positive number, got {self.epsilon}")
-        if not (self.learning_rate >= 0 and math.isfinite(self.learning_rate)):
-            raise ValueError(f"learning_rate must be >= 0, got {self.learning_rate}")
-        if self.n_spsa < 1:
-            raise ValueError(f"n_spsa must be >= 1, got {self.n_spsa}")
-        if self.lr_schedule not in SCHEDULES:
-            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}: choose one of {SCHEDULES}")
-        if self.num_steps < 0 or self.batch_size < 1:
-            raise ValueError("num_steps must be >= 0 and batch_size >= 1")
-        if self.paired_forward and self.trainable != "lora":
-            raise ValueError("paired_forward runs the two passes on two LoRA slots: it needs trainable='lora'")
-        if self.trainable == "lora":
-            LoRASettings(self.lora_rank, self.lora_alpha, tuple(self.lora_target_modules), self.seed)
 
 
 class ForwardInputs(NamedTuple):
@@ -173,16 +120,17 @@ class MeZOTrainer:
         runner=None,
         tokenizer=None,
     ):
-        self.config = config = config or MeZOConfig()
-        config.validate()
-        if runner is None and model_path is None:
-            raise ValueError("give a model_path (or a ModelRunner via runner=)")
-        if model_path is not None:
+        config = config or MeZOConfig()
+        if runner is None:
             from sglang.srt.mezo_models import resolve_model_path
 
-            model_path = resolve_model_path(model_path)
+            model_path = resolve_model_path(model_path or config.model_path)
             check_model_path(model_path)
-        self.model_path = model_path or runner.server_args.model_path
+        self.model_path = model_path if runner is None else runner.server_args.model_path
+        kind = self._detect_kind()
+        masked = kind == "masked"
+        # Hyperparameters left to their defaults depend on the kind of model: resolved once, here.
+        self.config = config = config.resolve(kind)
         if runner is None:
             use_lora = config.trainable == "lora"
             runner = build_model_runner(
@@ -193,7 +141,7 @@ class MeZOTrainer:
                     max_total_tokens=config.max_total_tokens,
                     lora_rank=config.lora_rank if use_lora else None,
                     lora_target_modules=list(config.lora_target_modules) if use_lora else None,
-                    is_embedding=self._is_encoder_model(model_path),
+                    is_embedding=masked,
                     seed=config.seed,
                 )
             )
@@ -217,9 +165,9 @@ class MeZOTrainer:
             self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         return self._tokenizer
 
-    @staticmethod
-    def _is_encoder_model(model_path: str) -> bool:
-        return any(a.endswith("ForMaskedLM") for a in model_architectures(model_path))
+    def _detect_kind(self) -> str:
+        """"masked" or "causal": what the per-kind defaults and the runner's set-up depend on."""
+        return "masked" if is_masked_lm(model_architectures(self.model_path)) else "causal"
 
     def _make_trainable(self):
         cfg = self.config
@@ -387,21 +335,27 @@ class MeZOTrainer:
 
     # ---- evaluation, saving, the loop ---------------------------------------------------------
 
-    @torch.no_grad()
-    def evaluate(self, examples: Sequence[Any], batch_size: Optional[int] = None) -> dict:
-        """Loss and accuracy over ``examples`` at the current weights."""
+    def eval_loss(self, logits: torch.Tensor, batch: Sequence[Any]) -> float:
+        """The loss an evaluation reports (mean over ``batch``); base: the training objective."""
+        return self.loss_from_logits(logits, batch)
+
+    def eval_metrics(self, predictions: list, references: list) -> dict:
+        """Metrics of a whole evaluation from its predictions; base: accuracy."""
         from sglang.srt.mezo_tasks import accuracy
 
-        bs = batch_size or max(self.config.batch_size, 16)
-        total, preds, refs = 0.0, [], []
-        for i in range(0, len(examples), bs):
-            chunk = examples[i : i + bs]
-            logits = self.logits(*self.forward_inputs(chunk))
-            total += self.loss_from_logits(logits, chunk) * len(chunk)
-            p, r = self.predict_from_logits(logits, chunk)
-            preds += p
-            refs += r
-        return {"eval_loss": total / max(len(examples), 1), "eval_accuracy": accuracy(preds, refs)}
+        return {"eval_accuracy": accuracy(predictions, references)}
+
+    def evaluation(self, examples: Sequence[Any], batch_size: Optional[int] = None) -> "Evaluation":
+        """An evaluation of ``examples`` at the current weights, run a chunk at a time."""
+        return Evaluation(self, examples, batch_size or max(self.config.batch_size, 16))
+
+    @torch.no_grad()
+    def evaluate(self, examples: Sequence[Any], batch_size: Optional[int] = None) -> dict:
+        """Loss and metrics over ``examples`` at the current weights."""
+        evaluation = self.evaluation(examples, batch_size)
+        while not evaluation.done:
+            evaluation.advance()
+        return evaluation.metrics()
 
     def save(self, directory: Optional[str] = None) -> Optional[str]:
         """Save the adapter (PEFT format; loads in PEFT and SGLang ``--lora-paths``) and the run's
@@ -409,10 +363,9 @@ class MeZOTrainer:
         directory = directory or self.config.output_dir
         if directory is None:
             return None
-        os.makedirs(directory, exist_ok=True)
-        _atomic_json(os.path.join(directory, "mezo_trajectory.json"), {
+        atomic_json(os.path.join(directory, "mezo_trajectory.json"), {
             "model_path": self.model_path,
-            "config": _jsonable(dataclasses.asdict(self.config)),
+            "config": self.config.to_dict(),
             "steps": self.trajectory,
         })
         if isinstance(self.trainable, LoRAWeights):
@@ -421,130 +374,50 @@ class MeZOTrainer:
             return adapter_dir
         return None
 
-    def train(self, train_data: Sequence[Any], eval_data: Optional[Sequence[Any]] = None,
-              eval_at_start: bool = False) -> dict:
+    def start_run(self, train_data: Sequence[Any], eval_data: Optional[Sequence[Any]] = None, *,
+                  callbacks=None) -> MeZORun:
+        """A :class:`~sglang.srt.mezo_run.MeZORun` of this trainer, to advance a unit at a time."""
+        return MeZORun(self, train_data, eval_data, callbacks=callbacks)
+
+    def train(self, train_data: Sequence[Any], eval_data: Optional[Sequence[Any]] = None) -> dict:
         """Run ``config.num_steps`` MeZO steps on batches drawn from ``train_data``; evaluate on
-        ``eval_data`` every ``config.eval_steps``, at the end, and (``eval_at_start``) before the
-        first step, saving the adapter at each evaluation."""
-        from tqdm.auto import tqdm
+        ``eval_data`` before the first step (``config.eval_at_start``), every ``config.eval_steps``
+        and at the end, saving at each evaluation after the start."""
+        return self.start_run(train_data, eval_data).run_to_end()
 
-        cfg = self.config
-        if not train_data and cfg.num_steps > 0:
-            raise ValueError("train_data is empty")
-        metrics_path = os.path.join(cfg.output_dir, "metrics.jsonl") if cfg.output_dir else None
-        if metrics_path:
-            os.makedirs(cfg.output_dir, exist_ok=True)
-        log = _JsonLines(metrics_path)
-        history, evals = [], []
-        adapter_path = None
-        best = -1.0
-        start = time.perf_counter()
-
-        def run_eval(step: int, save: bool = True) -> None:
-            nonlocal adapter_path, best
-            if eval_data:
-                result = {"step": step, **self.evaluate(eval_data)}
-                evals.append(result)
-                log.write({"event": "eval", **result})
-                best = max(best, result["eval_accuracy"])
-            if save:
-                adapter_path = self.save() or adapter_path
-
-        if eval_at_start and eval_data:
-            run_eval(self.step_count, save=False)
-
-        bar = tqdm(range(cfg.num_steps), desc="MeZO", disable=not cfg.progress_bar, dynamic_ncols=True)
-        try:
-            batches = batch_indices(len(train_data), cfg.batch_size, cfg.seed)
-            for step in bar:
-                batch = [train_data[i] for i in next(batches)]
-                t0 = time.perf_counter()
-                result = self.step(batch)
-                history.append(result.loss)
-                log.write({
-                    "event": "step", "step": self.step_count, "loss": result.loss,
-                    "projected_grad": result.projected_grads[0], "lr": result.lr,
-                    "step_time_s": time.perf_counter() - t0,
-                })
-                bar.set_postfix(loss=f"{result.loss:.4f}", lr=f"{result.lr:.2e}")
-                if cfg.eval_steps and self.step_count % cfg.eval_steps == 0 and self.step_count < cfg.num_steps:
-                    run_eval(self.step_count)
-        except MeZODivergedError:
-            # The weights are the last good ones (the failed step restored them): keep them.
-            self.save()
-            raise
-        finally:
-            bar.close()
-        run_eval(self.step_count)
-        final = evals[-1] if evals else {}
-        return {
-            "steps": self.step_count,
-            "train_loss": history,
-            "eval_history": evals,
-            "eval_accuracy": final.get("eval_accuracy"),
-            "eval_loss": final.get("eval_loss"),
-            "best_eval_accuracy": best if evals else None,
-            "adapter_path": adapter_path,
-            "wall_time_s": time.perf_counter() - start,
-            "trainable_parameters": self.trainable.num_parameters,
-        }
+    def close(self) -> None:
+        """Unload this trainer's adapters from the runner's LoRA pool (a runner it was handed keeps
+        running; one it built is released with ``mezo_runner.release_model_runner``)."""
+        if isinstance(self.trainable, LoRAWeights):
+            for lora in (self.trainable.lora, self.trainable.minus):
+                if lora is not None:
+                    lora.unload()
 
 
-def model_architectures(model_path: str) -> list[str]:
-    """``config.architectures`` of a checkpoint, or [] if it has no readable config."""
-    from transformers import AutoConfig
+class Evaluation:
+    """One pass over evaluation examples at the current weights, one chunk per :meth:`advance`."""
 
-    try:
-        return list(AutoConfig.from_pretrained(model_path).architectures or [])
-    except Exception:  # no config (a bare tokenizer folder) or an unknown model type
-        return []
+    def __init__(self, trainer: MeZOTrainer, examples: Sequence[Any], batch_size: int):
+        self.trainer, self.examples, self.batch_size = trainer, examples, batch_size
+        self.cursor, self.loss_sum, self.predictions, self.references = 0, 0.0, [], []
 
+    @property
+    def done(self) -> bool:
+        return self.cursor >= len(self.examples)
 
-def batch_indices(num_examples: int, batch_size: int, seed: int) -> Iterator[list[int]]:
-    """Endless batches of example indices: seeded shuffled epochs, a batch may span two epochs.
+    @torch.no_grad()
+    def advance(self) -> None:
+        chunk = self.examples[self.cursor : self.cursor + self.batch_size]
+        logits = self.trainer.logits(*self.trainer.forward_inputs(chunk))
+        self.loss_sum += self.trainer.eval_loss(logits, chunk) * len(chunk)
+        predictions, references = self.trainer.predict_from_logits(logits, chunk)
+        self.predictions += predictions
+        self.references += references
+        self.cursor += len(chunk)
 
-    >>> b = batch_indices(5, 2, seed=0); [next(b) for _ in range(3)]
-    [[2, 1], [0, 4], [3, 0]]
-    """
-    rng, order = random.Random(seed), []
-    while True:
-        while len(order) < batch_size:
-            fresh = list(range(num_examples))
-            rng.shuffle(fresh)
-            order += fresh
-        yield order[:batch_size]
-        del order[:batch_size]
-
-
-def check_model_path(model_path: str) -> None:
-    """Fail early on a local path that does not exist; hub ids (``org/name``, ``roberta-base``) pass."""
-    looks_local = model_path.startswith(("/", "./", "../", "~")) or model_path.count("/") > 1
-    if looks_local and not os.path.isdir(os.path.expanduser(model_path)):
-        raise FileNotFoundError(
-            f"model path {model_path!r} does not exist: give a local checkpoint folder, a "
-            "Hugging Face hub id (org/name), or the built-in alias 'smollm2-135m'"
-        )
-
-
-class _JsonLines:
-    def __init__(self, path: Optional[str]):
-        self.path = path
-
-    def write(self, record: dict) -> None:
-        if self.path:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-
-def _jsonable(obj):
-    return json.loads(json.dumps(obj, default=lambda o: list(o) if isinstance(o, (set, tuple)) else str(o)))
-
-
-def _atomic_json(path: str, payload: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(payload, f)
-    os.replace(tmp, path)
+    def metrics(self) -> dict:
+        return {"eval_loss": self.loss_sum / max(len(self.examples), 1),
+                **self.trainer.eval_metrics(self.predictions, self.references)}
 
 
 def _scratch_dir() -> str:

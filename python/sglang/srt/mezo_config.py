@@ -1,0 +1,369 @@
+"""The run spec: everything one MeZO fine-tuning run needs, in one dataclass.
+
+:class:`MeZOConfig` is the one list of a run's settings, in the style of PEFT's configs: each
+field carries its help text, fixed sets of values are ``Literal`` types, and ``__post_init__``
+checks every value and says how to fix a bad one. Everything else is made from it:
+
+- the CLI's flags (:func:`add_config_arguments`, :func:`config_from_arguments`);
+- ``mezo_mlm_finetune(...)``, which builds one from its keyword arguments;
+- a server job's request body (:meth:`MeZOConfig.from_dict`);
+- a run's ``summary.json``, which records the resolved spec so that the run can be made again
+  (:meth:`MeZOConfig.load`).
+
+Hyperparameters left as None take :data:`DEFAULTS` for the model's kind (masked or causal LM)
+and the trainable set; :meth:`MeZOConfig.resolve` fills them in once, when the model is known.
+This module imports neither torch nor SGLang.
+
+>>> spec = MeZOConfig(task="SST2", num_steps=400)
+>>> spec.task, spec.learning_rate
+('sst-2', None)
+>>> run = spec.resolve("causal")
+>>> run.trainable, run.learning_rate, run.epsilon, run.eval_steps
+('lora', 0.001, 0.01, 100)
+>>> MeZOConfig.from_dict({"task": "rte", "learning_rat": 1e-3})  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+ValueError: unknown setting 'learning_rat' (did you mean 'learning_rate'?); known settings: ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import math
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Optional, Union
+
+from sglang.srt.mezo_prompts import check_template, parse_label_words
+from sglang.srt.mezo_tasks import get_task
+
+Trainable = Literal["lora", "full"]
+Objective = Literal["ce", "accuracy"]
+Schedule = Literal["constant", "linear"]
+DType = Literal["float32", "float16", "bfloat16"]
+
+# Hyperparameters a user who only names the task gets, by (model kind, trainable set). They are
+# the same for every task, as in the paper, whose grids do not depend on the task.
+# - causal + LoRA: calibrated here on SmolLM2-135M, 16-shot SST-2 (project notes: lr 1e-4 does not
+#   move, 1e-2 diverges, lr 1e-3 / eps 1e-2 reaches ~76% dev after 1000 steps of batch 16).
+# - causal + full: the paper's OPT setting (lr {1e-6, 1e-7}, eps 1e-3, batch 16, 20K steps).
+# - masked + full: the paper's RoBERTa-large setting (batch 64, eps 1e-3, lr 1e-6, 100K steps,
+#   eval every 10K). 100K steps of batch 64 is long: days on a CPU, hours on a GPU.
+# - masked + LoRA: the paper's RoBERTa LoRA grid (r 8, alpha 16, lr 1e-4, eps 1e-3, wd 0.1).
+DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("causal", "lora"): dict(learning_rate=1e-3, epsilon=1e-2, weight_decay=0.0, batch_size=16,
+                             num_steps=1000, eval_steps=250, lora_rank=8),
+    ("causal", "full"): dict(learning_rate=1e-6, epsilon=1e-3, weight_decay=0.0, batch_size=16,
+                             num_steps=20000, eval_steps=4000, lora_rank=8),
+    ("masked", "full"): dict(learning_rate=1e-6, epsilon=1e-3, weight_decay=0.0, batch_size=64,
+                             num_steps=100000, eval_steps=10000, lora_rank=8),
+    ("masked", "lora"): dict(learning_rate=1e-4, epsilon=1e-3, weight_decay=0.1, batch_size=64,
+                             num_steps=100000, eval_steps=10000, lora_rank=8),
+}
+# The paper's main result per model family: full-parameter MeZO for RoBERTa, LoRA for decoders
+# (which keeps the saved artifact small and, for the small models here, trains much faster).
+DEFAULT_TRAINABLE = {"masked": "full", "causal": "lora"}
+PER_KIND = "per model kind, see the table of defaults"
+#: Module names a LoRA adapter may target (HF names; SGLang fuses q/k/v and gate/up itself).
+SUPPORTED_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: How a field with a fixed set of values is named in the error for a value outside it.
+_CHOICE_NAMES = {"trainable": "trainable set"}
+
+
+def _spec(default: Any, help: str, *, cli: Union[str, bool, None] = None, group: str) -> Any:
+    """A field with its help text; ``cli`` renames its flag (False: no flag)."""
+    return field(default=default, metadata={"help": help, "group": group, "cli": cli})
+
+
+@dataclass
+class MeZOConfig:
+    """A MeZO fine-tuning run: model, task and data, prompt, what to train, hyperparameters,
+    evaluation schedule and output. See the module docstring; every field's help is its doc."""
+
+    # ---- model and data
+    model_path: str = _spec("smollm2-135m", "checkpoint folder, Hugging Face hub id, or the built-in alias "
+                            "'smollm2-135m'", group="model and data")
+    task: str = _spec("sst-2", "task preset: sst-2, sst-5, trec, mnli, snli, rte, cb, boolq", group="model and data")
+    train_file: Optional[str] = _spec(None, "training data (.tsv/.txt/.jsonl/.json/.csv, a save_to_disk folder "
+                                      "or hub:NAME) (default: the task's training set from ../shared/data if "
+                                      "present, else the hub)", group="model and data")
+    eval_file: Optional[str] = _spec(None, "evaluation data, same formats (default: the task's dev set; TREC: a "
+                                     "k-shot dev split disjoint from the training examples)", group="model and data")
+    k_shot: Optional[int] = _spec(None, "examples per class sampled from the training data, 0 for all (default: "
+                                  "16 for the task's own training set, all of a --train-file)", group="model and data")
+    seed: int = _spec(42, "data, LoRA-init and perturbation seed", group="model and data")
+    max_eval_examples: Optional[int] = _spec(None, "evaluate on at most N examples (a seeded sample) for quick "
+                                             "runs (default: all)", group="model and data")
+
+    # ---- prompt
+    template: Optional[str] = _spec(None, "prompt template with one [MASK] and optionally <S1>/<S2>; without "
+                                    "them it is appended to the input (default: the task preset's)", group="prompt")
+    label_words: Optional[dict[str, str]] = _spec(None, "label words as LABEL:WORD pairs, e.g. 0:terrible,1:great "
+                                                  "(default: the task preset's)", group="prompt")
+    use_space_prefix: bool = _spec(True, "give label words a leading space (' great'), as byte-level BPE and "
+                                   "SentencePiece vocabularies spell a word inside a sentence", cli="space-prefix",
+                                   group="prompt")
+    objective: Objective = _spec("ce", "ce: cross-entropy over the label words; accuracy: minus accuracy "
+                                 "(non-differentiable)", group="prompt")
+
+    # ---- what to train
+    trainable: Optional[Trainable] = _spec(None, "what MeZO trains: a LoRA adapter or every weight (default: lora "
+                                           "for causal LMs, full for masked LMs)", group="what to train")
+    lora_rank: Optional[int] = _spec(None, "LoRA rank (default: 8)", group="what to train")
+    lora_alpha: float = _spec(16.0, "LoRA alpha (scale alpha / rank)", group="what to train")
+    lora_target_modules: tuple[str, ...] = _spec(("q_proj", "v_proj"), "modules that get LoRA, comma-separated",
+                                                 group="what to train")
+    init_adapter: Optional[str] = _spec(None, "start from this PEFT adapter instead of a new one (B = 0)",
+                                        group="what to train")
+
+    # ---- hyperparameters
+    num_steps: Optional[int] = _spec(None, f"MeZO steps, 0 for zero-shot evaluation only (default: {PER_KIND})",
+                                     group="hyperparameters")
+    batch_size: Optional[int] = _spec(None, f"examples per step (default: {PER_KIND})", group="hyperparameters")
+    learning_rate: Optional[float] = _spec(None, f"learning rate (default: {PER_KIND})", group="hyperparameters")
+    epsilon: Optional[float] = _spec(None, f"perturbation scale (default: {PER_KIND})", group="hyperparameters")
+    weight_decay: Optional[float] = _spec(None, "weight decay, never on biases or norms (default: 0.1 for "
+                                          "masked-LM LoRA, else 0)", group="hyperparameters")
+    n_spsa: int = _spec(1, "perturbation directions averaged per step (n-SPSA)", group="hyperparameters")
+    lr_schedule: Schedule = _spec("constant", "learning-rate schedule", group="hyperparameters")
+
+    # ---- evaluation and output
+    eval_steps: Optional[int] = _spec(None, "evaluate (and save) every N steps, 0 only at the end (default: 4 "
+                                      "evaluations per run for causal-LM LoRA, 10 otherwise)",
+                                      group="evaluation and output")
+    eval_at_start: bool = _spec(True, "evaluate before the first step (the zero-shot accuracy)",
+                                group="evaluation and output")
+    output_dir: Optional[str] = _spec(None, "where to write the run: adapter, metrics.jsonl, trajectory, "
+                                      "summary.json (default: runs/<task>-<timestamp>; from Python: nothing is "
+                                      "written)", group="evaluation and output")
+
+    # ---- runtime
+    device: Optional[str] = _spec(None, "cpu, cuda or cuda:N (default: cuda if available, else cpu)", group="runtime")
+    dtype: DType = _spec("float32", "weights and activations dtype", group="runtime")
+    max_total_tokens: int = _spec(8192, "KV-cache size of a runner built for the run (tokens)", group="runtime")
+    exact_restore: bool = _spec(True, "restore weights after a perturbation from a copy (bitwise exact); off: "
+                                "add/subtract, inexact in low precision but no copy of the trainable weights",
+                                group="runtime")
+    paired_forward: Optional[bool] = _spec(None, "LoRA: run the +eps and -eps passes as one batch over two adapter "
+                                           "slots (default: whenever the runner has a free slot)", group="runtime")
+    progress_bar: bool = _spec(True, "show progress bars", cli=False, group="runtime")
+
+    def __post_init__(self) -> None:
+        hints = _hints()
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "lora_target_modules" and isinstance(value, (list, str)):
+                value = tuple(value.split(",") if isinstance(value, str) else value)
+                setattr(self, f.name, tuple(v.strip() for v in value))
+            elif f.name == "label_words" and isinstance(value, str):
+                setattr(self, f.name, parse_label_words(value))
+            elif f.name == "label_words" and isinstance(value, Mapping):
+                setattr(self, f.name, {str(k) if not isinstance(k, bool) else str(k).lower(): w
+                                       for k, w in value.items()})
+            _check_type(f.name, getattr(self, f.name), hints[f.name])
+        self.task = get_task(self.task).name
+        if not self.model_path.strip():
+            raise ValueError("model_path is empty: give a checkpoint folder, a hub id or 'smollm2-135m'")
+        _check_range("learning_rate", self.learning_rate, lambda v: v >= 0, ">= 0")
+        _check_range("epsilon", self.epsilon, lambda v: v > 0, "a positive number")
+        _check_range("weight_decay", self.weight_decay, lambda v: v >= 0, ">= 0")
+        _check_range("lora_alpha", self.lora_alpha, lambda v: v > 0, "> 0")
+        for name, low in (("num_steps", 0), ("eval_steps", 0), ("k_shot", 0), ("batch_size", 1), ("n_spsa", 1),
+                          ("lora_rank", 1), ("max_eval_examples", 1), ("max_total_tokens", 1)):
+            _check_range(name, getattr(self, name), lambda v, low=low: v >= low, f">= {low}")
+        unknown = [t for t in self.lora_target_modules if t not in SUPPORTED_TARGETS]
+        if unknown or not self.lora_target_modules:
+            raise ValueError(f"LoRA target modules {unknown or list(self.lora_target_modules)} are not supported; "
+                             f"choose among {list(SUPPORTED_TARGETS)}")
+        if self.template is not None:
+            check_template(self.template)
+        if self.label_words is not None:
+            if not self.label_words:
+                raise ValueError("label_words is empty: map every label of the task to a word")
+            for key, word in self.label_words.items():
+                if not isinstance(word, str) or not word.strip():
+                    raise ValueError(f"label word for {key!r} must be a non-empty string, got {word!r}")
+        if self.device not in (None, "auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}")
+        if self.paired_forward and self.trainable == "full":
+            raise ValueError("paired_forward runs the two passes on two LoRA slots: it needs trainable='lora'")
+
+    # ---- resolving the defaults
+
+    def resolve(self, kind: str) -> "MeZOConfig":
+        """A copy with every per-kind default filled in for a ``kind`` ("masked"/"causal") model.
+
+        >>> MeZOConfig(trainable="full").resolve("masked").batch_size
+        64
+        """
+        hp = resolve_hyperparameters(kind, self.trainable, **{k: getattr(self, k) for k in DEFAULTS[("causal", "lora")]})
+        return dataclasses.replace(self, **hp)
+
+    # ---- records
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict that :meth:`from_dict` turns back into an equal spec."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "MeZOConfig":
+        """Build a spec from a mapping (a request body, a record), refusing unknown keys by name."""
+        if not isinstance(values, Mapping):
+            raise ValueError(f"a run spec must be a JSON object, got {type(values).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"unknown setting {key!r}{hint}; known settings: {', '.join(known)}")
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str) -> "MeZOConfig":
+        """The spec a finished run recorded: ``path`` is its output folder or its ``summary.json``."""
+        if os.path.isdir(path):
+            path = os.path.join(path, "summary.json")
+        with open(path) as f:
+            record = json.load(f)
+        if "config" not in record:
+            raise ValueError(f"{path} records no run spec ('config'): it was written by an older version")
+        return cls.from_dict(record["config"])
+
+
+def resolve_hyperparameters(kind: str, trainable: Optional[str] = None, **given: Any) -> dict[str, Any]:
+    """The run's hyperparameters: what is given, else :data:`DEFAULTS` for (kind, trainable).
+
+    Without ``eval_steps``, evaluations are spaced as in the default schedule (4 per run for
+    causal LoRA, 10 for the rest).
+
+    >>> h = resolve_hyperparameters("causal", num_steps=400)
+    >>> h["trainable"], h["learning_rate"], h["num_steps"], h["eval_steps"]
+    ('lora', 0.001, 400, 100)
+    """
+    trainable = trainable or DEFAULT_TRAINABLE[kind]
+    if (kind, trainable) not in DEFAULTS:
+        raise ValueError(f"trainable must be one of {sorted({t for _, t in DEFAULTS})}, got {trainable!r}")
+    table = DEFAULTS[(kind, trainable)]
+    out = {"trainable": trainable}
+    for name, default in table.items():
+        out[name] = given.get(name) if given.get(name) is not None else default
+    if given.get("eval_steps") is None and given.get("num_steps") is not None:
+        fraction = table["eval_steps"] / table["num_steps"]
+        out["eval_steps"] = max(1, round(out["num_steps"] * fraction))
+    if out["num_steps"] < 0:
+        raise ValueError(f"num_steps must be >= 0, got {out['num_steps']}")
+    return out
+
+
+# ---------------------------------------------------------------- checking values
+
+
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(MeZOConfig)
+
+
+def _allowed(hint: Any) -> tuple[list[Any], bool]:
+    """(the non-None types of ``hint``, whether None is allowed)."""
+    if typing.get_origin(hint) is Union:
+        args = typing.get_args(hint)
+        return [a for a in args if a is not type(None)], type(None) in args
+    return [hint], False
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    types, optional = _allowed(hint)
+    if value is None:
+        if not optional:
+            raise ValueError(f"{name} must be set (got None)")
+        return
+    (kind,) = types
+    origin = typing.get_origin(kind)
+    if origin is Literal:
+        if value not in typing.get_args(kind):
+            raise ValueError(f"unknown {_CHOICE_NAMES.get(name, name)} {value!r}: choose one of "
+                             f"{list(typing.get_args(kind))}")
+    elif kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+    elif kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    elif kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, got {value!r}")
+    elif origin is tuple:
+        if not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value):
+            raise ValueError(f"{name} must be a list of names, got {value!r}")
+    elif origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{name} must be a mapping, e.g. {{\"0\": \"terrible\", \"1\": \"great\"}}, got {value!r}")
+
+
+def _check_range(name: str, value: Any, ok, wanted: str) -> None:
+    if value is not None and not ok(value):
+        raise ValueError(f"{name} must be {wanted}, got {value!r}")
+
+
+# ---------------------------------------------------------------- the CLI, made from the fields
+
+
+def _cli_flag(f: dataclasses.Field) -> Optional[str]:
+    cli = f.metadata.get("cli")
+    if cli is False:
+        return None
+    return "--" + (cli or f.name.replace("_", "-"))
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per :class:`MeZOConfig` field, grouped as the fields are, with their help."""
+    hints, groups = _hints(), {}
+    for f in dataclasses.fields(MeZOConfig):
+        flag = _cli_flag(f)
+        if flag is None:
+            continue
+        group = groups.get(f.metadata["group"])
+        if group is None:
+            group = groups[f.metadata["group"]] = parser.add_argument_group(f.metadata["group"])
+        types, _ = _allowed(hints[f.name])
+        (kind,) = types
+        help_text = f.metadata["help"]
+        if f.default is not None and f.default is not dataclasses.MISSING and kind is not bool:
+            help_text += " (default: %(default)s)"
+        if kind is bool and f.default is None:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif kind is bool:
+            on, off = flag, "--no-" + flag[2:]
+            group.add_argument(off if f.default else on, dest=f.name, action="store_false" if f.default else "store_true",
+                               help=("do not: " if f.default else "") + help_text)
+        elif typing.get_origin(kind) is Literal:
+            group.add_argument(flag, dest=f.name, choices=typing.get_args(kind), default=f.default, help=help_text)
+        elif typing.get_origin(kind) is tuple:
+            group.add_argument(flag, dest=f.name, type=lambda s: tuple(p.strip() for p in s.split(",") if p.strip()),
+                               default=f.default, help=help_text.replace("%(default)s", ",".join(f.default)))
+        elif typing.get_origin(kind) is dict:
+            group.add_argument(flag, dest=f.name, type=parse_label_words, default=None, help=help_text)
+        else:
+            group.add_argument(flag, dest=f.name, type=kind, default=f.default, help=help_text)
+
+
+def config_from_arguments(args: argparse.Namespace, **overrides: Any) -> MeZOConfig:
+    """The :class:`MeZOConfig` that :func:`add_config_arguments`' flags describe."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(MeZOConfig) if _cli_flag(f) is not None}
+    values.update(overrides)
+    return MeZOConfig(**values)
+
+
+def defaults_table() -> str:
+    """The per-kind defaults, one line per (kind, trainable set), for help texts."""
+    return "\n".join(
+        f"  {kind} LM, {trainable:<4}  lr {v['learning_rate']:<6g} eps {v['epsilon']:<6g} batch {v['batch_size']:<3} "
+        f"steps {v['num_steps']:<6} eval every {v['eval_steps']:<5} wd {v['weight_decay']:g}"
+        + ("  (not available in SGLang yet)" if (kind, trainable) == ("masked", "lora") else "")
+        for (kind, trainable), v in DEFAULTS.items())

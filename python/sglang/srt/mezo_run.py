@@ -1,0 +1,305 @@
+"""A MeZO training run that advances one bounded unit of work at a time.
+
+:class:`MeZORun` holds everything a run is besides the model: the step count and the step-seed
+RNG (on its trainer), the batch cursor, the evaluation history and the best result. Each call
+to :meth:`MeZORun.advance` does one unit of work: one MeZO step, or one chunk of an evaluation
+(evaluations come on the schedule of ``config.eval_steps``, before the first step when
+``config.eval_at_start``, and at the end, each followed by a save). So a run can stop cleanly
+between any two units, and whoever owns the process decides when the next one happens: the
+CLI's loop, a server's scheduler between serving batches, a resumed run.
+
+Metrics go to callbacks, not to files: each is called with every event (a dict with an
+``"event"`` key: ``step``, ``eval``, ``save``, ``eval_progress``, ``end``). The defaults write
+``metrics.jsonl`` and draw a progress bar.
+
+Example (``trainer`` is any :class:`~sglang.srt.mezo_trainer.MeZOTrainer`)::
+
+    >>> run = MeZORun(trainer, train_examples, eval_examples)  # doctest: +SKIP
+    >>> while not run.done:  # doctest: +SKIP
+    ...     run.advance()
+    >>> run.result()["eval_accuracy"]  # doctest: +SKIP
+    0.81
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+from sglang.srt.mezo_io import atomic_json
+
+Callback = Callable[[dict], None]
+RUN_STATE_FILE = "run_state.json"
+
+
+class BatchSampler:
+    """Endless batches of example indices: seeded shuffled epochs; a batch may span two epochs.
+    Its position (RNG state and the rest of the current epoch) can be saved and restored.
+
+    >>> b = BatchSampler(5, 2, seed=0); [next(b) for _ in range(3)]
+    [[2, 1], [0, 4], [3, 0]]
+    """
+
+    def __init__(self, num_examples: int, batch_size: int, seed: int):
+        self.num_examples, self.batch_size = num_examples, batch_size
+        self.rng, self.order = random.Random(seed), []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return self
+
+    def __next__(self) -> list[int]:
+        while len(self.order) < self.batch_size:
+            fresh = list(range(self.num_examples))
+            self.rng.shuffle(fresh)
+            self.order += fresh
+        batch = self.order[: self.batch_size]
+        del self.order[: self.batch_size]
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"rng": rng_state(self.rng), "order": list(self.order)}
+
+    def load_state_dict(self, state: dict) -> None:
+        set_rng_state(self.rng, state["rng"])
+        self.order = list(state["order"])
+
+
+def rng_state(rng: random.Random) -> list:
+    """A ``random.Random``'s state as JSON-able lists."""
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def set_rng_state(rng: random.Random, state: list) -> None:
+    version, internal, gauss = state
+    rng.setstate((version, tuple(internal), gauss))
+
+
+class JsonLinesLogger:
+    """Appends step and evaluation events to ``metrics.jsonl``, one JSON object a line."""
+
+    def __init__(self, path: str):
+        self.path = path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+    def __call__(self, event: dict) -> None:
+        if event["event"] in ("step", "eval"):
+            with open(self.path, "a") as f:
+                f.write(json.dumps(event) + "\n")
+
+
+class ProgressBar:
+    """A tqdm bar over the run's steps, with the latest loss, learning rate and evaluation."""
+
+    def __init__(self, total: int, initial: int = 0):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, desc="MeZO", dynamic_ncols=True)
+
+    def __call__(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "step":
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{event['loss']:.4f}", lr=f"{event['lr']:.2e}")
+        elif kind == "eval_progress":
+            self.bar.set_postfix_str(f"eval {event['done']}/{event['total']}")
+        elif kind == "eval" and "eval_accuracy" in event:
+            self.bar.set_postfix(acc=f"{100 * event['eval_accuracy']:.1f}%", eval_loss=f"{event['eval_loss']:.4f}")
+        elif kind == "end":
+            self.close()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def default_callbacks(config) -> list[Callback]:
+    """``metrics.jsonl`` in the output folder (if any) and a progress bar (if wanted)."""
+    callbacks: list[Callback] = []
+    if config.output_dir:
+        callbacks.append(JsonLinesLogger(os.path.join(config.output_dir, "metrics.jsonl")))
+    if config.progress_bar and config.num_steps > 0:
+        callbacks.append(ProgressBar(config.num_steps))
+    return callbacks
+
+
+class MeZORun:
+    """One MeZO run of ``trainer.config.num_steps`` steps on ``train_data``, evaluated on
+    ``eval_data``; see the module docstring. ``callbacks=None`` takes :func:`default_callbacks`.
+    """
+
+    def __init__(self, trainer, train_data: Sequence[Any], eval_data: Optional[Sequence[Any]] = None, *,
+                 callbacks: Optional[Sequence[Callback]] = None):
+        cfg = trainer.config
+        if not train_data and cfg.num_steps > 0:
+            raise ValueError("train_data is empty")
+        self.trainer = trainer
+        self.train_data, self.eval_data = train_data, list(eval_data or [])
+        self.num_steps = cfg.num_steps
+        self.callbacks = list(default_callbacks(cfg) if callbacks is None else callbacks)
+        self.sampler = BatchSampler(len(train_data), cfg.batch_size, cfg.seed)
+        self.train_loss: list[float] = []
+        self.evals: list[dict] = []
+        self.adapter_path: Optional[str] = None
+        self.wall_time_s = 0.0
+        self._started = time.perf_counter()
+        self._finished = False
+        # What the next units of work are: an evaluation under way, a save after it, the end.
+        self._evaluation = None
+        self._save_after_eval = False
+        self._end_after_eval = False
+        if cfg.eval_at_start and self.eval_data:
+            self._evaluation = trainer.evaluation(self.eval_data)
+
+    # ---- progress
+
+    @property
+    def step_count(self) -> int:
+        return self.trainer.step_count
+
+    @property
+    def done(self) -> bool:
+        return self._finished
+
+    def advance(self) -> Optional[dict]:
+        """Do one unit of work and return the event it completed (None: part of an evaluation)."""
+        if self._finished:
+            raise RuntimeError("the run is finished: nothing left to advance")
+        if self._evaluation is not None:
+            return self._evaluate_chunk()
+        if self.step_count < self.num_steps:
+            return self._step()
+        return self._checkpoint(final=True)
+
+    def _emit(self, event: dict) -> dict:
+        for callback in self.callbacks:
+            callback(event)
+        return event
+
+    def _step(self) -> dict:
+        from sglang.srt.mezo_trainer import MeZODivergedError
+
+        batch = [self.train_data[i] for i in next(self.sampler)]
+        t0 = time.perf_counter()
+        try:
+            result = self.trainer.step(batch)
+        except MeZODivergedError:
+            # The weights are the last good ones (the failed step restored them): keep them.
+            self.save()
+            raise
+        self.train_loss.append(result.loss)
+        event = self._emit({
+            "event": "step", "step": self.step_count, "loss": result.loss,
+            "projected_grad": result.projected_grads[0], "lr": result.lr,
+            "step_time_s": time.perf_counter() - t0,
+        })
+        every = self.trainer.config.eval_steps
+        if every and self.step_count % every == 0 and self.step_count < self.num_steps:
+            self._checkpoint(final=False)
+        return event
+
+    def _checkpoint(self, final: bool) -> Optional[dict]:
+        """Evaluate (if there is eval data and these weights were not evaluated yet), then save."""
+        evaluated = self.evals and self.evals[-1]["step"] == self.step_count
+        self._save_after_eval, self._end_after_eval = True, final
+        if self.eval_data and not evaluated:
+            self._evaluation = self.trainer.evaluation(self.eval_data)
+            return None
+        return self._after_eval()
+
+    def _evaluate_chunk(self) -> Optional[dict]:
+        evaluation = self._evaluation
+        evaluation.advance()
+        if not evaluation.done:
+            self._emit({"event": "eval_progress", "step": self.step_count, "done": evaluation.cursor,
+                        "total": len(evaluation.examples)})
+            return None
+        self._evaluation = None
+        record = {"step": self.step_count, **evaluation.metrics()}
+        self.evals.append(record)
+        event = self._emit({"event": "eval", **record})
+        return self._after_eval() or event
+
+    def _after_eval(self) -> Optional[dict]:
+        event = None
+        if self._save_after_eval:
+            self._save_after_eval = False
+            event = self.save()
+        if self._end_after_eval:
+            self._finished = True
+            self.wall_time_s = time.perf_counter() - self._started
+            event = self._emit({"event": "end", "step": self.step_count})
+        return event
+
+    # ---- saving and the state of a run
+
+    def save(self, directory: Optional[str] = None) -> Optional[dict]:
+        """Save the weights (adapter or trajectory) and this run's state; emits a ``save`` event."""
+        directory = directory or self.trainer.config.output_dir
+        if directory is None:
+            return None
+        self.adapter_path = self.trainer.save(directory) or self.adapter_path
+        atomic_json(os.path.join(directory, RUN_STATE_FILE), self.state_dict())
+        return self._emit({"event": "save", "step": self.step_count, "path": directory,
+                           "adapter_path": self.adapter_path})
+
+    def state_dict(self) -> dict:
+        """Everything besides the weights that the run needs to go on exactly where it stopped."""
+        return {
+            "step": self.step_count,
+            "seed_rng": rng_state(self.trainer._seed_rng),
+            "sampler": self.sampler.state_dict(),
+            "train_loss": list(self.train_loss),
+            "evals": list(self.evals),
+            "adapter_path": self.adapter_path,
+            "finished": self._finished,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state`` (the weights must be those saved with it)."""
+        self.trainer.step_count = state["step"]
+        set_rng_state(self.trainer._seed_rng, state["seed_rng"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.train_loss, self.evals = list(state["train_loss"]), list(state["evals"])
+        self.adapter_path, self._finished = state["adapter_path"], state["finished"]
+        self._evaluation, self._save_after_eval, self._end_after_eval = None, False, False
+        self.trainer.trajectory = self.trainer.trajectory[: state["step"]]
+
+    # ---- the outcome
+
+    def result(self) -> dict:
+        """Loss history, evaluations, final and best accuracy, where the adapter is."""
+        final = self.evals[-1] if self.evals else {}
+        best = max(self.evals, key=lambda r: r["eval_accuracy"]) if self.evals else None
+        zero = self.evals[0] if self.evals and self.evals[0]["step"] == 0 else None
+        return {
+            "steps": self.step_count,
+            "train_loss": list(self.train_loss),
+            "eval_history": list(self.evals),
+            "eval_accuracy": final.get("eval_accuracy"),
+            "eval_loss": final.get("eval_loss"),
+            "best_eval_accuracy": best["eval_accuracy"] if best else None,
+            "best_step": best["step"] if best else None,
+            "zero_shot_accuracy": zero["eval_accuracy"] if zero else None,
+            "adapter_path": self.adapter_path,
+            "wall_time_s": self.wall_time_s or time.perf_counter() - self._started,
+            "trainable_parameters": self.trainer.trainable.num_parameters,
+        }
+
+    def close(self) -> None:
+        """Close what the callbacks hold open (a progress bar); the run itself holds nothing."""
+        for callback in self.callbacks:
+            close = getattr(callback, "close", None)
+            if close is not None:
+                close()
+
+    def run_to_end(self) -> dict:
+        """Advance until done; returns :meth:`result`."""
+        try:
+            while not self.done:
+                self.advance()
+        finally:
+            self.close()
+        return self.result()

@@ -1,0 +1,235 @@
+"""The run spec, plan-then-run, and the step-wise run object (state out and back in), on real
+SGLang runners with a tiny random model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import pytest
+import torch
+from conftest import runner_for, trainer_for
+
+from sglang.srt.mezo_config import MeZOConfig, add_config_arguments, config_from_arguments
+from sglang.srt.mezo_mlm_trainer import build_parser, prepare, run, start_run
+from sglang.srt.mezo_run import RUN_STATE_FILE, BatchSampler
+from sglang.srt.mezo_runner import RunnerSpec, release_model_runner
+from sglang.srt.mezo_trainer import MeZOTrainer
+
+SUBJECTS = ["the film", "the script", "a movie", "the acting", "the plot", "the ending", "the jokes", "the one"]
+TOY_ROWS = [(1, f"{s} is very good .") for s in SUBJECTS] + [(0, f"{s} is very bad .") for s in SUBJECTS]
+TASK = [([0, 5, 7, 9, 11, 3, 40], 42), ([0, 8, 200, 4], 42), ([0, 300, 301, 302, 303, 304, 305, 306, 307], 42),
+        ([0, 17, 18, 19], 42)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def toy_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("toy") / "toy.tsv"
+    path.write_text("label\tsentence\n" + "".join(f"{y}\t{s}\n" for y, s in TOY_ROWS))
+    return str(path)
+
+
+def toy_spec(model, toy_file, **kw) -> MeZOConfig:
+    base = dict(model_path=model, task="sst-2", train_file=toy_file, eval_file=toy_file, device="cpu",
+                progress_bar=False, label_words={"0": "bad", "1": "good"}, learning_rate=5e-2, epsilon=1e-2,
+                batch_size=8, lora_rank=4)
+    base.update(kw)
+    return MeZOConfig(**base)
+
+
+# ---------------------------------------------------------------- the spec
+
+
+def test_spec_round_trips_through_a_dict_and_names_what_is_wrong():
+    spec = MeZOConfig(task="SST2", label_words={0: "terrible", 1: "great"}, lora_target_modules=["q_proj"],
+                      num_steps=10)
+    assert spec.task == "sst-2" and spec.label_words == {"0": "terrible", "1": "great"}
+    assert MeZOConfig.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    bad = [
+        ({"learning_rat": 1e-3}, "unknown setting 'learning_rat' \\(did you mean 'learning_rate'\\?\\)"),
+        ({"learning_rate": "fast"}, "learning_rate must be a finite number, got 'fast'"),
+        ({"num_steps": 2.5}, "num_steps must be a whole number"),
+        ({"num_steps": -1}, "num_steps must be >= 0"),
+        ({"trainable": "prefix"}, "unknown trainable set 'prefix': choose one of \\['lora', 'full'\\]"),
+        ({"lr_schedule": "cosine"}, "unknown lr_schedule 'cosine'"),
+        ({"task": "cola"}, "unknown task 'cola'"),
+        ({"template": "It was good."}, "has no \\[MASK\\] slot"),
+        ({"label_words": {"0": ""}}, "label word for '0' must be a non-empty string"),
+        ({"eval_at_start": "yes"}, "eval_at_start must be true or false"),
+        ({"lora_target_modules": ["c_attn"]}, "LoRA target modules \\['c_attn'\\] are not supported"),
+    ]
+    for values, message in bad:
+        with pytest.raises(ValueError, match=message):
+            MeZOConfig.from_dict(values)
+
+
+def test_resolve_fills_the_per_kind_defaults_once():
+    causal = MeZOConfig(num_steps=400).resolve("causal")
+    assert (causal.trainable, causal.learning_rate, causal.epsilon, causal.batch_size, causal.eval_steps) == \
+        ("lora", 1e-3, 1e-2, 16, 100)
+    assert causal.resolve("causal") == causal  # resolving twice changes nothing
+    masked = MeZOConfig().resolve("masked")
+    assert (masked.trainable, masked.batch_size, masked.num_steps) == ("full", 64, 100000)
+    assert MeZOConfig(trainable="lora", learning_rate=0.5).resolve("masked").learning_rate == 0.5
+
+
+def test_cli_flags_are_made_from_the_spec():
+    parser = build_parser()
+    flags = {a.dest: a.option_strings for a in parser._actions}
+    for f in dataclasses.fields(MeZOConfig):
+        if f.metadata["cli"] is not False:
+            assert f.name in flags, f"no flag for {f.name}"
+    # No flags given: the spec's own defaults (bar the progress bar, which --quiet controls).
+    assert config_from_arguments(parser.parse_args([]), progress_bar=True) == MeZOConfig()
+    args = parser.parse_args(["--task", "rte", "--label-words", "entailment:yes,not_entailment:no",
+                              "--no-space-prefix", "--lora-target-modules", "q_proj,k_proj", "--no-eval-at-start",
+                              "--paired-forward", "--learning-rate", "1e-4"])
+    spec = config_from_arguments(args)
+    assert spec.task == "rte" and spec.label_words == {"entailment": "yes", "not_entailment": "no"}
+    assert spec.use_space_prefix is False and spec.lora_target_modules == ("q_proj", "k_proj")
+    assert spec.eval_at_start is False and spec.paired_forward is True and spec.learning_rate == 1e-4
+    import argparse
+
+    bare = argparse.ArgumentParser()
+    add_config_arguments(bare)
+    help_text = bare.format_help()
+    assert "--k-shot" in help_text and "examples per class" in help_text
+
+
+def test_batch_sampler_state_continues_the_same_order():
+    straight = BatchSampler(7, 3, seed=5)
+    want = [next(straight) for _ in range(8)]
+    first = BatchSampler(7, 3, seed=5)
+    got = [next(first) for _ in range(3)]
+    state = json.loads(json.dumps(first.state_dict()))
+    second = BatchSampler(7, 3, seed=999)
+    second.load_state_dict(state)
+    got += [next(second) for _ in range(5)]
+    assert got == want
+
+
+# ---------------------------------------------------------------- plan, then run
+
+
+def test_prepare_resolves_everything_and_builds_no_model(tiny_llama, toy_file):
+    from sglang.srt.distributed import parallel_state
+
+    plan = prepare(toy_spec(tiny_llama, toy_file, num_steps=6))
+    assert not parallel_state.model_parallel_is_initialized()  # no runner was built
+    assert plan.kind == "causal" and plan.config.trainable == "lora" and plan.config.eval_steps == 2
+    assert len(plan.train) == len(plan.eval) == 16 and plan.prompt.label_words == ["bad", "good"]
+    assert all(e.input_ids and e.position == len(e.input_ids) - 1 for e in plan.train)
+    with pytest.raises(ValueError, match="tokens in this vocabulary"):
+        prepare(toy_spec(tiny_llama, toy_file, label_words={"0": "badly", "1": "good"}))
+
+
+def test_run_on_a_handed_runner_leaves_it_running(tiny_llama, toy_file, tmp_path):
+    spec = toy_spec(tiny_llama, toy_file, num_steps=4, eval_steps=2, output_dir=str(tmp_path / "run"))
+    plan = prepare(spec)
+    runner_spec = RunnerSpec(tiny_llama, device="cpu", lora_rank=4, lora_target_modules=["q_proj", "v_proj"],
+                             max_loras_per_batch=4)
+    with runner_for(runner_spec) as runner:
+        free_before = runner.token_to_kv_pool_allocator.available_size()
+        events = []
+        result = run(plan, runner=runner, callbacks=[events.append])
+        # The runner still serves: its parallel state is up, its KV slots all returned, and the
+        # run's own adapters are out of its LoRA pool.
+        from sglang.srt.distributed import parallel_state
+
+        assert parallel_state.model_parallel_is_initialized()
+        assert runner.token_to_kv_pool_allocator.available_size() == free_before
+        assert not runner.lora_manager.loras
+        from sglang.srt.mezo_runner import ExtendForward
+
+        assert ExtendForward(runner)([[0, 5, 7]], [2]).shape[0] == 1
+    assert [e["event"] for e in events if e["event"] != "eval_progress"] == [
+        "eval", "step", "step", "eval", "save", "step", "step", "eval", "save", "end"]
+    assert [e["step"] for e in result["eval_history"]] == [0, 2, 4]
+    # The summary records the resolved spec, and the run can be made again from it.
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert MeZOConfig.load(str(tmp_path / "run")) == plan.config
+    assert summary["config"]["learning_rate"] == 5e-2 and summary["config"]["trainable"] == "lora"
+
+
+def test_stopping_between_steps_and_going_on_from_the_saved_state_is_exact(tiny_llama, toy_file, tmp_path):
+    """Run A: 6 steps straight. Run B: 3 steps, saved, its trainer and runner thrown away, a new
+    trainer on the saved adapter, the run state loaded, 3 more steps. Same seeds, same weights."""
+    common = dict(num_steps=6, eval_steps=3, eval_at_start=False)
+    plan_a = prepare(toy_spec(tiny_llama, toy_file, output_dir=str(tmp_path / "a"), **common))
+    run_a = start_run(plan_a)
+    try:
+        result_a = run_a.run_to_end()
+        weights_a = [t.clone() for t in run_a.trainer.trainable.tensors]
+        trajectory_a = list(run_a.trainer.trajectory)
+    finally:
+        release_model_runner(run_a.trainer.runner)
+
+    plan_b = prepare(toy_spec(tiny_llama, toy_file, output_dir=str(tmp_path / "b"), **common))
+    run_b = start_run(plan_b)
+    try:
+        while run_b.step_count < 3:
+            run_b.advance()
+        run_b.save()  # the state and weights after step 3
+        first_half = list(run_b.trainer.trajectory)
+    finally:
+        release_model_runner(run_b.trainer.runner)
+    state = json.loads((tmp_path / "b" / RUN_STATE_FILE).read_text())
+    assert state["step"] == 3
+
+    resumed_spec = dataclasses.replace(plan_b.config, init_adapter=str(tmp_path / "b" / "adapter"))
+    run_c = start_run(dataclasses.replace(plan_b, config=resumed_spec))
+    try:
+        run_c.load_state_dict(state)
+        run_c.trainer.trajectory = first_half
+        result_c = run_c.run_to_end()
+        weights_c = [t.clone() for t in run_c.trainer.trainable.tensors]
+        trajectory_c = list(run_c.trainer.trajectory)
+    finally:
+        release_model_runner(run_c.trainer.runner)
+    assert trajectory_c == trajectory_a
+    assert result_c["train_loss"] == result_a["train_loss"]
+    assert all(torch.equal(a, c) for a, c in zip(weights_a, weights_c))
+
+
+# ---------------------------------------------------------------- a pinned trajectory
+
+# The first three steps of a seeded run on the tiny Llama of conftest.py (seed 1234, rank 4, paired
+# +/-eps forward, lr 1e-2, eps 1e-2, batch 4 of TASK). If one of these changes, the way z is drawn,
+# the order of the trainable tensors, or the step seeds changed: old trajectories no longer replay.
+# z comes from torch.Generator on the tensor's device; CPU and CUDA generators draw different numbers
+# from the same seed, so a trajectory replays bit for bit only on the kind of device that recorded it.
+PINNED_SEEDS = [[1077755812133460511], [836039650763798036], [322137023740435929]]
+PINNED_GRADS = [0.3012657165527344, -1.733994483947754, -0.9564876556396484]
+PINNED_CHECKSUM = [-1.3131249051803024, 74.28441135942558, -9.298823199317386]
+
+
+def adapter_checksum(tensors) -> list[float]:
+    """Sum, absolute sum and a position-weighted sum over the tensors in order: any change of the
+    values, or of which tensor comes where, moves at least one of them."""
+    flat = [t.detach().double().flatten() for t in tensors]
+    weighted = sum(((i + 1) * (t * torch.linspace(1, 2, t.numel(), dtype=torch.float64)).sum()).item()
+                   for i, t in enumerate(flat))
+    return [sum(t.sum().item() for t in flat), sum(t.abs().sum().item() for t in flat), weighted]
+
+
+def test_first_three_steps_are_pinned(tmp_path, tiny_llama):
+    cfg = MeZOConfig(lora_rank=4, lora_alpha=8, batch_size=4, num_steps=3, learning_rate=1e-2, epsilon=1e-2,
+                     seed=1234, device="cpu", progress_bar=False, eval_at_start=False)
+    with trainer_for(MeZOTrainer, tiny_llama, cfg) as tr:
+        assert tr.trainable.minus is not None  # the paired forward, the default on a fresh runner
+        tr.train(TASK)
+        seeds = [s["seeds"] for s in tr.trajectory]
+        grads = [s["grads"][0] for s in tr.trajectory]
+        checksum = adapter_checksum(tr.trainable.tensors)
+    assert seeds == PINNED_SEEDS
+    assert grads == pytest.approx(PINNED_GRADS, rel=1e-3)
+    assert checksum == pytest.approx(PINNED_CHECKSUM, rel=1e-5)
