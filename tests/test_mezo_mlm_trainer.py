@@ -516,3 +516,24 @@ def test_missing_local_model_path_fails_before_anything_loads(tmp_path):
         mezo_mlm_finetune(model_path=str(tmp_path / "no-such-model"), task_name="sst-2", num_steps=0)
     check_model_path("roberta-base")  # a hub id, as in the issue's example: not rejected here
     check_model_path("HuggingFaceTB/SmolLM2-135M")
+
+
+def test_cli_screen_shows_only_the_runs_own_lines(tiny_llama, toy_file, tmp_path):
+    """A normal run's stderr holds our log lines and the progress bar; SGLang's start-up output
+    (GPU-only kernel warnings, models it cannot import here, weight-loading bars) is in the run's
+    sglang.log, and on screen only with --verbose."""
+    cmd = [sys.executable, "-m", "sglang.srt.mezo_mlm_trainer", "--model-path", tiny_llama, "--train-file", toy_file,
+           "--eval-file", toy_file, "--num-steps", "2", "--label-words", "0:bad,1:good", "--device", "cpu"]
+    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    normal = subprocess.Popen(cmd + ["--output-dir", str(tmp_path / "normal")], **pipes)
+    verbose = subprocess.Popen(cmd + ["--output-dir", str(tmp_path / "verbose"), "--verbose"], **pipes)
+    out, err = normal.communicate(timeout=300)
+    assert normal.returncode == 0, err
+    lines = [part for line in err.splitlines() for part in line.split("\r") if part.strip()]
+    assert lines and all(part.startswith(("[mezo] ", "MeZO")) for part in lines), err
+    assert "[mezo] " in err and "MeZO summary" in out
+    engine_log = (tmp_path / "normal" / "sglang.log").read_text()
+    assert "Ignore import error" in engine_log and "UserWarning" in engine_log
+    out, err = verbose.communicate(timeout=300)
+    assert verbose.returncode == 0, err
+    assert "Ignore import error" in err and not (tmp_path / "verbose" / "sglang.log").exists()

@@ -31,22 +31,24 @@ Example (SmolLM2-135M, 16-shot SST-2, the calibrated LoRA defaults)::
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # the CLI: it parses its arguments before SGLang is imported (see mezo_cli)
+    import sys
+
+    from sglang.srt.mezo_cli import main
+
+    sys.exit(main())
+
 import dataclasses
 import logging
 import os
-import sys
-import textwrap
 import time
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
+from sglang.srt.mezo_cli import build_parser, format_summary, main  # noqa: F401  (the CLI of this module)
 from sglang.srt.mezo_config import (  # noqa: F401  (DEFAULTS, resolve_hyperparameters: public here too)
     DEFAULTS,
     MeZOConfig,
-    add_config_arguments,
-    config_from_arguments,
-    defaults_table,
     resolve_hyperparameters,
 )
 from sglang.srt.mezo_models import (  # noqa: F401  (re-exported: the checks a run makes)
@@ -285,9 +287,12 @@ def start_run(plan: RunPlan, runner=None, callbacks=None):
     """The plan's :class:`~sglang.srt.mezo_run.MeZORun`, on ``runner`` if given (a live server's:
     the run loads its adapter into that runner's LoRA pool and never releases the runner), else
     on a ModelRunner built for it (release it with ``mezo_runner.release_model_runner``)."""
+    started = time.perf_counter()
     trainer = MeZOMLMTrainer(plan.model_path if runner is None else None, plan.trainer_config(),
                              task=plan.preset, prompt=plan.prompt, runner=runner)
-    return trainer.start_run(plan.train, plan.eval, callbacks=callbacks)
+    mezo_run = trainer.start_run(plan.train, plan.eval, callbacks=callbacks)
+    mezo_run.setup_time_s = time.perf_counter() - started
+    return mezo_run
 
 
 def run(plan: RunPlan, runner=None, callbacks=None) -> dict:
@@ -295,18 +300,23 @@ def run(plan: RunPlan, runner=None, callbacks=None) -> dict:
 
     On a runner it was handed, the run unloads its own adapters when it ends and leaves the
     runner running; a runner it built, it releases."""
+    return complete(plan, start_run(plan, runner, callbacks), owns_runner=runner is None)
+
+
+def complete(plan: RunPlan, mezo_run, *, owns_runner: bool) -> dict:
+    """Advance ``mezo_run`` (from :func:`start_run`) to its end, let go of the runner (release it
+    if the run owns it, else unload the run's adapters from it), write ``summary.json``."""
     from sglang.srt.mezo_runner import release_model_runner
 
-    started = time.perf_counter()
-    mezo_run = start_run(plan, runner, callbacks)
     try:
         result = mezo_run.run_to_end()
     finally:
-        if runner is None:
+        if owns_runner:
             release_model_runner(mezo_run.trainer.runner)
         else:
             mezo_run.trainer.close()
-    result.update(plan.describe(), wall_time_s=plan.prepare_time_s + time.perf_counter() - started)
+    result.update(plan.describe(),
+                  wall_time_s=plan.prepare_time_s + getattr(mezo_run, "setup_time_s", 0.0) + result["wall_time_s"])
     output_dir = plan.config.output_dir
     if output_dir:
         from sglang.srt.mezo_io import atomic_json
@@ -391,87 +401,3 @@ def mezo_mlm_finetune(
     logger.info("%s (%s LM), task %s: %d train / %d eval examples, %s", model_path, plan.kind, plan.preset.name,
                 len(plan.train), len(plan.eval), plan.describe()["hyperparameters"])
     return run(plan)
-
-
-# ---------------------------------------------------------------- CLI
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m sglang.srt.mezo_mlm_trainer",
-        description=textwrap.fill(
-            "MeZO (forward-only, zeroth-order) prompt fine-tuning of a masked or causal LM on a classification "
-            "task, inside SGLang's model runner. Evaluates at step 0 (zero-shot), every --eval-steps and at the "
-            "end; writes the adapter, metrics.jsonl and summary.json into --output-dir, and prints a summary.",
-            width=100),
-        epilog="defaults by model kind and trainable set (the same for every task; given options override):\n"
-               f"{defaults_table()}\n\n"
-               "examples:\n"
-               "  python -m sglang.srt.mezo_mlm_trainer                     # SmolLM2-135M, 16-shot SST-2\n"
-               "  python -m sglang.srt.mezo_mlm_trainer --num-steps 0       # zero-shot only\n"
-               "  python -m sglang.srt.mezo_mlm_trainer --task rte --num-steps 2000 --max-eval-examples 200\n"
-               "  python -m sglang.srt.mezo_mlm_trainer --model-path roberta-large --task sst-2 \\\n"
-               "      --template '<S1> It was [MASK] .' --label-words 0:terrible,1:great",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_config_arguments(p)
-    output = p.add_argument_group("what is shown")
-    output.add_argument("--quiet", action="store_true", help="no progress bar or log lines; print only the summary")
-    output.add_argument("--verbose", action="store_true",
-                        help="also show SGLang's and the libraries' own start-up logs and warnings")
-    return p
-
-
-def _percent(value: Optional[float]) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def format_summary(result: dict) -> str:
-    """The final table the CLI prints."""
-    h = result["hyperparameters"]
-    best_step = f" (step {result.get('best_step')})" if result.get("best_step") is not None else ""
-    rows = [
-        ("task", f"{result['task']} ({result['num_train_examples']} train / "
-                 f"{result['num_eval_examples']} eval examples)"),
-        ("model", f"{result['model_path']} ({result['prompt']['model_kind']} LM, "
-                  + (f"LoRA r={h['lora_rank']})" if h["trainable"] == "lora" else "all weights)")),
-        ("zero-shot eval accuracy (step 0)", _percent(result.get("zero_shot_accuracy"))),
-        ("final eval accuracy", _percent(result.get("eval_accuracy")) + f" (step {result['steps']})"),
-        ("best eval accuracy", _percent(result.get("best_eval_accuracy")) + best_step),
-        ("steps", str(result["steps"])),
-        ("wall time", f"{result['wall_time_s']:.1f} s"),
-        ("adapter", result.get("adapter_path") or "-"),
-        ("summary", result.get("summary_path") or "-"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(["MeZO summary"] + [f"  {k:<{width}}  {v}" for k, v in rows])
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    if not args.quiet:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("[mezo] %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-    try:
-        config = config_from_arguments(args, progress_bar=not args.quiet)
-        if config.output_dir is None:
-            config = dataclasses.replace(config, output_dir=os.path.join(
-                "runs", f"{config.task}-{time.strftime('%Y%m%d-%H%M%S')}"))
-        plan = prepare(config)
-        logger.info("%s (%s LM), task %s: %d train / %d eval examples, %s", config.model_path, plan.kind,
-                    plan.preset.name, len(plan.train), len(plan.eval), plan.describe()["hyperparameters"])
-        result = run(plan)
-    except (DataFormatError, ValueError, OSError) as e:  # bad input: data, arguments, paths
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:  # e.g. the loss diverged: the message says what to change
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 1
-    print(format_summary(result))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import random
+import tempfile
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional, Sequence
 
@@ -179,7 +180,11 @@ class MeZOTrainer:
                 "(enable_lora, max_lora_rank >= lora_rank, the target modules)"
             )
         settings = LoRASettings(cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_target_modules), cfg.seed)
-        init_dir = os.path.join(cfg.output_dir or _scratch_dir(), "adapter_init")
+        if cfg.output_dir is None:
+            # SGLang loads an adapter from a folder; without an output folder, a temporary one that
+            # goes away with the trainer (the adapter lives on in the pool and its host copy).
+            self._scratch = tempfile.TemporaryDirectory(prefix="sglang-mezo-")
+        init_dir = os.path.join(cfg.output_dir or self._scratch.name, "adapter_init")
         name = f"mezo-{os.getpid()}-{id(self)}"
         paired = self._wants_paired_forward()
         lora = PoolLoRA.create(
@@ -418,9 +423,3 @@ class Evaluation:
     def metrics(self) -> dict:
         return {"eval_loss": self.loss_sum / max(len(self.examples), 1),
                 **self.trainer.eval_metrics(self.predictions, self.references)}
-
-
-def _scratch_dir() -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="sglang-mezo-")

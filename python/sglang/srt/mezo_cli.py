@@ -1,0 +1,186 @@
+"""The command line of a MeZO run: ``python -m sglang.srt.mezo_mlm_trainer [flags]``.
+
+Its flags are made from the run spec's fields (:mod:`sglang.srt.mezo_config`). The screen shows
+only the run's own log lines, its progress bar and the summary: the arguments are parsed before
+SGLang is imported, and everything SGLang and its libraries print while they are imported and
+while the model runner is built (warnings about GPU-only kernels, models that cannot load on
+this machine, weight-loading bars) goes to ``<output_dir>/sglang.log`` instead; ``--verbose``
+shows it all. Errors of the run always reach the screen as ``error: ...`` (exit code 2 for bad
+input, 1 for a run that failed).
+
+This module imports nothing heavy at import time, so ``--help`` and argument errors are quick.
+
+>>> build_parser().parse_args(["--task", "rte", "--num-steps", "10"]).num_steps
+10
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import os
+import sys
+import textwrap
+import time
+from typing import Iterator, Optional, Sequence
+
+from sglang.srt.mezo_config import MeZOConfig, add_config_arguments, config_from_arguments, defaults_table
+
+logger = logging.getLogger("sglang.srt.mezo_mlm_trainer")
+ENGINE_LOG = "sglang.log"
+#: The loggers whose lines the CLI shows (this project's modules).
+RUN_LOGGERS = tuple(f"sglang.srt.{m}" for m in ("mezo_mlm_trainer", "mezo_trainer", "mezo_run", "mezo_tasks",
+                                                 "mezo_models", "mezo_runner", "mezo_lora"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sglang.srt.mezo_mlm_trainer",
+        description=textwrap.fill(
+            "MeZO (forward-only, zeroth-order) prompt fine-tuning of a masked or causal LM on a classification "
+            "task, inside SGLang's model runner. Evaluates at step 0 (zero-shot), every --eval-steps and at the "
+            "end; writes the adapter, metrics.jsonl and summary.json into --output-dir, and prints a summary.",
+            width=100),
+        epilog="defaults by model kind and trainable set (the same for every task; given options override):\n"
+               f"{defaults_table()}\n\n"
+               "examples:\n"
+               "  python -m sglang.srt.mezo_mlm_trainer                     # SmolLM2-135M, 16-shot SST-2\n"
+               "  python -m sglang.srt.mezo_mlm_trainer --num-steps 0       # zero-shot only\n"
+               "  python -m sglang.srt.mezo_mlm_trainer --task rte --num-steps 2000 --max-eval-examples 200\n"
+               "  python -m sglang.srt.mezo_mlm_trainer --model-path roberta-large --task sst-2 \\\n"
+               "      --template '<S1> It was [MASK] .' --label-words 0:terrible,1:great",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_arguments(p)
+    shown = p.add_argument_group("what is shown")
+    shown.add_argument("--quiet", action="store_true", help="no progress bar or log lines; print only the summary")
+    shown.add_argument("--verbose", action="store_true",
+                       help=f"also show what SGLang and its libraries print while they start (else it goes to "
+                            f"<output-dir>/{ENGINE_LOG})")
+    return p
+
+
+class EngineOutput:
+    """Sends what is written to stderr (file descriptor 2: Python warnings, SGLang's log lines,
+    C-level prints) to a log file inside :meth:`captured` blocks; the run's own log lines go to
+    the real stderr all along. ``path=None`` captures nothing."""
+
+    def __init__(self, path: Optional[str]):
+        self.path = path
+        self._log_fd: Optional[int] = None
+        self._screen_fd: Optional[int] = None
+
+    def __enter__(self) -> "EngineOutput":
+        if self.path:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            self._log_fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._screen_fd = os.dup(2)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for fd in (self._log_fd, self._screen_fd):
+            if fd is not None:
+                os.close(fd)
+        self._log_fd = self._screen_fd = None
+
+    def screen(self):
+        """A text stream on the real stderr, also inside :meth:`captured` blocks."""
+        if self._screen_fd is None:
+            return sys.stderr
+        return os.fdopen(os.dup(self._screen_fd), "w", buffering=1)
+
+    @contextlib.contextmanager
+    def captured(self) -> Iterator[None]:
+        if self._log_fd is None:
+            yield
+            return
+        sys.stderr.flush()
+        os.dup2(self._log_fd, 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(self._screen_fd, 2)
+
+
+def _percent(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def format_summary(result: dict) -> str:
+    """The final table the CLI prints."""
+    h = result["hyperparameters"]
+    best_step = f" (step {result.get('best_step')})" if result.get("best_step") is not None else ""
+    rows = [
+        ("task", f"{result['task']} ({result['num_train_examples']} train / "
+                 f"{result['num_eval_examples']} eval examples)"),
+        ("model", f"{result['model_path']} ({result['prompt']['model_kind']} LM, "
+                  + (f"LoRA r={h['lora_rank']})" if h["trainable"] == "lora" else "all weights)")),
+        ("zero-shot eval accuracy (step 0)", _percent(result.get("zero_shot_accuracy"))),
+        ("final eval accuracy", _percent(result.get("eval_accuracy")) + f" (step {result['steps']})"),
+        ("best eval accuracy", _percent(result.get("best_eval_accuracy")) + best_step),
+        ("steps", str(result["steps"])),
+        ("wall time", f"{result['wall_time_s']:.1f} s"),
+        ("adapter", result.get("adapter_path") or "-"),
+        ("summary", result.get("summary_path") or "-"),
+    ]
+    if result.get("engine_log"):
+        rows.append(("SGLang's log", result["engine_log"]))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(["MeZO summary"] + [f"  {k:<{width}}  {v}" for k, v in rows])
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_arguments(args, progress_bar=not args.quiet)
+    except ValueError as e:  # a bad value: say so before anything slow happens
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    if config.output_dir is None:
+        config = dataclasses.replace(config, output_dir=os.path.join(
+            "runs", f"{config.task}-{time.strftime('%Y%m%d-%H%M%S')}"))
+    engine_log = None if args.verbose else os.path.join(config.output_dir, ENGINE_LOG)
+    with EngineOutput(engine_log) as engine:
+        handler = None
+        if not args.quiet:
+            handler = logging.StreamHandler(engine.screen())
+            handler.setFormatter(logging.Formatter("[mezo] %(message)s"))
+            for name in RUN_LOGGERS:
+                run_logger = logging.getLogger(name)
+                run_logger.addHandler(handler)
+                run_logger.setLevel(logging.INFO)
+                run_logger.propagate = False  # our lines once, whatever handlers SGLang puts on the root
+        try:
+            return _run(config, engine, engine_log)
+        finally:
+            if handler is not None:
+                for name in RUN_LOGGERS:
+                    logging.getLogger(name).removeHandler(handler)
+                    logging.getLogger(name).propagate = True
+                handler.close()
+
+
+def _run(config: MeZOConfig, engine: EngineOutput, engine_log: Optional[str]) -> int:
+    from sglang.srt.mezo_tasks import DataFormatError
+
+    try:
+        with engine.captured():
+            from sglang.srt import mezo_mlm_trainer as mm  # imports SGLang
+        plan = mm.prepare(config)
+        logger.info("%s (%s LM), task %s: %d train / %d eval examples, %s", config.model_path, plan.kind,
+                    plan.preset.name, len(plan.train), len(plan.eval), plan.describe()["hyperparameters"])
+        with engine.captured():
+            mezo_run = mm.start_run(plan)  # builds the model runner
+        result = mm.complete(plan, mezo_run, owns_runner=True)
+    except (DataFormatError, ValueError, OSError) as e:  # bad input: data, arguments, paths
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # e.g. the loss diverged: the message says what to change
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    result["engine_log"] = engine_log
+    print(format_summary(result))
+    return 0
