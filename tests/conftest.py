@@ -28,6 +28,10 @@ _CORPUS = [
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
+# A learnable toy task in SST-2's format: the label is the keyword good/bad.
+SUBJECTS = ["the film", "the script", "a movie", "the acting", "the plot", "the ending", "the jokes", "the one"]
+TOY_ROWS = [(1, f"{s} is very good .") for s in SUBJECTS] + [(0, f"{s} is very bad .") for s in SUBJECTS]
+
 
 def _train_bpe(vocab_size: int = 400):
     from tokenizers import ByteLevelBPETokenizer
@@ -127,3 +131,23 @@ def tiny_llama(tmp_path_factory, llama_tokenizer_dir):
 @pytest.fixture(scope="session")
 def tiny_qwen2(tmp_path_factory, llama_tokenizer_dir):
     return make_causal_lm(str(tmp_path_factory.mktemp("qwen2")), "qwen2", tokenizer_dir=llama_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def toy_file(tmp_path_factory):
+    """TOY_ROWS as an SST-2-style TSV."""
+    path = tmp_path_factory.mktemp("toy") / "toy.tsv"
+    path.write_text("label\tsentence\n" + "".join(f"{y}\t{s}\n" for y, s in TOY_ROWS))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread: on a shared 2-core machine two OpenMP threads competing with another
+    busy process made a step ~20x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

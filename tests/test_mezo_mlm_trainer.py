@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import _CORPUS, SPECIALS, trainer_for
+from conftest import _CORPUS, SPECIALS, TOY_ROWS, trainer_for
 from sglang.srt import mezo_mlm_trainer as mm
 from sglang.srt.mezo_mlm_trainer import (
     DEFAULTS,
@@ -40,17 +40,7 @@ DATA = REPO.parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared data folder absent")
 HAS_ROBERTA_MLM = (REPO / "python" / "sglang" / "srt" / "mezo_roberta_mlm.py").is_file()
 
-# A learnable toy task in SST-2's format: the label is the keyword good/bad.
-SUBJECTS = ["the film", "the script", "a movie", "the acting", "the plot", "the ending", "the jokes", "the one"]
-TOY_ROWS = [(1, f"{s} is very good .") for s in SUBJECTS] + [(0, f"{s} is very bad .") for s in SUBJECTS]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +65,6 @@ def sp_tok():
     sp._tokenizer.pre_tokenizer = None
     return PreTrainedTokenizerFast(tokenizer_object=sp._tokenizer, bos_token="<s>", eos_token="</s>",
                                    unk_token="<unk>", pad_token="<pad>")
-
-
-@pytest.fixture(scope="module")
-def toy_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("toy") / "toy.tsv"
-    path.write_text("label\tsentence\n" + "".join(f"{y}\t{s}\n" for y, s in TOY_ROWS))
-    return str(path)
 
 
 def tokens(tok, ids):

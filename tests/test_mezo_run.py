@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
 import pytest
 import torch
@@ -17,25 +16,11 @@ from sglang.srt.mezo_run import RUN_STATE_FILE, BatchSampler
 from sglang.srt.mezo_runner import RunnerSpec, release_model_runner
 from sglang.srt.mezo_trainer import MeZOTrainer
 
-SUBJECTS = ["the film", "the script", "a movie", "the acting", "the plot", "the ending", "the jokes", "the one"]
-TOY_ROWS = [(1, f"{s} is very good .") for s in SUBJECTS] + [(0, f"{s} is very bad .") for s in SUBJECTS]
 TASK = [([0, 5, 7, 9, 11, 3, 40], 42), ([0, 8, 200, 4], 42), ([0, 300, 301, 302, 303, 304, 305, 306, 307], 42),
         ([0, 17, 18, 19], 42)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def toy_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("toy") / "toy.tsv"
-    path.write_text("label\tsentence\n" + "".join(f"{y}\t{s}\n" for y, s in TOY_ROWS))
-    return str(path)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def toy_spec(model, toy_file, **kw) -> MeZOConfig:

@@ -38,7 +38,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Optional, Union
 
-from sglang.srt.mezo_prompts import check_template, parse_label_words
+from sglang.srt.mezo_prompts import check_label_words, check_template, parse_label_words
 from sglang.srt.mezo_tasks import get_task
 
 Trainable = Literal["lora", "full"]
@@ -182,11 +182,7 @@ class MeZOConfig:
         if self.template is not None:
             check_template(self.template)
         if self.label_words is not None:
-            if not self.label_words:
-                raise ValueError("label_words is empty: map every label of the task to a word")
-            for key, word in self.label_words.items():
-                if not isinstance(word, str) or not word.strip():
-                    raise ValueError(f"label word for {key!r} must be a non-empty string, got {word!r}")
+            check_label_words(self.label_words)
         if self.device not in (None, "auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}")
         if self.paired_forward and self.trainable == "full":

@@ -61,11 +61,22 @@ class MLMConfig:
         if self.template is not None:
             check_template(self.template)
         if self.label_word_mapping is not None:
-            if not self.label_word_mapping:
-                raise ValueError("label_word_mapping is empty: map every label of the task to a word")
-            for key, word in self.label_word_mapping.items():
-                if not isinstance(word, str) or not word.strip():
-                    raise ValueError(f"label word for {key!r} must be a non-empty string, got {word!r}")
+            check_label_words(self.label_word_mapping, "label_word_mapping")
+
+
+def check_label_words(mapping: Mapping[Hashable, str], name: str = "label_words") -> None:
+    """Raise a ValueError unless ``mapping`` maps at least one label, each to a non-empty word.
+
+    >>> check_label_words({0: "terrible", 1: ""})
+    Traceback (most recent call last):
+    ...
+    ValueError: label word for 1 must be a non-empty string, got ''
+    """
+    if not mapping:
+        raise ValueError(f"{name} is empty: map every label of the task to a word")
+    for key, word in mapping.items():
+        if not isinstance(word, str) or not word.strip():
+            raise ValueError(f"label word for {key!r} must be a non-empty string, got {word!r}")
 
 
 def check_template(template: str) -> None:
