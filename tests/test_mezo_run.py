@@ -145,39 +145,42 @@ def test_run_on_a_handed_runner_leaves_it_running(tiny_llama, toy_file, tmp_path
     assert summary["config"]["learning_rate"] == 5e-2 and summary["config"]["trainable"] == "lora"
 
 
-def test_stopping_between_steps_and_going_on_from_the_saved_state_is_exact(tiny_llama, toy_file, tmp_path):
-    """Run A: 6 steps straight. Run B: 3 steps, saved, its trainer and runner thrown away, a new
-    trainer on the saved adapter, the run state loaded, 3 more steps. Same seeds, same weights."""
+def test_stopping_between_steps_and_resuming_from_the_checkpoint_is_exact(tiny_llama, toy_file, tmp_path):
+    """Run A: 6 steps straight. Run B: 3 steps, a checkpoint, its trainer and runner thrown away;
+    then resume=True goes on from the checkpoint. Same steps, same losses, same weights."""
     common = dict(num_steps=6, eval_steps=3, eval_at_start=False)
     plan_a = prepare(toy_spec(tiny_llama, toy_file, output_dir=str(tmp_path / "a"), **common))
     run_a = start_run(plan_a)
     try:
         result_a = run_a.run_to_end()
         weights_a = [t.clone() for t in run_a.trainer.trainable.tensors]
-        trajectory_a = list(run_a.trainer.trajectory)
+        trajectory_a = list(run_a.trainer.trajectory.steps)
     finally:
         release_model_runner(run_a.trainer.runner)
 
-    plan_b = prepare(toy_spec(tiny_llama, toy_file, output_dir=str(tmp_path / "b"), **common))
-    run_b = start_run(plan_b)
+    spec_b = toy_spec(tiny_llama, toy_file, output_dir=str(tmp_path / "b"), **common)
+    run_b = start_run(prepare(spec_b))
     try:
         while run_b.step_count < 3:
             run_b.advance()
-        run_b.save()  # the state and weights after step 3
-        first_half = list(run_b.trainer.trajectory)
+        run_b.save()  # a checkpoint after step 3, then the run stops
     finally:
         release_model_runner(run_b.trainer.runner)
-    state = json.loads((tmp_path / "b" / RUN_STATE_FILE).read_text())
+    state = json.loads((tmp_path / "b" / "checkpoints" / "step-000003" / RUN_STATE_FILE).read_text())
     assert state["step"] == 3
 
-    resumed_spec = dataclasses.replace(plan_b.config, init_adapter=str(tmp_path / "b" / "adapter"))
-    run_c = start_run(dataclasses.replace(plan_b, config=resumed_spec))
+    with pytest.raises(ValueError, match="already holds a run .* pass resume=True"):
+        prepare(spec_b)
+    with pytest.raises(ValueError, match="started with other settings \\(learning_rate: 0.05 -> 0.01\\)"):
+        prepare(dataclasses.replace(spec_b, resume=True, learning_rate=1e-2))
+    plan_c = prepare(dataclasses.replace(spec_b, resume=True))
+    assert plan_c.resume_from.endswith("step-000003")
+    run_c = start_run(plan_c)
     try:
-        run_c.load_state_dict(state)
-        run_c.trainer.trajectory = first_half
+        assert run_c.step_count == 3
         result_c = run_c.run_to_end()
         weights_c = [t.clone() for t in run_c.trainer.trainable.tensors]
-        trajectory_c = list(run_c.trainer.trajectory)
+        trajectory_c = list(run_c.trainer.trajectory.steps)
     finally:
         release_model_runner(run_c.trainer.runner)
     assert trajectory_c == trajectory_a
@@ -212,8 +215,8 @@ def test_first_three_steps_are_pinned(tmp_path, tiny_llama):
     with trainer_for(MeZOTrainer, tiny_llama, cfg) as tr:
         assert tr.trainable.minus is not None  # the paired forward, the default on a fresh runner
         tr.train(TASK)
-        seeds = [s["seeds"] for s in tr.trajectory]
-        grads = [s["grads"][0] for s in tr.trajectory]
+        seeds = [s for s, _ in tr.trajectory.steps]
+        grads = [g[0] for _, g in tr.trajectory.steps]
         checksum = adapter_checksum(tr.trainable.tensors)
     assert seeds == PINNED_SEEDS
     assert grads == pytest.approx(PINNED_GRADS, rel=1e-3)

@@ -140,6 +140,9 @@ class MeZOConfig:
     output_dir: Optional[str] = _spec(None, "where to write the run: adapter, metrics.jsonl, trajectory, "
                                       "summary.json (default: runs/<task>-<timestamp>; from Python: nothing is "
                                       "written)", group="evaluation and output")
+    resume: bool = _spec(False, "continue the run in output_dir from its latest checkpoint (exactly: the same "
+                         "batches, step seeds and learning rates as a run that was never stopped)",
+                         group="evaluation and output")
 
     # ---- runtime
     device: Optional[str] = _spec(None, "cpu, cuda or cuda:N (default: cuda if available, else cpu)", group="runtime")

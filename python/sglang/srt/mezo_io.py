@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from typing import Any, Callable
 
@@ -60,3 +61,24 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "value"):  # enums such as peft's TaskType
         return value.value
     return str(value)
+
+
+def atomic_dir(path: str, fill: Callable[[str], None]) -> str:
+    """Call ``fill(tmp_dir)`` and move the folder to ``path`` in one rename, so a folder at ``path``
+    is always complete; a folder already there is replaced. Returns ``path``."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    try:
+        fill(tmp)
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
+            os.rename(path, os.path.join(old, "x"))
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path

@@ -218,6 +218,7 @@ class RunPlan:
     eval: list[EncodedExample]
     data_given_in_memory: bool = False
     prepare_time_s: float = 0.0
+    resume_from: Optional[str] = None  # the checkpoint a resumed run continues from
 
     def trainer_config(self) -> MeZOConfig:
         # A zero-shot run writes only its summary: no adapter, metrics or trajectory.
@@ -253,6 +254,8 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
 
     from sglang.srt.mezo_models import resolve_model_path
 
+    from sglang.srt.mezo_run import check_resumable
+
     started = time.perf_counter()
     preset = get_task(config.task)
     path = resolve_model_path(config.model_path)
@@ -278,7 +281,7 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
         logger.info("batch size %d > %d training examples: every step uses all of them", config.batch_size, len(train))
         config = dataclasses.replace(config, batch_size=len(train))
     plan = RunPlan(config, path, kind, preset, prompt, prompt.encode_all(train), prompt.encode_all(evals),
-                   data_given_in_memory=in_memory)
+                   data_given_in_memory=in_memory, resume_from=check_resumable(config))
     plan.prepare_time_s = time.perf_counter() - started
     return plan
 
@@ -291,6 +294,8 @@ def start_run(plan: RunPlan, runner=None, callbacks=None):
     trainer = MeZOMLMTrainer(plan.model_path if runner is None else None, plan.trainer_config(),
                              task=plan.preset, prompt=plan.prompt, runner=runner)
     mezo_run = trainer.start_run(plan.train, plan.eval, callbacks=callbacks)
+    if plan.config.resume:
+        mezo_run.resume(plan.resume_from)
     mezo_run.setup_time_s = time.perf_counter() - started
     return mezo_run
 

@@ -29,10 +29,54 @@ import random
 import time
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-from sglang.srt.mezo_io import atomic_json
+from sglang.srt.mezo_io import atomic_dir, atomic_json, atomic_write
 
 Callback = Callable[[dict], None]
 RUN_STATE_FILE = "run_state.json"
+CHECKPOINTS = "checkpoints"
+#: Settings that may differ between a run and its resumption.
+RESUMABLE_CHANGES = ("resume", "progress_bar")
+
+
+def checkpoint_dirs(output_dir: str) -> list[str]:
+    """A run's checkpoint folders (``checkpoints/step-NNNNNN``), oldest first; each is complete."""
+    root = os.path.join(output_dir, CHECKPOINTS)
+    if not os.path.isdir(root):
+        return []
+    names = sorted(n for n in os.listdir(root) if n.startswith("step-") and n[5:].isdigit())
+    return [os.path.join(root, n) for n in names]
+
+
+def latest_checkpoint(output_dir: str) -> Optional[str]:
+    found = checkpoint_dirs(output_dir)
+    return found[-1] if found else None
+
+
+def check_resumable(config) -> Optional[str]:
+    """Before any model is built: the checkpoint a run will continue from (None: a fresh start),
+    or a ValueError if the output folder holds another run or a run of other settings."""
+    if not config.output_dir:
+        if config.resume:
+            raise ValueError("resume=True needs the output_dir of the run to continue")
+        return None
+    checkpoint = latest_checkpoint(config.output_dir)
+    if checkpoint is None:
+        return None
+    if not config.resume:
+        raise ValueError(f"output_dir {config.output_dir!r} already holds a run (checkpoint at step "
+                         f"{int(os.path.basename(checkpoint)[5:])}): pass resume=True (--resume) to continue it, "
+                         "or choose another output_dir")
+    from sglang.srt.mezo_trajectory import Trajectory
+
+    recorded = Trajectory.load(checkpoint).config
+    wanted = config.to_dict()
+    changed = sorted(k for k in set(recorded) | set(wanted)
+                     if k not in RESUMABLE_CHANGES and recorded.get(k) != wanted.get(k))
+    if changed:
+        diffs = ", ".join(f"{k}: {recorded.get(k)!r} -> {wanted.get(k)!r}" for k in changed)
+        raise ValueError(f"the run in {config.output_dir!r} was started with other settings ({diffs}); resume it "
+                         "with the same settings, or start a new run in another output_dir")
+    return checkpoint
 
 
 class BatchSampler:
@@ -236,14 +280,44 @@ class MeZORun:
     # ---- saving and the state of a run
 
     def save(self, directory: Optional[str] = None) -> Optional[dict]:
-        """Save the weights (adapter or trajectory) and this run's state; emits a ``save`` event."""
+        """Save a checkpoint: ``checkpoints/step-NNNNNN/`` (weights or trajectory, and this run's
+        state, written as one folder), and the latest adapter and trajectory at the top of the
+        output folder. Emits a ``save`` event."""
         directory = directory or self.trainer.config.output_dir
         if directory is None:
             return None
         self.adapter_path = self.trainer.save(directory) or self.adapter_path
-        atomic_json(os.path.join(directory, RUN_STATE_FILE), self.state_dict())
-        return self._emit({"event": "save", "step": self.step_count, "path": directory,
+        state = self.state_dict()
+
+        def fill(folder: str) -> None:
+            self.trainer.save(folder)
+            atomic_json(os.path.join(folder, RUN_STATE_FILE), state)
+
+        checkpoint = atomic_dir(os.path.join(directory, CHECKPOINTS, f"step-{self.step_count:06d}"), fill)
+        return self._emit({"event": "save", "step": self.step_count, "path": checkpoint,
                            "adapter_path": self.adapter_path})
+
+    def resume(self, checkpoint: Optional[str]) -> None:
+        """Go on from ``checkpoint`` (see :func:`check_resumable`; None: from the start): its weights,
+        trajectory and state, with ``metrics.jsonl`` cut back to what happened up to it."""
+        kept: list[str] = []
+        if checkpoint is not None:
+            from sglang.srt.mezo_trajectory import Trajectory
+
+            with open(os.path.join(checkpoint, RUN_STATE_FILE)) as f:
+                state = json.load(f)
+            trajectory = Trajectory.load(checkpoint)
+            self.trainer.restore_weights(checkpoint, trajectory)
+            self.trainer.trajectory = trajectory  # the record goes on: the same run
+            self.load_state_dict(state)
+            metrics = os.path.join(self.trainer.config.output_dir, "metrics.jsonl")
+            if os.path.exists(metrics):
+                with open(metrics) as f:
+                    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= state["step"]]
+        # Lines of a killed run after its last checkpoint are redone, so they go.
+        metrics = os.path.join(self.trainer.config.output_dir, "metrics.jsonl")
+        if os.path.exists(metrics):
+            atomic_write(metrics, lambda tmp: open(tmp, "w").writelines(kept))
 
     def state_dict(self) -> dict:
         """Everything besides the weights that the run needs to go on exactly where it stopped."""
@@ -265,7 +339,7 @@ class MeZORun:
         self.train_loss, self.evals = list(state["train_loss"]), list(state["evals"])
         self.adapter_path, self._finished = state["adapter_path"], state["finished"]
         self._evaluation, self._save_after_eval, self._end_after_eval = None, False, False
-        self.trainer.trajectory = self.trainer.trajectory[: state["step"]]
+        self.trainer.trajectory.truncate(state["step"])
 
     # ---- the outcome
 

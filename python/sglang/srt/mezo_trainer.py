@@ -35,6 +35,8 @@ from sglang.srt.mezo_io import atomic_json  # noqa: E402
 from sglang.srt.mezo_lora import LoRASettings, PoolLoRA, decay_mask  # noqa: E402
 from sglang.srt.mezo_models import check_model_path, is_masked_lm, model_architectures  # noqa: E402
 from sglang.srt.mezo_run import MeZORun  # noqa: E402
+from sglang.srt.mezo_trajectory import FILE as TRAJECTORY_FILE  # noqa: E402
+from sglang.srt.mezo_trajectory import Trajectory, weights_hash  # noqa: E402
 from sglang.srt.mezo_runner import ExtendForward, RunnerSpec, build_model_runner  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,9 @@ class FullWeights:
     def after_update(self) -> None:
         pass
 
+    def start(self) -> dict:
+        return {}  # the base model's own weights
+
     @property
     def num_parameters(self) -> int:
         return sum(t.numel() for t in self.tensors)
@@ -90,6 +95,9 @@ class LoRAWeights:
     def after_update(self) -> None:
         self.lora.sync_host_copy()
 
+    def start(self) -> dict:
+        return {"adapter": self.lora.ref.lora_path}
+
     @property
     def num_parameters(self) -> int:
         return self.lora.num_parameters
@@ -98,6 +106,40 @@ class LoRAWeights:
 def _tensor_seed(step_seed: int, index: int) -> int:
     # Each tensor has its own stream, so z does not depend on iteration order or on other tensors.
     return (step_seed * 1_000_003 + index * 7_919) % (2**63 - 1)
+
+
+def draw_z(step_seed: int, index: int, tensor: torch.Tensor, generators: dict) -> torch.Tensor:
+    """z ~ N(0, I) for tensor ``index`` of a step, from a generator on the tensor's device.
+
+    CPU and CUDA generators are different algorithms: the same seed draws different z on each.
+    """
+    gen = generators.get(tensor.device)
+    if gen is None:
+        gen = generators[tensor.device] = torch.Generator(device=tensor.device)
+    gen.manual_seed(_tensor_seed(step_seed, index))
+    z = torch.randn(tensor.shape, generator=gen, device=tensor.device, dtype=torch.float32)
+    return z.to(tensor.dtype)
+
+
+@torch.no_grad()
+def apply_update(tensors: Sequence[torch.Tensor], decay: Sequence[bool], seeds: Sequence[int],
+                 grads: Sequence[float], lr: float, weight_decay: float, generators: dict) -> None:
+    """theta -= lr * (mean over seeds of g * z + wd * theta), in place, tensor by tensor. Training,
+    replay and resume all move weights through this one function, so they agree bit for bit."""
+    n = len(seeds)
+    for i, t in enumerate(tensors):
+        if weight_decay and decay[i]:
+            t.mul_(1 - lr * weight_decay)
+        for s, g in zip(seeds, grads):
+            t.add_(draw_z(s, i, t, generators), alpha=-lr * g / n)
+
+
+def learning_rate_at(config: MeZOConfig, step: int) -> float:
+    """The learning rate of step ``step`` (0-based) under the spec's schedule."""
+    lr = config.learning_rate
+    if config.lr_schedule == "linear" and config.num_steps > 0:
+        lr *= max(0.0, 1.0 - step / config.num_steps)
+    return lr
 
 
 class MeZOTrainer:
@@ -154,7 +196,11 @@ class MeZOTrainer:
         self._generators: dict[torch.device, torch.Generator] = {}
         self._seed_rng = random.Random(config.seed)
         self.step_count = 0
-        self.trajectory: list[dict] = []  # (seed, g, lr) per step: the run, replayable
+        self.trajectory = Trajectory(  # (seeds, g) per step: with the start, the whole run
+            tensor_names=list(self.trainable.names), tensor_shapes=[list(t.shape) for t in self.trainable.tensors],
+            dtype=config.dtype, device_type=self.runner.device if isinstance(self.runner.device, str)
+            else self.runner.device.type, n_spsa=config.n_spsa, model={"path": self.model_path},
+            config=config.to_dict(), start=self.trainable.start())
 
     # ---- set-up -------------------------------------------------------------------------------
 
@@ -246,12 +292,7 @@ class MeZOTrainer:
     # ---- the MeZO step --------------------------------------------------------------------------
 
     def _z(self, step_seed: int, index: int, tensor: torch.Tensor) -> torch.Tensor:
-        gen = self._generators.get(tensor.device)
-        if gen is None:
-            gen = self._generators[tensor.device] = torch.Generator(device=tensor.device)
-        gen.manual_seed(_tensor_seed(step_seed, index))
-        z = torch.randn(tensor.shape, generator=gen, device=tensor.device, dtype=torch.float32)
-        return z.to(tensor.dtype)
+        return draw_z(step_seed, index, tensor, self._generators)
 
     def _perturb(self, step_seed: int, scale: float) -> None:
         for i, t in enumerate(self.trainable.tensors):
@@ -262,16 +303,20 @@ class MeZOTrainer:
             t.copy_(s)
 
     def lr_at(self, step: int) -> float:
-        lr = self.config.learning_rate
-        if self.config.lr_schedule == "linear" and self.config.num_steps > 0:
-            lr *= max(0.0, 1.0 - step / self.config.num_steps)
-        return lr
+        return learning_rate_at(self.config, step)
 
     @torch.no_grad()
     def projected_gradient(self, batch: Sequence[Any], step_seed: int) -> tuple[float, float, float]:
         """(g, L+, L-) for one seed; theta is bitwise unchanged afterwards (with exact_restore)."""
+        loss_plus, loss_minus = self.perturbed_losses(batch, step_seed)
+        return (loss_plus - loss_minus) / (2 * self.config.epsilon), loss_plus, loss_minus
+
+    @torch.no_grad()
+    def perturbed_losses(self, batch: Sequence[Any], step_seed: int) -> tuple[float, float]:
+        """(L+, L-): the loss on ``batch`` at theta + eps z and at theta - eps z; theta is bitwise
+        unchanged afterwards (with exact_restore)."""
         if getattr(self.trainable, "minus", None) is not None:
-            return self._paired_projected_gradient(batch, step_seed)
+            return self._paired_losses(batch, step_seed)
         eps = self.config.epsilon
         snapshot = [t.clone() for t in self.trainable.tensors] if self.config.exact_restore else None
         self._perturb(step_seed, eps)
@@ -286,9 +331,9 @@ class MeZOTrainer:
             self._perturb(step_seed, eps)
         else:
             self._copy_back(snapshot)
-        return (loss_plus - loss_minus) / (2 * eps), loss_plus, loss_minus
+        return loss_plus, loss_minus
 
-    def _paired_projected_gradient(self, batch: Sequence[Any], step_seed: int) -> tuple[float, float, float]:
+    def _paired_losses(self, batch: Sequence[Any], step_seed: int) -> tuple[float, float]:
         eps = self.config.epsilon
         plus, minus = self.trainable.tensors, self.trainable.minus_tensors
         snapshot = [t.clone() for t in plus]
@@ -307,36 +352,34 @@ class MeZOTrainer:
             )
         finally:
             self._copy_back(snapshot)
-        loss_plus = self.loss_from_logits(logits[:n], batch)
-        loss_minus = self.loss_from_logits(logits[n:], batch)
-        return (loss_plus - loss_minus) / (2 * eps), loss_plus, loss_minus
+        return self.loss_from_logits(logits[:n], batch), self.loss_from_logits(logits[n:], batch)
 
     @torch.no_grad()
     def step(self, batch: Sequence[Any]) -> StepResult:
         """One MeZO step (n-SPSA over ``config.n_spsa`` seeds) on ``batch``."""
         lr = self.lr_at(self.step_count)
         seeds = [self._seed_rng.randrange(2**62) for _ in range(self.config.n_spsa)]
-        grads, losses = [], []
-        for s in seeds:
-            g, lp, lm = self.projected_gradient(batch, s)
+        losses = [self.perturbed_losses(batch, s) for s in seeds]
+        losses = self.combine_losses(losses, len(batch))
+        for lp, lm in losses:
             if not (math.isfinite(lp) and math.isfinite(lm)):
                 raise MeZODivergedError(
                     f"loss is not finite at step {self.step_count} (L+={lp}, L-={lm}); the weights "
                     "are those before this step. Lower learning_rate or epsilon."
                 )
-            grads.append(g)
-            losses.append((lp + lm) / 2)
-        n = len(seeds)
-        wd = self.config.weight_decay
-        for i, t in enumerate(self.trainable.tensors):
-            if wd and self.decay[i]:
-                t.mul_(1 - lr * wd)
-            for s, g in zip(seeds, grads):
-                t.add_(self._z(s, i, t), alpha=-lr * g / n)
+        grads = [(lp - lm) / (2 * self.config.epsilon) for lp, lm in losses]
+        apply_update(self.trainable.tensors, self.decay, seeds, grads, lr, self.config.weight_decay,
+                     self._generators)
         self.trainable.after_update()
         self.step_count += 1
-        self.trajectory.append({"step": self.step_count, "seeds": seeds, "grads": grads, "lr": lr})
-        return StepResult(loss=sum(losses) / n, projected_grads=grads, seeds=seeds, lr=lr)
+        self.trajectory.append(seeds, grads)
+        return StepResult(loss=sum(lp + lm for lp, lm in losses) / (2 * len(losses)), projected_grads=grads,
+                          seeds=seeds, lr=lr)
+
+    def combine_losses(self, losses: list[tuple[float, float]], batch_size: int) -> list[tuple[float, float]]:
+        """(L+, L-) per seed of this process's batch -> those of the whole step's batch. One
+        process: as they are; data-parallel workers average theirs, weighted by batch size."""
+        return losses
 
     # ---- evaluation, saving, the loop ---------------------------------------------------------
 
@@ -368,16 +411,36 @@ class MeZOTrainer:
         directory = directory or self.config.output_dir
         if directory is None:
             return None
-        atomic_json(os.path.join(directory, "mezo_trajectory.json"), {
-            "model_path": self.model_path,
-            "config": self.config.to_dict(),
-            "steps": self.trajectory,
-        })
+        if "sha256" not in self.trajectory.model:
+            self.trajectory.model["sha256"] = weights_hash(self.model_path)
+        atomic_json(os.path.join(directory, TRAJECTORY_FILE), self.trajectory.to_dict())
         if isinstance(self.trainable, LoRAWeights):
             adapter_dir = os.path.join(directory, "adapter")
             self.trainable.lora.save(adapter_dir)
             return adapter_dir
         return None
+
+    @torch.no_grad()
+    def restore_weights(self, checkpoint: str, trajectory: Trajectory) -> None:
+        """Put the weights of ``checkpoint`` (a folder :meth:`save` wrote) in place: a LoRA adapter is
+        copied in; full weights, which a checkpoint does not hold, are rebuilt from the base model
+        by replaying ``trajectory`` (this trainer must not have stepped yet)."""
+        if trajectory.tensor_names != self.trainable.names:
+            raise ValueError(f"the checkpoint in {checkpoint} trains other tensors than this trainer "
+                             f"({len(trajectory.tensor_names)} vs {len(self.trainable.names)})")
+        if isinstance(self.trainable, LoRAWeights):
+            from safetensors.torch import load_file
+
+            saved = load_file(os.path.join(checkpoint, "adapter", "adapter_model.safetensors"))
+            for name, tensor in zip(self.trainable.names, self.trainable.tensors):
+                tensor.copy_(saved[name])
+        else:
+            if self.step_count:
+                raise RuntimeError("replaying a trajectory needs the starting weights: a fresh trainer")
+            for step, (seeds, grads) in enumerate(trajectory.steps):
+                apply_update(self.trainable.tensors, self.decay, seeds, grads, self.lr_at(step),
+                             self.config.weight_decay, self._generators)
+        self.trainable.after_update()
 
     def start_run(self, train_data: Sequence[Any], eval_data: Optional[Sequence[Any]] = None, *,
                   callbacks=None) -> MeZORun:
