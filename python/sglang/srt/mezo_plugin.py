@@ -69,3 +69,9 @@ def register() -> None:
     from sglang.srt.models.registry import ModelRegistry
 
     ModelRegistry.models["RobertaForMaskedLM"] = RobertaForMaskedLM
+
+    # The server side: --enable-mezo and its job API (sglang.srt.mezo_server).
+    from sglang.srt import mezo_server
+
+    mezo_server.share_cpu_kernels_with_children()
+    mezo_server.register()

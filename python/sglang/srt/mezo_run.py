@@ -95,13 +95,17 @@ class BatchSampler:
         return self
 
     def __next__(self) -> list[int]:
+        batch = self.peek()
+        del self.order[: self.batch_size]
+        return batch
+
+    def peek(self) -> list[int]:
+        """The next batch, without taking it (the order ahead is fixed either way)."""
         while len(self.order) < self.batch_size:
             fresh = list(range(self.num_examples))
             self.rng.shuffle(fresh)
             self.order += fresh
-        batch = self.order[: self.batch_size]
-        del self.order[: self.batch_size]
-        return batch
+        return self.order[: self.batch_size]
 
     def state_dict(self) -> dict:
         return {"rng": rng_state(self.rng), "order": list(self.order)}
@@ -217,6 +221,20 @@ class MeZORun:
             return self._step()
         return self._checkpoint(final=True)
 
+    def next_forward(self) -> tuple[list, int]:
+        """(token-id sequences, copies): what the next :meth:`advance` runs through the model at
+        most at once (copies 2: a paired +/-eps step runs each sequence twice in one forward), so
+        that a runner shared with a server can check it has room first."""
+        if self._evaluation is not None:
+            ev = self._evaluation
+            chunk = ev.examples[ev.cursor: ev.cursor + ev.batch_size]
+            return self.trainer.forward_inputs(chunk).sequences, 1
+        if self.step_count < self.num_steps:
+            batch = [self.train_data[i] for i in self.sampler.peek()]
+            paired = getattr(self.trainer.trainable, "minus", None) is not None
+            return self.trainer.forward_inputs(batch).sequences, 2 if paired else 1
+        return [], 1
+
     def _emit(self, event: dict) -> dict:
         for callback in self.callbacks:
             callback(event)
@@ -238,6 +256,7 @@ class MeZORun:
             "event": "step", "step": self.step_count, "loss": result.loss,
             "projected_grad": result.projected_grads[0], "lr": result.lr,
             "step_time_s": time.perf_counter() - t0,
+            "tokens": sum(len(s) for s in self.trainer.forward_inputs(batch).sequences),
         })
         every = self.trainer.config.eval_steps
         if every and self.step_count % every == 0 and self.step_count < self.num_steps:

@@ -246,14 +246,16 @@ class MeZOTrainer:
     def _wants_paired_forward(self) -> bool:
         if self.config.paired_forward is False:
             return False
-        # Slot 0 is the base model; the adapter and its minus twin need two more.
-        free = self.runner.lora_manager.max_loras_per_batch - 1 - len(self.runner.lora_manager.loras)
+        # Slot 0 is the base model; the adapter and its minus twin need two more that stay theirs
+        # (pinned). Adapters a server loaded without pinning can be evicted, so they do not count.
+        manager = self.runner.lora_manager
+        free = manager.max_loras_per_batch - 1 - manager.num_pinned_loras
         # A subclass that overrides compute_loss as a whole cannot have its two passes merged.
         split_hooks = type(self).compute_loss is MeZOTrainer.compute_loss
         if self.config.paired_forward and not (free >= 2 and split_hooks):
             raise ValueError(
                 "paired_forward=True needs two free LoRA slots (max_loras_per_batch >= 3 with no other "
-                "adapter loaded) and an objective given as forward_inputs + loss_from_logits"
+                "adapter pinned) and an objective given as forward_inputs + loss_from_logits"
             )
         return free >= 2 and split_hooks
 
