@@ -145,10 +145,14 @@ def test_run_on_a_handed_runner_leaves_it_running(tiny_llama, toy_file, tmp_path
     assert summary["config"]["learning_rate"] == 5e-2 and summary["config"]["trainable"] == "lora"
 
 
-def test_stopping_between_steps_and_resuming_from_the_checkpoint_is_exact(tiny_llama, toy_file, tmp_path):
+@pytest.mark.parametrize("trainable", ["lora", "full"])
+def test_stopping_between_steps_and_resuming_from_the_checkpoint_is_exact(tiny_llama, toy_file, tmp_path, trainable):
     """Run A: 6 steps straight. Run B: 3 steps, a checkpoint, its trainer and runner thrown away;
-    then resume=True goes on from the checkpoint. Same steps, same losses, same weights."""
-    common = dict(num_steps=6, eval_steps=3, eval_at_start=False)
+    then resume=True goes on from the checkpoint (LoRA: the saved adapter; full weights: the base
+    model and the trajectory replayed). Same steps, same losses, same weights."""
+    common = dict(num_steps=6, eval_steps=3, eval_at_start=False, trainable=trainable)
+    if trainable == "full":
+        common.update(learning_rate=1e-3, epsilon=1e-3)
     plan_a = prepare(toy_spec(tiny_llama, toy_file, output_dir=str(tmp_path / "a"), **common))
     run_a = start_run(plan_a)
     try:
@@ -171,8 +175,8 @@ def test_stopping_between_steps_and_resuming_from_the_checkpoint_is_exact(tiny_l
 
     with pytest.raises(ValueError, match="already holds a run .* pass resume=True"):
         prepare(spec_b)
-    with pytest.raises(ValueError, match="started with other settings \\(learning_rate: 0.05 -> 0.01\\)"):
-        prepare(dataclasses.replace(spec_b, resume=True, learning_rate=1e-2))
+    with pytest.raises(ValueError, match="started with other settings \\(n_spsa: 1 -> 2\\)"):
+        prepare(dataclasses.replace(spec_b, resume=True, n_spsa=2))
     plan_c = prepare(dataclasses.replace(spec_b, resume=True))
     assert plan_c.resume_from.endswith("step-000003")
     run_c = start_run(plan_c)

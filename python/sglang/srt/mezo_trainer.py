@@ -488,3 +488,20 @@ class Evaluation:
     def metrics(self) -> dict:
         return {"eval_loss": self.loss_sum / max(len(self.examples), 1),
                 **self.trainer.eval_metrics(self.predictions, self.references)}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m sglang.srt.mezo_trainer replay RUN_DIR --out DIR``: see :mod:`sglang.srt.mezo_replay`."""
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] != "replay":
+        print("usage: python -m sglang.srt.mezo_trainer replay RUN_DIR --out DIR [--base-model PATH]", file=sys.stderr)
+        return 2
+    from sglang.srt.mezo_replay import main as replay_main
+
+    return replay_main(argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""A run rebuilt from its trajectory, bit for bit; and a real run killed with SIGKILL, resumed,
+ending exactly where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import make_causal_lm, trainer_for
+
+from sglang.srt.mezo_config import MeZOConfig
+from sglang.srt.mezo_replay import hf_pieces, replay
+from sglang.srt.mezo_trainer import MeZOTrainer
+from sglang.srt.mezo_trainer import main as trainer_main
+from sglang.srt.mezo_trajectory import Trajectory
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TASK = [([0, 5, 7, 9, 11, 3, 40], 42), ([0, 8, 200, 4], 42), ([0, 300, 301, 302, 303, 304, 305, 306, 307], 42),
+        ([0, 17, 18, 19], 42)]
+
+
+def config(tmp_path, **kw) -> MeZOConfig:
+    base = dict(lora_rank=4, lora_alpha=8, batch_size=4, num_steps=6, learning_rate=1e-2, epsilon=1e-2, n_spsa=2,
+                weight_decay=0.1, eval_steps=3, eval_at_start=False, device="cpu", progress_bar=False,
+                output_dir=str(tmp_path / "run"), seed=5)
+    base.update(kw)
+    return MeZOConfig(**base)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_lora_replay_is_bit_identical(tmp_path, tiny_llama, dtype):
+    from safetensors.torch import load_file
+
+    cfg = config(tmp_path, dtype=dtype)
+    with trainer_for(MeZOTrainer, tiny_llama, cfg) as tr:
+        tr.train(TASK)
+        trained = {n: t.clone() for n, t in zip(tr.trainable.names, tr.trainable.tensors)}
+    out = replay(cfg.output_dir, str(tmp_path / "replayed"))
+    rebuilt = load_file(os.path.join(out, "adapter_model.safetensors"))
+    assert rebuilt.keys() == trained.keys()
+    assert all(rebuilt[n].dtype == trained[n].dtype and torch.equal(rebuilt[n], trained[n]) for n in trained)
+    # The adapter the run itself saved is the same.
+    saved = load_file(os.path.join(cfg.output_dir, "adapter", "adapter_model.safetensors"))
+    assert all(torch.equal(saved[n], rebuilt[n]) for n in trained)
+
+
+def test_full_weight_replay_gives_a_checkpoint_transformers_and_sglang_load(tmp_path, tiny_llama):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from sglang.srt.mezo_runner import ExtendForward, RunnerSpec
+    from conftest import runner_for
+
+    cfg = config(tmp_path, trainable="full", learning_rate=1e-3, epsilon=1e-3, n_spsa=1, num_steps=4)
+    seqs, positions = [s for s, _ in TASK], [len(s) - 1 for s, _ in TASK]
+    with trainer_for(MeZOTrainer, tiny_llama, cfg) as tr:
+        tr.train(TASK)
+        trained = {n: t.clone() for n, t in zip(tr.trainable.names, tr.trainable.tensors)}
+        trained_logits = tr.logits(seqs, positions)
+    out = replay(cfg.output_dir, str(tmp_path / "replayed"))
+    state = load_file(os.path.join(out, "model.safetensors"))
+    for name, t in trained.items():
+        pieces = torch.cat([state[p] for p in hf_pieces(name)])
+        assert torch.equal(pieces, t[: pieces.shape[0]]), name  # bit for bit (padding rows aside)
+    hf = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        hf_logits = torch.stack([hf(torch.tensor([s])).logits[0, p] for s, p in zip(seqs, positions)])
+    assert torch.allclose(hf_logits, trained_logits, atol=1e-4)
+    with runner_for(RunnerSpec(out, device="cpu")) as runner:
+        served = ExtendForward(runner)(seqs, positions)
+    assert torch.equal(served, trained_logits)
+
+
+def test_replay_refuses_another_base_model_and_the_cli_runs(tmp_path, tiny_llama, llama_tokenizer_dir, capsys):
+    cfg = config(tmp_path, num_steps=2, eval_steps=0)
+    with trainer_for(MeZOTrainer, tiny_llama, cfg) as tr:
+        tr.train(TASK)
+    other = make_causal_lm(str(tmp_path / "other"), "llama", seed=1, tokenizer_dir=llama_tokenizer_dir)
+    with pytest.raises(ValueError, match="is not the one this run trained .* replay refuses"):
+        replay(cfg.output_dir, str(tmp_path / "x"), base_model=other)
+    assert trainer_main(["replay", cfg.output_dir, "--out", str(tmp_path / "cli")]) == 0
+    assert os.path.isfile(tmp_path / "cli" / "adapter_model.safetensors")
+    assert trainer_main(["replay", cfg.output_dir, "--out", str(tmp_path / "y"), "--base-model", other]) == 2
+    assert "replay refuses" in capsys.readouterr().err
+
+
+def test_a_20000_step_trajectory_is_under_half_a_megabyte():
+    t = Trajectory(tensor_names=[f"t{i}" for i in range(120)], tensor_shapes=[[8, 576]] * 120, dtype="float32",
+                   device_type="cpu", n_spsa=1)
+    for i in range(20000):
+        t.append([(i * 2654435761) % 2**62], [0.1 * i])
+    size = len(json.dumps(t.to_dict()))
+    assert size < 500_000, size
+    assert Trajectory.from_dict(json.loads(json.dumps(t.to_dict()))).steps == t.steps
+
+
+def test_a_run_killed_mid_step_resumes_exactly(tmp_path, tiny_llama, toy_file):
+    """A real CLI run, SIGKILLed after its second checkpoint, continued with --resume: its
+    trajectory, metrics and final adapter equal those of a run that was never stopped."""
+    from safetensors.torch import load_file
+
+    def cli(out, *extra):
+        return [sys.executable, "-m", "sglang.srt.mezo_mlm_trainer", "--model-path", tiny_llama, "--train-file",
+                toy_file, "--eval-file", toy_file, "--label-words", "0:bad,1:good", "--device", "cpu",
+                "--num-steps", "600", "--eval-steps", "100", "--batch-size", "8", "--learning-rate", "5e-2",
+                "--output-dir", str(out), "--quiet", *extra]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = subprocess.Popen(cli(tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    second = tmp_path / "killed" / "checkpoints" / "step-000200"
+    deadline = time.monotonic() + 300
+    while not second.exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=60)
+    assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    state = json.loads((tmp_path / "killed" / "summary.json").read_text()) if (tmp_path / "killed" / "summary.json").exists() else None
+    assert state is None  # it did not finish
+
+    resumed = subprocess.run(cli(tmp_path / "killed", "--resume"), capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    straight = subprocess.run(cli(tmp_path / "straight"), capture_output=True, text=True, env=env, timeout=600)
+    assert straight.returncode == 0, straight.stderr
+
+    a, b = Trajectory.load(str(tmp_path / "killed")), Trajectory.load(str(tmp_path / "straight"))
+    assert len(a.steps) == 600 and a.steps == b.steps
+
+    def metrics(run):
+        lines = [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in e.items() if k != "step_time_s"} for e in lines]
+
+    assert metrics("killed") == metrics("straight")
+    wa = load_file(str(tmp_path / "killed" / "adapter" / "adapter_model.safetensors"))
+    wb = load_file(str(tmp_path / "straight" / "adapter" / "adapter_model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
