@@ -149,14 +149,20 @@ def _client(srv: Server):
 def test_flags_in_help_and_impossible_settings_refused(tiny_llama, dirs):
     help_text = subprocess.run([sys.executable, "-m", "sglang.launch_server", "--help"], capture_output=True,
                                text=True, timeout=120).stdout
-    for flag in ("--enable-mezo", "--mezo-data-dir", "--mezo-output-dir", "--mezo-max-concurrent-jobs"):
+    for flag in ("--enable-mezo", "--mezo-data-dir", "--mezo-output-dir", "--mezo-max-concurrent-jobs",
+                 "--mezo-train-share"):
         assert flag in help_text
-    refused = subprocess.run(
-        [sys.executable, "-m", "sglang.launch_server", "--model-path", tiny_llama, "--enable-mezo",
-         "--mezo-output-dir", dirs["out"], "--max-loras-per-batch", "3"],
-        capture_output=True, text=True, timeout=120)
-    assert refused.returncode != 0
-    assert "--max-loras-per-batch 3 is too small" in refused.stderr and "use at least 4" in refused.stderr
+    launch = [sys.executable, "-m", "sglang.launch_server", "--model-path", tiny_llama, "--enable-mezo",
+              "--mezo-output-dir", dirs["out"]]
+    refused = [subprocess.Popen(launch + extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for extra in (["--max-loras-per-batch", "3"], ["--mezo-train-share", "1.5"])]
+    errors = []
+    for proc in refused:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode != 0
+        errors.append(err)
+    assert "--max-loras-per-batch 3 is too small" in errors[0] and "use at least 4" in errors[0]
+    assert "--mezo-train-share must be in (0, 1], got 1.5" in errors[1]
 
 
 def test_without_the_flag_no_job_route_exists(tiny_llama, dirs):

@@ -66,6 +66,7 @@ class ServerSettings:
     served_model_name: str = ""
     max_lora_rank: int = 8
     lora_target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    train_share: float = 0.5  # of the scheduler's time, at most, while requests are waiting
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -567,7 +568,8 @@ def plan_job(req: JobRequest, prepare: Callable, defaults: Mapping) -> tuple[Any
         plan = run_prepare(config)
     if plan.config.num_steps < 1:
         raise RequestError("num_steps must be >= 1 for a fine-tuning job", "num_steps")
-    return plan, config.to_dict()
+    # Every default resolved: the job runs (and, after a restart, resumes) with these values.
+    return plan, plan.config.to_dict()
 
 
 def openai_hyperparameters(plan) -> dict:

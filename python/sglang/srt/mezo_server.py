@@ -122,6 +122,11 @@ def _after_add_cli_args(result, parser: argparse.ArgumentParser, *args, **kwargs
                             "restarts). Default: %(default)s")
     group.add_argument("--mezo-max-concurrent-jobs", type=int, default=1,
                        help="Jobs that train at the same time; more wait queued. Default: %(default)s")
+    group.add_argument("--mezo-train-share", type=float, default=0.5,
+                       help="While requests are being served, the largest share of the scheduler's time that "
+                            "training may take (after a training unit of t seconds, the next waits "
+                            "t * (1/share - 1)); with no requests, training runs back to back. "
+                            "Default: %(default)s")
     for action in parser._actions:
         _defaults[action.dest] = action.default
         for option in action.option_strings:
@@ -169,6 +174,9 @@ def configure_args(args: argparse.Namespace) -> ServerSettings:
     jobs = getattr(args, "mezo_max_concurrent_jobs", 1)
     if jobs < 1:
         raise MeZOLaunchError(f"--mezo-max-concurrent-jobs must be >= 1, got {jobs}")
+    share = getattr(args, "mezo_train_share", 0.5)
+    if not 0 < share <= 1:
+        raise MeZOLaunchError(f"--mezo-train-share must be in (0, 1], got {share}")
     for dest, flag in (("tp_size", "--tp-size"), ("dp_size", "--dp-size"), ("pp_size", "--pp-size"),
                        ("tokenizer_worker_num", "--tokenizer-worker-num")):
         if (getattr(args, dest, 1) or 1) > 1:
@@ -252,7 +260,7 @@ def configure_args(args: argparse.Namespace) -> ServerSettings:
     settings = ServerSettings(
         output_dir=output_dir, data_dir=data_dir, max_concurrent_jobs=jobs, model_path=args.model_path,
         served_model_name=args.served_model_name or args.model_path, max_lora_rank=args.max_lora_rank,
-        lora_target_modules=tuple(trainable))
+        lora_target_modules=tuple(trainable), train_share=share)
     args._mezo_settings = settings
     return settings
 

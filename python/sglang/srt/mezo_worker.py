@@ -9,7 +9,7 @@ SGLang's normal event loop (``Scheduler.event_loop_normal``; the overlap loop is
   pause / resume wishes written by the HTTP process;
 - runs at most one bounded unit of one job's work (a MeZO step, one chunk of an evaluation, a
   save), round-robin over running jobs. While the server serves, units take at most
-  ``BUSY_SHARE`` of the wall time (after a unit of t seconds the next waits t * (1/share - 1));
+  ``--mezo-train-share`` of the wall time (after a unit of t seconds the next waits t * (1/share - 1));
   while it is idle they run back to back.
 
 A unit uses the scheduler's own ModelRunner (``scheduler.tp_worker.model_runner``): the adapter
@@ -38,7 +38,6 @@ from sglang.srt.mezo_jobs import (
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.25
-BUSY_SHARE = 0.5
 
 
 class JobWorker:
@@ -227,7 +226,7 @@ class MeZOJobs:
         t0 = time.monotonic()
         self.run_unit(worker)
         spent = time.monotonic() - t0
-        self.next_unit_at = time.monotonic() + spent * (1.0 / BUSY_SHARE - 1.0)
+        self.next_unit_at = time.monotonic() + spent * (1.0 / self.settings.train_share - 1.0)
 
     def make_room(self, worker: JobWorker) -> bool:
         """Whether the pools can take the unit's forward now (evicting unused radix-cache entries,
