@@ -9,8 +9,8 @@ between any two units, and whoever owns the process decides when the next one ha
 CLI's loop, a server's scheduler between serving batches, a resumed run.
 
 Metrics go to callbacks, not to files: each is called with every event (a dict with an
-``"event"`` key: ``step``, ``eval``, ``save``, ``eval_progress``, ``end``). The defaults write
-``metrics.jsonl`` and draw a progress bar.
+``"event"`` key: ``step``, ``eval``, ``save``, ``eval_progress``, ``resume``, ``end``). The
+defaults write ``metrics.jsonl`` and draw a progress bar.
 
 Example (``trainer`` is any :class:`~sglang.srt.mezo_trainer.MeZOTrainer`)::
 
@@ -156,6 +156,8 @@ class ProgressBar:
             self.bar.set_postfix_str(f"eval {event['done']}/{event['total']}")
         elif kind == "eval" and "eval_accuracy" in event:
             self.bar.set_postfix(acc=f"{100 * event['eval_accuracy']:.1f}%", eval_loss=f"{event['eval_loss']:.4f}")
+        elif kind == "resume":
+            self.bar.update(event["step"] - self.bar.n)
         elif kind == "end":
             self.close()
 
@@ -329,6 +331,7 @@ class MeZORun:
             self.trainer.restore_weights(checkpoint, trajectory)
             self.trainer.trajectory = trajectory  # the record goes on: the same run
             self.load_state_dict(state)
+            self._emit({"event": "resume", "step": state["step"], "path": checkpoint})
             metrics = os.path.join(self.trainer.config.output_dir, "metrics.jsonl")
             if os.path.exists(metrics):
                 with open(metrics) as f:
