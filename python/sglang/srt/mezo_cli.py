@@ -32,7 +32,7 @@ logger = logging.getLogger("sglang.srt.mezo_mlm_trainer")
 ENGINE_LOG = "sglang.log"
 #: The loggers whose lines the CLI shows (this project's modules).
 RUN_LOGGERS = tuple(f"sglang.srt.{m}" for m in ("mezo_mlm_trainer", "mezo_trainer", "mezo_run", "mezo_tasks",
-                                                 "mezo_models", "mezo_runner", "mezo_lora"))
+                                                 "mezo_models", "mezo_runner", "mezo_lora", "mezo_distributed"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_arguments(p)
+    dp = p.add_argument_group("data parallelism (several worker processes, each with its own model runner)")
+    dp.add_argument("--nproc", type=int, default=1,
+                    help="run N data-parallel workers on this machine (launches torchrun; each worker takes a shard "
+                         "of every step's batch, the trajectory is that of one process) (default: %(default)s)")
+    dp.add_argument("--dist-timeout", type=float, default=1800.0,
+                    help="seconds a worker waits for the others in a step's exchange before it stops with an error; "
+                         "must cover rank 0's evaluations and saves (default: %(default)s)")
     shown = p.add_argument_group("what is shown")
     shown.add_argument("--quiet", action="store_true", help="no progress bar or log lines; print only the summary")
     shown.add_argument("--verbose", action="store_true",
@@ -132,16 +139,65 @@ def format_summary(result: dict) -> str:
     return "\n".join(["MeZO summary"] + [f"  {k:<{width}}  {v}" for k, v in rows])
 
 
+def _worker_env():
+    """This process's place among data-parallel workers (torchrun's variables), or None."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return None
+    from sglang.srt.mezo_distributed import WorkerEnv
+
+    return WorkerEnv.from_environ()
+
+
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def _launch_workers(argv: Sequence[str], nproc: int, output_dir: str) -> int:
+    """Run this command as ``nproc`` data-parallel workers under torchrun; its exit code."""
+    import subprocess
+
+    from sglang.srt.mezo_distributed import torchrun_command
+
+    # One output folder for the run, chosen here (a default one is named after the time).
+    command = torchrun_command(nproc, [*_without_nproc(argv), "--output-dir", output_dir])
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    return subprocess.call(command, env=env)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
-        config = config_from_arguments(args, progress_bar=not args.quiet)
+        worker = _worker_env()
+        if args.nproc < 1:
+            raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
+        quiet = args.quiet or (worker is not None and worker.rank != 0)  # rank 0 logs, the others do not
+        config = config_from_arguments(args, progress_bar=not quiet)
     except ValueError as e:  # a bad value: say so before anything slow happens
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     if config.output_dir is None:
         config = dataclasses.replace(config, output_dir=os.path.join(
             "runs", f"{config.task}-{time.strftime('%Y%m%d-%H%M%S')}"))
+    if args.nproc > 1 and worker is None:
+        return _launch_workers(argv, args.nproc, config.output_dir)
+    if worker is not None and worker.rank != 0:
+        args.quiet = True
+        import tempfile
+
+        engine_log = None if args.verbose else os.path.join(
+            tempfile.gettempdir(), f"sglang-mezo-worker{worker.rank}-{os.getpid()}.log")
+        with EngineOutput(engine_log) as engine:
+            return _run(config, engine, engine_log, worker, args.dist_timeout)
     engine_log = None if args.verbose else os.path.join(config.output_dir, ENGINE_LOG)
     with EngineOutput(engine_log) as engine:
         handler = None
@@ -154,7 +210,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 run_logger.setLevel(logging.INFO)
                 run_logger.propagate = False  # our lines once, whatever handlers SGLang puts on the root
         try:
-            return _run(config, engine, engine_log)
+            return _run(config, engine, engine_log, worker, args.dist_timeout)
         finally:
             if handler is not None:
                 for name in RUN_LOGGERS:
@@ -163,24 +219,43 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 handler.close()
 
 
-def _run(config: MeZOConfig, engine: EngineOutput, engine_log: Optional[str]) -> int:
+def _run(config: MeZOConfig, engine: EngineOutput, engine_log: Optional[str], worker=None,
+         dist_timeout: float = 1800.0) -> int:
     from sglang.srt.mezo_tasks import DataFormatError
 
+    who = f"[worker {worker.rank}] " if worker is not None else ""
     try:
         with engine.captured():
             from sglang.srt import mezo_mlm_trainer as mm  # imports SGLang
+        group = None
+        if worker is not None:
+            import torch
+
+            from sglang.srt import mezo_distributed as md
+
+            torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or
+                                      max(1, (os.cpu_count() or 1) // worker.local_world_size)))
+            group = md.DataParallelGroup(worker, timeout=dist_timeout)  # beside SGLang's own group
+            md.isolate_sglang(worker)
+            logger.info("data-parallel worker %d of %d (gloo, timeout %g s)", worker.rank, worker.world_size,
+                        dist_timeout)
         plan = mm.prepare(config)
         logger.info("%s (%s LM), task %s: %d train / %d eval examples, %s", config.model_path, plan.kind,
                     plan.preset.name, len(plan.train), len(plan.eval), plan.describe()["hyperparameters"])
         with engine.captured():
-            mezo_run = mm.start_run(plan)  # builds the model runner
+            if group is None:
+                mezo_run = mm.start_run(plan)  # builds the model runner
+            else:
+                mezo_run, plan = md.start_worker_run(plan, group)
         result = mm.complete(plan, mezo_run, owns_runner=True)
     except (DataFormatError, ValueError, OSError) as e:  # bad input: data, arguments, paths
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"error: {who}{' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except RuntimeError as e:  # e.g. the loss diverged: the message says what to change
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"error: {who}{' '.join(str(e).split())}", file=sys.stderr)
         return 1
+    if worker is not None and worker.rank != 0:
+        return 0
     result["engine_log"] = engine_log
     print(format_summary(result))
     return 0

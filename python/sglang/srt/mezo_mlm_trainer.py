@@ -169,13 +169,14 @@ class MeZOMLMTrainer(MeZOTrainer):
         """``[len(batch), n_labels]`` logits of the label words at each prompt's position."""
         return self.logits(*self.forward_inputs(batch)).float()
 
-    # -- 5. logits -> loss
+    # -- 5. logits -> loss (reduced in float64: L+ - L- is a small difference of two means, and
+    # data-parallel workers' weighted means then agree with one process's to ~1e-12)
 
     def loss_from_logits(self, logits: torch.Tensor, batch: Sequence[EncodedExample]) -> float:
         targets = torch.tensor([e.label_index for e in batch], device=logits.device)
         if self.objective == "accuracy":
             return -(logits.argmax(-1) == targets).float().mean().item()
-        return torch.nn.functional.cross_entropy(logits.float(), targets).item()
+        return torch.nn.functional.cross_entropy(logits.double(), targets).item()
 
     def predict_from_logits(self, logits: torch.Tensor, batch: Sequence[EncodedExample]) -> tuple[list, list]:
         return logits.argmax(-1).tolist(), [e.label_index for e in batch]
@@ -184,7 +185,7 @@ class MeZOMLMTrainer(MeZOTrainer):
 
     def eval_loss(self, logits: torch.Tensor, batch: Sequence[EncodedExample]) -> float:
         targets = torch.tensor([e.label_index for e in batch], device=logits.device)
-        return torch.nn.functional.cross_entropy(logits.float(), targets).item()
+        return torch.nn.functional.cross_entropy(logits.double(), targets).item()
 
     def eval_metrics(self, predictions: list, references: list) -> dict:
         result = {"eval_accuracy": compute_metric("accuracy", predictions, references)}

@@ -68,6 +68,10 @@ class FullWeights:
         named = list(model.named_parameters())  # tied weights appear once
         self.names = [n for n, _ in named]
         self.tensors = [p.data for _, p in named]
+        from sglang.srt.mezo_distributed import tensor_parallel_layouts
+
+        # Under SGLang's tensor parallelism: where each shard sits in its full tensor (None: unsharded).
+        self.layouts = tensor_parallel_layouts(model, self.names)
 
     def after_update(self) -> None:
         pass
@@ -108,30 +112,52 @@ def _tensor_seed(step_seed: int, index: int) -> int:
     return (step_seed * 1_000_003 + index * 7_919) % (2**63 - 1)
 
 
-def draw_z(step_seed: int, index: int, tensor: torch.Tensor, generators: dict) -> torch.Tensor:
+@dataclass(frozen=True)
+class ShardLayout:
+    """Where a tensor-parallel shard sits in its full (unsharded) tensor: along ``dim`` the shard
+    is the concatenation of the full tensor's slices ``pieces`` = ((start, length), ...)."""
+
+    full_shape: tuple[int, ...]
+    dim: int
+    pieces: tuple[tuple[int, int], ...]
+
+
+def draw_z(step_seed: int, index: int, tensor: torch.Tensor, generators: dict,
+           layout: Optional[ShardLayout] = None) -> torch.Tensor:
     """z ~ N(0, I) for tensor ``index`` of a step, from a generator on the tensor's device.
 
+    z depends on (seed, tensor, position) only: a shard (``layout``) gets its part of the full
+    tensor's z, so tensor parallelism perturbs a weight exactly as one process does.
     CPU and CUDA generators are different algorithms: the same seed draws different z on each.
     """
     gen = generators.get(tensor.device)
     if gen is None:
         gen = generators[tensor.device] = torch.Generator(device=tensor.device)
     gen.manual_seed(_tensor_seed(step_seed, index))
-    z = torch.randn(tensor.shape, generator=gen, device=tensor.device, dtype=torch.float32)
+    if layout is None:
+        z = torch.randn(tensor.shape, generator=gen, device=tensor.device, dtype=torch.float32)
+        return z.to(tensor.dtype)
+    full = torch.randn(layout.full_shape, generator=gen, device=tensor.device, dtype=torch.float32)
+    z = torch.cat([full.narrow(layout.dim, start, length) for start, length in layout.pieces], layout.dim)
+    if z.shape != tensor.shape:
+        raise ValueError(f"shard layout {layout} gives z of shape {tuple(z.shape)} for a tensor of shape "
+                         f"{tuple(tensor.shape)}")
     return z.to(tensor.dtype)
 
 
 @torch.no_grad()
 def apply_update(tensors: Sequence[torch.Tensor], decay: Sequence[bool], seeds: Sequence[int],
-                 grads: Sequence[float], lr: float, weight_decay: float, generators: dict) -> None:
+                 grads: Sequence[float], lr: float, weight_decay: float, generators: dict,
+                 layouts: Optional[Sequence[Optional[ShardLayout]]] = None) -> None:
     """theta -= lr * (mean over seeds of g * z + wd * theta), in place, tensor by tensor. Training,
-    replay and resume all move weights through this one function, so they agree bit for bit."""
+    replay and resume all move weights through this one function, so they agree bit for bit.
+    ``layouts``: the tensors' tensor-parallel shard layouts (None: unsharded)."""
     n = len(seeds)
     for i, t in enumerate(tensors):
         if weight_decay and decay[i]:
             t.mul_(1 - lr * weight_decay)
         for s, g in zip(seeds, grads):
-            t.add_(draw_z(s, i, t, generators), alpha=-lr * g / n)
+            t.add_(draw_z(s, i, t, generators, layouts[i] if layouts else None), alpha=-lr * g / n)
 
 
 def learning_rate_at(config: MeZOConfig, step: int) -> float:
@@ -154,6 +180,9 @@ class MeZOTrainer:
     Pass ``runner=`` to train on a ModelRunner that already exists (a live server's), else one is
     built from ``model_path``.
     """
+
+    #: The data-parallel group whose workers share each step (``mezo_distributed``); None: one process.
+    data_parallel = None
 
     def __init__(
         self,
@@ -277,7 +306,7 @@ class MeZOTrainer:
     def loss_from_logits(self, logits: torch.Tensor, batch: Sequence[Any]) -> float:
         """The objective from ``forward_inputs``' logits; base: mean next-token cross-entropy."""
         targets = torch.tensor([t for _, t in batch], device=logits.device)
-        return torch.nn.functional.cross_entropy(logits.float(), targets).item()
+        return torch.nn.functional.cross_entropy(logits.double(), targets).item()
 
     def predict_from_logits(self, logits: torch.Tensor, batch: Sequence[Any]) -> tuple[list, list]:
         """(predictions, references) for accuracy."""
@@ -294,7 +323,8 @@ class MeZOTrainer:
     # ---- the MeZO step --------------------------------------------------------------------------
 
     def _z(self, step_seed: int, index: int, tensor: torch.Tensor) -> torch.Tensor:
-        return draw_z(step_seed, index, tensor, self._generators)
+        layouts = getattr(self.trainable, "layouts", None)
+        return draw_z(step_seed, index, tensor, self._generators, layouts[index] if layouts else None)
 
     def _perturb(self, step_seed: int, scale: float) -> None:
         for i, t in enumerate(self.trainable.tensors):
@@ -361,7 +391,10 @@ class MeZOTrainer:
         """One MeZO step (n-SPSA over ``config.n_spsa`` seeds) on ``batch``."""
         lr = self.lr_at(self.step_count)
         seeds = [self._seed_rng.randrange(2**62) for _ in range(self.config.n_spsa)]
-        losses = [self.perturbed_losses(batch, s) for s in seeds]
+        if self.data_parallel is not None:  # this worker's part of the global batch
+            self.data_parallel.step = self.step_count
+            batch = self.data_parallel.shard(batch)
+        losses = [self.perturbed_losses(batch, s) if batch else (0.0, 0.0) for s in seeds]
         losses = self.combine_losses(losses, len(batch))
         for lp, lm in losses:
             if not (math.isfinite(lp) and math.isfinite(lm)):
@@ -371,7 +404,7 @@ class MeZOTrainer:
                 )
         grads = [(lp - lm) / (2 * self.config.epsilon) for lp, lm in losses]
         apply_update(self.trainable.tensors, self.decay, seeds, grads, lr, self.config.weight_decay,
-                     self._generators)
+                     self._generators, getattr(self.trainable, "layouts", None))
         self.trainable.after_update()
         self.step_count += 1
         self.trajectory.append(seeds, grads)
@@ -380,8 +413,11 @@ class MeZOTrainer:
 
     def combine_losses(self, losses: list[tuple[float, float]], batch_size: int) -> list[tuple[float, float]]:
         """(L+, L-) per seed of this process's batch -> those of the whole step's batch. One
-        process: as they are; data-parallel workers average theirs, weighted by batch size."""
-        return losses
+        process: as they are; data-parallel workers average theirs, weighted by batch size
+        (:meth:`~sglang.srt.mezo_distributed.DataParallelGroup.combine_losses`)."""
+        if self.data_parallel is None:
+            return losses
+        return self.data_parallel.combine_losses(losses, batch_size)
 
     # ---- evaluation, saving, the loop ---------------------------------------------------------
 
@@ -441,7 +477,7 @@ class MeZOTrainer:
                 raise RuntimeError("replaying a trajectory needs the starting weights: a fresh trainer")
             for step, (seeds, grads) in enumerate(trajectory.steps):
                 apply_update(self.trainable.tensors, self.decay, seeds, grads, self.lr_at(step),
-                             self.config.weight_decay, self._generators)
+                             self.config.weight_decay, self._generators, getattr(self.trainable, "layouts", None))
         self.trainable.after_update()
 
     def start_run(self, train_data: Sequence[Any], eval_data: Optional[Sequence[Any]] = None, *,
