@@ -70,6 +70,9 @@ DEFAULT_TRAINABLE = {"masked": "full", "causal": "lora"}
 PER_KIND = "per model kind, see the table of defaults"
 #: Module names a LoRA adapter may target (HF names; SGLang fuses q/k/v and gate/up itself).
 SUPPORTED_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: A RoBERTa masked LM's attention projections as HF and PEFT name them (there, q_proj/k_proj/v_proj
+#: are aliases of these). Kept apart from SUPPORTED_TARGETS, which a decoder server may enable whole.
+ENCODER_TARGETS = ("query", "key", "value")
 #: How a field with a fixed set of values is named in the error for a value outside it.
 _CHOICE_NAMES = {"trainable": "trainable set"}
 
@@ -115,7 +118,8 @@ class MeZOConfig:
                                            "for causal LMs, full for masked LMs)", group="what to train")
     lora_rank: Optional[int] = _spec(None, "LoRA rank (default: 8)", group="what to train")
     lora_alpha: float = _spec(16.0, "LoRA alpha (scale alpha / rank)", group="what to train")
-    lora_target_modules: tuple[str, ...] = _spec(("q_proj", "v_proj"), "modules that get LoRA, comma-separated",
+    lora_target_modules: tuple[str, ...] = _spec(("q_proj", "v_proj"), "modules that get LoRA, comma-separated (RoBERTa: "
+                                                 "query,value; q_proj/k_proj/v_proj mean query/key/value there)",
                                                  group="what to train")
     init_adapter: Optional[str] = _spec(None, "start from this PEFT adapter instead of a new one (B = 0)",
                                         group="what to train")
@@ -178,10 +182,10 @@ class MeZOConfig:
         for name, low in (("num_steps", 0), ("eval_steps", 0), ("k_shot", 0), ("batch_size", 1), ("n_spsa", 1),
                           ("lora_rank", 1), ("max_eval_examples", 1), ("max_total_tokens", 1)):
             _check_range(name, getattr(self, name), lambda v, low=low: v >= low, f">= {low}")
-        unknown = [t for t in self.lora_target_modules if t not in SUPPORTED_TARGETS]
+        unknown = [t for t in self.lora_target_modules if t not in SUPPORTED_TARGETS + ENCODER_TARGETS]
         if unknown or not self.lora_target_modules:
             raise ValueError(f"LoRA target modules {unknown or list(self.lora_target_modules)} are not supported; "
-                             f"choose among {list(SUPPORTED_TARGETS)}")
+                             f"choose among {list(SUPPORTED_TARGETS)} (RoBERTa: {list(ENCODER_TARGETS)})")
         if self.template is not None:
             check_template(self.template)
         if self.label_words is not None:
@@ -364,5 +368,4 @@ def defaults_table() -> str:
     return "\n".join(
         f"  {kind} LM, {trainable:<4}  lr {v['learning_rate']:<6g} eps {v['epsilon']:<6g} batch {v['batch_size']:<3} "
         f"steps {v['num_steps']:<6} eval every {v['eval_steps']:<5} wd {v['weight_decay']:g}"
-        + ("  (not available in SGLang yet)" if (kind, trainable) == ("masked", "lora") else "")
         for (kind, trainable), v in DEFAULTS.items())

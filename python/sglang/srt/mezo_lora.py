@@ -5,10 +5,17 @@ SGLang stores an adapter in a memory-pool slot with its projections fused (``q/k
 :class:`PoolLoRA` names each real PEFT tensor (``...q_proj.lora_A.weight``) and hands out views into
 the pool slot, so MeZO's in-place perturbations are what the next forward reads, and nothing else in
 the slot (the zero ``k_proj`` rows of a q/v adapter, the rank padding) is ever touched.
+
+A model class can adapt this to its own names (``mezo_roberta_mlm.RobertaForMaskedLM`` does):
+``lora_target_aliases`` maps the target names users may pass to the model's own (``q_proj`` ->
+``query``), ``peft_name``/``sglang_lora_name`` rename tensors between the model's module paths and
+PEFT's, and ``peft_task_type`` is the ``task_type`` written into a saved adapter's config.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -16,7 +23,7 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
-from sglang.srt.mezo_config import SUPPORTED_TARGETS
+from sglang.srt.mezo_config import ENCODER_TARGETS, SUPPORTED_TARGETS
 
 # Projections SGLang fuses, and their slice order inside the fused module.
 _FUSED = {
@@ -38,11 +45,11 @@ class LoRASettings:
     def __post_init__(self):
         if self.rank < 1:
             raise ValueError(f"lora rank must be >= 1, got {self.rank}")
-        unknown = [t for t in self.target_modules if t not in SUPPORTED_TARGETS]
+        unknown = [t for t in self.target_modules if t not in SUPPORTED_TARGETS + ENCODER_TARGETS]
         if unknown or not self.target_modules:
             raise ValueError(
                 f"LoRA target modules {unknown or list(self.target_modules)} are not supported; "
-                f"choose among {list(SUPPORTED_TARGETS)}"
+                f"choose among {list(SUPPORTED_TARGETS)} (RoBERTa: {list(ENCODER_TARGETS)})"
             )
 
 
@@ -55,6 +62,51 @@ class LoRATensor:
 
 def _wrapped_modules(runner) -> list[dict[str, torch.nn.Module]]:
     return runner.lora_manager.lora_modules
+
+
+def model_lora_targets(model, targets: Sequence[str]) -> tuple[str, ...]:
+    """``targets`` in ``model``'s own names (its class's ``lora_target_aliases``), in order, once each.
+    ``model`` may be a model instance or class; a model without aliases keeps the names as given.
+
+    >>> class Encoder: lora_target_aliases = {"q_proj": "query", "v_proj": "value"}
+    >>> model_lora_targets(Encoder, ["q_proj", "value", "v_proj"])
+    ('query', 'value')
+    >>> model_lora_targets(None, ["q_proj", "v_proj"])
+    ('q_proj', 'v_proj')
+    """
+    aliases = getattr(model, "lora_target_aliases", None) or {}
+    return tuple(dict.fromkeys(aliases.get(t, t) for t in targets))
+
+
+def _peft_path(runner, module_path: str) -> str:
+    """A module path of the SGLang model as PEFT names it in the HF model."""
+    rename = getattr(runner.model, "peft_name", None)
+    return rename(module_path) if rename is not None else module_path
+
+
+def _peft_task_type(runner) -> Optional[str]:
+    return getattr(runner.model, "peft_task_type", "CAUSAL_LM")
+
+
+def load_adapter(runner, lora_ref, path: str):
+    """Load the PEFT adapter in folder ``path`` into ``runner``'s LoRA manager under ``lora_ref``.
+
+    SGLang reads adapter files by name (a layer is ``layers.<i>.``, q/v are ``q_proj``/``v_proj``);
+    a model whose PEFT names differ (``sglang_lora_name``) gets its tensors renamed and handed over
+    in memory. Returns SGLang's ``LoRAUpdateOutput``."""
+    rename = getattr(runner.model, "sglang_lora_name", None)
+    if rename is None:
+        return runner.load_lora_adapter(lora_ref)
+    from safetensors.torch import load_file
+
+    weights = os.path.join(path, "adapter_model.safetensors")
+    if os.path.isfile(weights):
+        tensors = load_file(weights)
+    else:  # older PEFT versions wrote a pickle
+        tensors = torch.load(os.path.join(path, "adapter_model.bin"), map_location="cpu", weights_only=True)
+    with open(os.path.join(path, "adapter_config.json")) as f:
+        config = json.load(f)
+    return runner.load_lora_adapter_from_tensors(lora_ref, {rename(k): v for k, v in tensors.items()}, config)
 
 
 def check_targets(runner, settings: LoRASettings) -> None:
@@ -83,7 +135,7 @@ def _module_shapes(runner, target: str, layer: int) -> tuple[str, int, int]:
         in_dim = pool.A_buffer[fused][layer].shape[-1]
         offsets = getattr(module, "lora_offsets", (0, pool.B_buffer[fused][layer].shape[1]))
         out_dim = offsets[index + 1] - offsets[index]
-        return full_name.rsplit(".", 1)[0] + "." + target, in_dim, out_dim
+        return _peft_path(runner, full_name.rsplit(".", 1)[0]) + "." + target, in_dim, out_dim
     raise ValueError(f"layer {layer} has no LoRA-wrapped {fused}")
 
 
@@ -103,7 +155,9 @@ def init_peft_tensors(runner, settings: LoRASettings) -> dict[str, torch.Tensor]
     return tensors
 
 
-def peft_config_dict(settings: LoRASettings, base_model: str) -> dict:
+def peft_config_dict(settings: LoRASettings, base_model: str, task_type: Optional[str] = "CAUSAL_LM") -> dict:
+    """The ``adapter_config.json`` of an adapter with ``settings``; ``task_type`` None for a model
+    PEFT has no task type for (a masked LM)."""
     from peft import LoraConfig
 
     config = LoraConfig(
@@ -112,7 +166,7 @@ def peft_config_dict(settings: LoRASettings, base_model: str) -> dict:
         target_modules=list(settings.target_modules),
         lora_dropout=0.0,
         bias="none",
-        task_type="CAUSAL_LM",
+        task_type=task_type,
         base_model_name_or_path=base_model,
     )
     return config.to_dict()
@@ -145,7 +199,9 @@ class PoolLoRA:
     def __init__(self, runner, lora_ref, settings: LoRASettings, base_model: str):
         self.runner = runner
         self.ref = lora_ref
-        self.settings = settings
+        # Target names as the model spells them (q_proj -> query on RoBERTa): what PEFT and the pool use.
+        self.settings = dataclasses.replace(
+            settings, target_modules=model_lora_targets(runner.model, settings.target_modules))
         self.base_model = base_model
         self.tensors: list[LoRATensor] = list(self._views())
 
@@ -167,14 +223,16 @@ class PoolLoRA:
         pinned so that it is never evicted while it trains."""
         from sglang.srt.lora.lora_registry import LoRARef
 
+        settings = dataclasses.replace(settings, target_modules=model_lora_targets(runner.model, settings.target_modules))
         check_targets(runner, settings)
         path = init_from
         if path is None:
             path = save_peft_adapter(
-                init_dir, init_peft_tensors(runner, settings), peft_config_dict(settings, base_model)
+                init_dir, init_peft_tensors(runner, settings),
+                peft_config_dict(settings, base_model, _peft_task_type(runner)),
             )
         ref = LoRARef(lora_name=name, lora_path=path, pinned=True)
-        result = runner.load_lora_adapter(ref)
+        result = load_adapter(runner, ref, path)
         if not result.success:
             raise RuntimeError(f"SGLang could not load the LoRA adapter at {path}: {result.error_message}")
         lora = cls(runner, ref, settings, base_model)
@@ -208,7 +266,7 @@ class PoolLoRA:
                 rows = slice(index * r, (index + 1) * r)
                 host_a = next(v for k, v in host_weights.items() if k.endswith(f"{fused}.lora_A.weight"))
                 host_b = next(v for k, v in host_weights.items() if k.endswith(f"{fused}.lora_B.weight"))
-                peft = f"base_model.model.{full_name.rsplit('.', 1)[0]}.{target}"
+                peft = f"base_model.model.{_peft_path(self.runner, full_name.rsplit('.', 1)[0])}.{target}"
                 yield LoRATensor(f"{peft}.lora_A.weight", pool.A_buffer[fused][layer][slot, rows, :], host_a[rows])
                 yield LoRATensor(f"{peft}.lora_B.weight", pool.B_buffer[fused][layer][slot, out, :r], host_b[out])
 
@@ -230,7 +288,8 @@ class PoolLoRA:
 
     def save(self, directory: str) -> str:
         return save_peft_adapter(
-            directory, self.state_dict(), peft_config_dict(self.settings, self.base_model)
+            directory, self.state_dict(),
+            peft_config_dict(self.settings, self.base_model, _peft_task_type(self.runner)),
         )
 
     @property

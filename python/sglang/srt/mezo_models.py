@@ -195,12 +195,21 @@ def model_kind(tokenizer, architectures: list[str] | tuple[str, ...]) -> str:
 
 
 def check_trainable(kind: str, trainable: str) -> None:
-    """Fail early on a trainable set SGLang cannot train for this kind of model."""
-    if kind == "masked" and trainable == "lora":
-        # SGLang's LoRA manager wraps no module of its BERT/RoBERTa layers (and reads
-        # num_key_value_heads, which RobertaConfig lacks), so there is no adapter to train.
-        raise ValueError("LoRA is not available for masked LMs in SGLang's LoRA manager; "
-                         "use trainable='full' (--trainable full), the paper's main MeZO setting")
+    """Fail early on a trainable set SGLang cannot train for this kind of model.
+
+    Every kind trains both sets: a masked LM's LoRA goes through SGLang's LoRA manager on the
+    attention ``query``/``value`` projections of :mod:`sglang.srt.mezo_roberta_mlm`.
+
+    >>> check_trainable("masked", "lora")
+    >>> check_trainable("masked", "prefix")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown trainable set 'prefix' for a masked LM: choose 'lora' or 'full'
+    """
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}: one of {list(MODEL_KINDS)}")
+    if trainable not in ("lora", "full"):
+        raise ValueError(f"unknown trainable set {trainable!r} for a {kind} LM: choose 'lora' or 'full'")
 
 
 def _is_complete(folder: str) -> bool:

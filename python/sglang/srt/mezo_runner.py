@@ -102,10 +102,14 @@ def build_model_runner(spec: RunnerSpec) -> ModelRunner:
             disable_cuda_graph=True,
         )
     if spec.lora_rank is not None:
+        from sglang.srt.mezo_lora import model_lora_targets
+
+        # In the model's own names: on RoBERTa, q_proj/v_proj are its query/value projections.
+        targets = model_lora_targets(_model_class(spec.model_path), spec.lora_target_modules or ["q_proj", "v_proj"])
         kwargs.update(
             enable_lora=True,
             max_lora_rank=spec.lora_rank,
-            lora_target_modules=list(spec.lora_target_modules or ["q_proj", "v_proj"]),
+            lora_target_modules=list(targets),
             max_loras_per_batch=spec.max_loras_per_batch,
             lora_backend="torch_native" if device == "cpu" else "triton",
         )
@@ -138,6 +142,16 @@ def build_model_runner(spec: RunnerSpec) -> ModelRunner:
     runner.init_cuda_graphs()  # also sets up the eager path when graphs are disabled
     runner.model.eval()
     return runner
+
+
+def _model_class(model_path: str):
+    """The model class SGLang registers for the checkpoint's architecture (None if it has no readable
+    config); read for its ``lora_target_aliases`` only."""
+    from sglang.srt.mezo_models import model_architectures
+    from sglang.srt.models.registry import ModelRegistry
+
+    architectures = model_architectures(model_path)
+    return ModelRegistry.models.get(architectures[0]) if architectures else None
 
 
 def release_model_runner(runner: ModelRunner) -> None:
