@@ -237,6 +237,7 @@ def _run(config: MeZOConfig, engine: EngineOutput, engine_log: Optional[str], wo
                                       max(1, (os.cpu_count() or 1) // worker.local_world_size)))
             group = md.DataParallelGroup(worker, timeout=dist_timeout)  # beside SGLang's own group
             md.isolate_sglang(worker)
+            config = dataclasses.replace(config, device=md.worker_device(worker, config.device))
             logger.info("data-parallel worker %d of %d (gloo, timeout %g s)", worker.rank, worker.world_size,
                         dist_timeout)
         plan = mm.prepare(config)

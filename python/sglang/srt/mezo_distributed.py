@@ -91,6 +91,18 @@ class WorkerEnv:
                    agent_store=environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True")
 
 
+def worker_device(env: WorkerEnv, device: Optional[str]) -> Optional[str]:
+    """The device a worker runs on: on a machine with GPUs, the one of its local rank (unless the
+    user named one); else what was asked. (Not exercised here: this machine has no GPU.)
+
+    >>> worker_device(WorkerEnv(rank=3, world_size=4, local_rank=1), "cpu")
+    'cpu'
+    """
+    if device in (None, "auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{env.local_rank}"
+    return device
+
+
 def isolate_sglang(env: WorkerEnv) -> str:
     """Prepare this worker's environment for SGLang's own single-process torch.distributed world:
     drop the launch variables (so nothing in SGLang or torch mistakes the data-parallel world for
