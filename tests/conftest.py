@@ -96,6 +96,25 @@ def make_causal_lm(path: str, arch: str = "llama", vocab_size: int = 400, seed: 
     return path
 
 
+def make_masked_lm(path: str, tokenizer_dir: str) -> str:
+    """Save a tiny random RoBERTa masked LM (2 layers, hidden 64) with a non-zero LM-head bias (so
+    that the label words' bias matters) and the RoBERTa-style tokenizer at ``path``."""
+    import torch
+    from transformers import AutoTokenizer, RobertaConfig, RobertaForMaskedLM
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = RobertaConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=128, max_position_embeddings=130, pad_token_id=1, bos_token_id=0,
+                           eos_token_id=2, architectures=["RobertaForMaskedLM"])
+    model = RobertaForMaskedLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.bias.normal_(0, 0.5)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 @contextlib.contextmanager
 def runner_for(spec):
     """Build a ModelRunner for ``spec`` and release it afterwards (one at a time per process)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import _CORPUS, SPECIALS, TOY_ROWS, trainer_for
+from conftest import _CORPUS, SPECIALS, TOY_ROWS, make_masked_lm, trainer_for
 from sglang.srt import mezo_mlm_trainer as mm
 from sglang.srt.mezo_mlm_trainer import (
     DEFAULTS,
@@ -422,27 +422,11 @@ def test_cli_run_prints_a_summary(tiny_llama, toy_file, tmp_path, capsys):
     assert [h["step"] for h in summary["eval_history"]] == [0, 2, 4]
 
 
-def _tiny_roberta(path: Path, tokenizer_dir: str) -> str:
-    from transformers import AutoTokenizer, RobertaConfig, RobertaForMaskedLM
-
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = RobertaConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           intermediate_size=128, max_position_embeddings=130, pad_token_id=1, bos_token_id=0,
-                           eos_token_id=2, architectures=["RobertaForMaskedLM"])
-    model = RobertaForMaskedLM(config).eval()
-    with torch.no_grad():
-        model.lm_head.bias.normal_(0, 0.5)  # so that the label words' bias matters
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def tiny_roberta(tmp_path_factory, roberta_tokenizer_dir):
     if not HAS_ROBERTA_MLM:
         pytest.skip("RobertaForMaskedLM for SGLang (mezo_roberta_mlm.py) is not there yet")
-    return _tiny_roberta(tmp_path_factory.mktemp("roberta_mlm"), roberta_tokenizer_dir)
+    return make_masked_lm(str(tmp_path_factory.mktemp("roberta_mlm")), roberta_tokenizer_dir)
 
 
 def test_masked_objective_reads_label_logits_at_the_mask(tiny_roberta):

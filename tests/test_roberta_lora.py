@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TOY_ROWS, trainer_for
+from conftest import TOY_ROWS, make_masked_lm, trainer_for
 
 from sglang.srt import mezo_mlm_trainer as mm
 from sglang.srt.mezo_mlm_trainer import MeZOConfig, MeZOMLMTrainer, mezo_mlm_finetune
@@ -28,25 +28,9 @@ LOGIT_TOL = 1e-5
 EXAMPLES = [Example(s, None, y) for y, s in TOY_ROWS[:4] + TOY_ROWS[-4:]]
 
 
-def make_roberta(path: Path, tokenizer_dir: str) -> str:
-    from transformers import AutoTokenizer, RobertaConfig, RobertaForMaskedLM
-
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = RobertaConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           intermediate_size=128, max_position_embeddings=130, pad_token_id=1, bos_token_id=0,
-                           eos_token_id=2, architectures=["RobertaForMaskedLM"])
-    model = RobertaForMaskedLM(config).eval()
-    with torch.no_grad():
-        model.lm_head.bias.normal_(0, 0.5)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def tiny_roberta(tmp_path_factory, roberta_tokenizer_dir):
-    return make_roberta(tmp_path_factory.mktemp("roberta_lora"), roberta_tokenizer_dir)
+    return make_masked_lm(str(tmp_path_factory.mktemp("roberta_lora")), roberta_tokenizer_dir)
 
 
 def hf_base(model_dir):
