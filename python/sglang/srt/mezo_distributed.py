@@ -293,7 +293,9 @@ def start_worker_run(plan, group: DataParallelGroup, runner=None, callbacks=None
     if group.rank == 0:
         buffer = io.BytesIO()
         torch.save({"state": mezo_run.state_dict(), "trajectory": trainer.trajectory.to_dict(),
-                    "tensors": [t.detach().cpu() for t in trainer.trainable.tensors] if lora is not None else None},
+                    # clone: a view into SGLang's LoRA pool would carry the whole pool's storage along
+                    "tensors": [t.detach().cpu().clone() for t in trainer.trainable.tensors] if lora is not None
+                    else None},
                    buffer)
         payload = buffer.getvalue()
     start = torch.load(io.BytesIO(group.broadcast_bytes(payload)), weights_only=True)
