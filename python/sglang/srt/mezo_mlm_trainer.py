@@ -42,6 +42,7 @@ import dataclasses
 import logging
 import os
 import time
+import typing
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
@@ -49,6 +50,7 @@ from sglang.srt.mezo_cli import build_parser, format_summary, main  # noqa: F401
 from sglang.srt.mezo_config import (  # noqa: F401  (DEFAULTS, resolve_hyperparameters: public here too)
     DEFAULTS,
     MeZOConfig,
+    Objective,
     resolve_hyperparameters,
 )
 from sglang.srt.mezo_models import (  # noqa: F401  (re-exported: the checks a run makes)
@@ -83,7 +85,7 @@ import torch  # noqa: E402  (after mezo_trainer, which sets up SGLang's CPU runt
 
 logger = logging.getLogger(__name__)
 
-OBJECTIVES = ("ce", "accuracy")
+OBJECTIVES = typing.get_args(Objective)
 DEFAULT_MODEL = MeZOConfig.model_path
 DEFAULT_TASK = MeZOConfig.task
 

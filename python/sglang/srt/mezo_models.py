@@ -142,11 +142,7 @@ def resolve_model_path(model: str, cache_dir: str | None = None) -> str:
     return target
 
 
-
 # ---------------------------------------------------------------- what kind of model a checkpoint is
-
-MODEL_KINDS = ("masked", "causal")
-
 
 def check_model_path(model_path: str) -> None:
     """Fail early on a local path that does not exist; hub ids (``org/name``, ``roberta-base``) pass.
@@ -206,6 +202,8 @@ def check_trainable(kind: str, trainable: str) -> None:
     ...
     ValueError: unknown trainable set 'prefix' for a masked LM: choose 'lora' or 'full'
     """
+    from sglang.srt.mezo_prompts import MODEL_KINDS  # here, not at import: this module stays light
+
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}: one of {list(MODEL_KINDS)}")
     if trainable not in ("lora", "full"):

@@ -28,7 +28,6 @@ from sglang.srt.mezo_tasks import Example, TaskPreset, fill_template
 
 MASK = "[MASK]"
 MODEL_KINDS = ("masked", "causal")
-OBJECTIVES = ("ce", "accuracy")
 
 
 # ---------------------------------------------------------------- prompt configuration

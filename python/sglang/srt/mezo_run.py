@@ -33,6 +33,7 @@ from sglang.srt.mezo_io import atomic_dir, atomic_json, atomic_write
 
 Callback = Callable[[dict], None]
 RUN_STATE_FILE = "run_state.json"
+METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 #: Settings that may differ between a run and its resumption.
 RESUMABLE_CHANGES = ("resume", "progress_bar")
@@ -169,7 +170,7 @@ def default_callbacks(config) -> list[Callback]:
     """``metrics.jsonl`` in the output folder (if any) and a progress bar (if wanted)."""
     callbacks: list[Callback] = []
     if config.output_dir:
-        callbacks.append(JsonLinesLogger(os.path.join(config.output_dir, "metrics.jsonl")))
+        callbacks.append(JsonLinesLogger(os.path.join(config.output_dir, METRICS_FILE)))
     if config.progress_bar and config.num_steps > 0:
         callbacks.append(ProgressBar(config.num_steps))
     return callbacks
@@ -321,6 +322,7 @@ class MeZORun:
     def resume(self, checkpoint: Optional[str]) -> None:
         """Go on from ``checkpoint`` (see :func:`check_resumable`; None: from the start): its weights,
         trajectory and state, with ``metrics.jsonl`` cut back to what happened up to it."""
+        metrics = os.path.join(self.trainer.config.output_dir, METRICS_FILE)
         kept: list[str] = []
         if checkpoint is not None:
             from sglang.srt.mezo_trajectory import Trajectory
@@ -332,12 +334,10 @@ class MeZORun:
             self.trainer.trajectory = trajectory  # the record goes on: the same run
             self.load_state_dict(state)
             self._emit({"event": "resume", "step": state["step"], "path": checkpoint})
-            metrics = os.path.join(self.trainer.config.output_dir, "metrics.jsonl")
             if os.path.exists(metrics):
                 with open(metrics) as f:
                     kept = [line for line in f if line.strip() and json.loads(line)["step"] <= state["step"]]
         # Lines of a killed run after its last checkpoint are redone, so they go.
-        metrics = os.path.join(self.trainer.config.output_dir, "metrics.jsonl")
         if os.path.exists(metrics):
             atomic_write(metrics, lambda tmp: open(tmp, "w").writelines(kept))
 
