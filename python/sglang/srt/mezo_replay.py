@@ -86,14 +86,12 @@ def replay(run_dir: str, out_dir: str, *, base_model: Optional[str] = None, devi
 
 def _steps(trajectory: Trajectory, config: MeZOConfig, tensors: Sequence, names: Sequence[str]) -> None:
     from sglang.srt.mezo_lora import decay_mask
-    from sglang.srt.mezo_trainer import apply_update, learning_rate_at
+    from sglang.srt.mezo_trainer import replay_steps
 
     for want, t in zip(trajectory.tensor_shapes, tensors):
         if list(t.shape) != list(want):
             raise ValueError(f"a starting tensor has shape {list(t.shape)}, the run trained {want}")
-    decay, generators = decay_mask(names), {}
-    for step, (seeds, grads) in enumerate(trajectory.steps):
-        apply_update(tensors, decay, seeds, grads, learning_rate_at(config, step), config.weight_decay, generators)
+    replay_steps(trajectory.steps, config, tensors, decay_mask(names), {})
 
 
 def _replay_lora(trajectory, config, run_dir, out_dir, dtype, device) -> str:

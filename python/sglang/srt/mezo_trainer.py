@@ -160,6 +160,17 @@ def apply_update(tensors: Sequence[torch.Tensor], decay: Sequence[bool], seeds: 
             t.add_(draw_z(s, i, t, generators, layouts[i] if layouts else None), alpha=-lr * g / n)
 
 
+@torch.no_grad()
+def replay_steps(steps: Sequence[tuple[Sequence[int], Sequence[float]]], config: MeZOConfig,
+                 tensors: Sequence[torch.Tensor], decay: Sequence[bool], generators: dict,
+                 layouts: Optional[Sequence[Optional[ShardLayout]]] = None) -> None:
+    """Apply a trajectory's ``(seeds, grads)`` steps, from step 0, to the weights they started from:
+    the updates of the run, with its learning-rate schedule (resume and replay both come here)."""
+    for step, (seeds, grads) in enumerate(steps):
+        apply_update(tensors, decay, seeds, grads, learning_rate_at(config, step), config.weight_decay,
+                     generators, layouts)
+
+
 def learning_rate_at(config: MeZOConfig, step: int) -> float:
     """The learning rate of step ``step`` (0-based) under the spec's schedule."""
     lr = config.learning_rate
@@ -475,9 +486,8 @@ class MeZOTrainer:
         else:
             if self.step_count:
                 raise RuntimeError("replaying a trajectory needs the starting weights: a fresh trainer")
-            for step, (seeds, grads) in enumerate(trajectory.steps):
-                apply_update(self.trainable.tensors, self.decay, seeds, grads, self.lr_at(step),
-                             self.config.weight_decay, self._generators, getattr(self.trainable, "layouts", None))
+            replay_steps(trajectory.steps, self.config, self.trainable.tensors, self.decay, self._generators,
+                         getattr(self.trainable, "layouts", None))
         self.trainable.after_update()
 
     def start_run(self, train_data: Sequence[Any], eval_data: Optional[Sequence[Any]] = None, *,
