@@ -241,8 +241,6 @@ def _run(config: MeZOConfig, engine: EngineOutput, engine_log: Optional[str], wo
             logger.info("data-parallel worker %d of %d (gloo, timeout %g s)", worker.rank, worker.world_size,
                         dist_timeout)
         plan = mm.prepare(config)
-        logger.info("%s (%s LM), task %s: %d train / %d eval examples, %s", config.model_path, plan.kind,
-                    plan.preset.name, len(plan.train), len(plan.eval), plan.describe()["hyperparameters"])
         with engine.captured():
             if group is None:
                 mezo_run = mm.start_run(plan)  # builds the model runner

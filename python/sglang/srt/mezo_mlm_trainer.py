@@ -286,6 +286,8 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
     plan = RunPlan(config, path, kind, preset, prompt, prompt.encode_all(train), prompt.encode_all(evals),
                    data_given_in_memory=in_memory, resume_from=check_resumable(config))
     plan.prepare_time_s = time.perf_counter() - started
+    logger.info("%s (%s LM), task %s: %d train / %d eval examples, %s", config.model_path, kind, preset.name,
+                len(plan.train), len(plan.eval), plan.describe()["hyperparameters"])
     return plan
 
 
@@ -406,6 +408,4 @@ def mezo_mlm_finetune(
     in_memory = {name: data for name, data in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset))
                  if data is not None and files[name.replace("dataset", "file")] is None}
     plan = prepare(config, **in_memory)
-    logger.info("%s (%s LM), task %s: %d train / %d eval examples, %s", model_path, plan.kind, plan.preset.name,
-                len(plan.train), len(plan.eval), plan.describe()["hyperparameters"])
     return run(plan)
