@@ -68,6 +68,8 @@ DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
 # (which keeps the saved artifact small and, for the small models here, trains much faster).
 DEFAULT_TRAINABLE = {"masked": "full", "causal": "lora"}
 PER_KIND = "per model kind, see the table of defaults"
+#: ``template``/``label_words`` value: chosen with forward passes before training (mezo_prompt_search).
+AUTO = "auto"
 #: Module names a LoRA adapter may target (HF names; SGLang fuses q/k/v and gate/up itself).
 SUPPORTED_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 #: A RoBERTa masked LM's attention projections as HF and PEFT name them (there, q_proj/k_proj/v_proj
@@ -104,9 +106,15 @@ class MeZOConfig:
 
     # ---- prompt
     template: Optional[str] = _spec(None, "prompt template with one [MASK] and optionally <S1>/<S2>; without "
-                                    "them it is appended to the input (default: the task preset's)", group="prompt")
-    label_words: Optional[dict[str, str]] = _spec(None, "label words as LABEL:WORD pairs, e.g. 0:terrible,1:great "
-                                                  "(default: the task preset's)", group="prompt")
+                                    "them it is appended to the input; 'auto': the best of the task's candidate "
+                                    "templates on the k-shot dev split (default: the task preset's)", group="prompt")
+    label_words: Union[dict[str, str], Literal["auto"], None] = _spec(
+        None, "label words as LABEL:WORD pairs, e.g. 0:terrible,1:great; 'auto': chosen by their likelihood at "
+        "the mask over the k-shot training examples, then on the k-shot dev split, as LM-BFF does "
+        "(default: the task preset's)", group="prompt")
+    calibrate: bool = _spec(False, "contextual calibration (Zhao et al. 2021): divide the label words' "
+                            "probabilities by theirs on content-free inputs ('N/A', ''), in training and "
+                            "evaluation", group="prompt")
     use_space_prefix: bool = _spec(True, "give label words a leading space (' great'), as byte-level BPE and "
                                    "SentencePiece vocabularies spell a word inside a sentence", cli="space-prefix",
                                    group="prompt")
@@ -167,7 +175,7 @@ class MeZOConfig:
                 value = tuple(value.split(",") if isinstance(value, str) else value)
                 setattr(self, f.name, tuple(v.strip() for v in value))
             elif f.name == "label_words" and isinstance(value, str):
-                setattr(self, f.name, parse_label_words(value))
+                setattr(self, f.name, AUTO if value.strip().lower() == AUTO else parse_label_words(value))
             elif f.name == "label_words" and isinstance(value, Mapping):
                 setattr(self, f.name, {str(k) if not isinstance(k, bool) else str(k).lower(): w
                                        for k, w in value.items()})
@@ -186,9 +194,9 @@ class MeZOConfig:
         if unknown or not self.lora_target_modules:
             raise ValueError(f"LoRA target modules {unknown or list(self.lora_target_modules)} are not supported; "
                              f"choose among {list(SUPPORTED_TARGETS)} (RoBERTa: {list(ENCODER_TARGETS)})")
-        if self.template is not None:
+        if self.template is not None and self.template != AUTO:
             check_template(self.template)
-        if self.label_words is not None:
+        if self.label_words is not None and self.label_words != AUTO:
             check_label_words(self.label_words)
         if self.device not in (None, "auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}")
@@ -283,7 +291,16 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         if not optional:
             raise ValueError(f"{name} must be set (got None)")
         return
-    (kind,) = types
+    errors = []
+    for kind in types:  # one of them must take the value; the first one's complaint is the message
+        try:
+            return _check_kind(name, value, kind)
+        except ValueError as e:
+            errors.append(e)
+    raise errors[0]
+
+
+def _check_kind(name: str, value: Any, kind: Any) -> None:
     origin = typing.get_origin(kind)
     if origin is Literal:
         if value not in typing.get_args(kind):
@@ -335,7 +352,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         if group is None:
             group = groups[f.metadata["group"]] = parser.add_argument_group(f.metadata["group"])
         types, _ = _allowed(hints[f.name])
-        (kind,) = types
+        kind = types[0]
         help_text = f.metadata["help"]
         if f.default is not None and f.default is not dataclasses.MISSING and kind is not bool:
             help_text += " (default: %(default)s)"
@@ -351,9 +368,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, dest=f.name, type=lambda s: tuple(p.strip() for p in s.split(",") if p.strip()),
                                default=f.default, help=help_text.replace("%(default)s", ",".join(f.default)))
         elif typing.get_origin(kind) is dict:
-            group.add_argument(flag, dest=f.name, type=parse_label_words, default=None, help=help_text)
+            group.add_argument(flag, dest=f.name, type=_label_words_argument, default=None, help=help_text)
         else:
             group.add_argument(flag, dest=f.name, type=kind, default=f.default, help=help_text)
+
+
+def _label_words_argument(text: str) -> Union[dict[str, str], str]:
+    return AUTO if text.strip().lower() == AUTO else parse_label_words(text)
 
 
 def config_from_arguments(args: argparse.Namespace, **overrides: Any) -> MeZOConfig:

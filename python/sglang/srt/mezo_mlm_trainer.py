@@ -39,6 +39,7 @@ if __name__ == "__main__":  # the CLI: it parses its arguments before SGLang is 
     sys.exit(main())
 
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -48,6 +49,7 @@ from typing import Any, Optional, Sequence, Union
 
 from sglang.srt.mezo_cli import build_parser, format_summary, main  # noqa: F401  (the CLI of this module)
 from sglang.srt.mezo_config import (  # noqa: F401  (DEFAULTS, resolve_hyperparameters: public here too)
+    AUTO,
     DEFAULTS,
     MeZOConfig,
     Objective,
@@ -75,11 +77,14 @@ from sglang.srt.mezo_tasks import (  # noqa: F401
     DataSource,
     Example,
     TaskPreset,
+    DataSplits,
     compute_metric,
     get_task,
     prepare_data,
+    prepare_splits,
 )
 from sglang.srt.mezo_trainer import ForwardInputs, MeZOTrainer
+from sglang.srt.mezo_prompt_search import PromptChoice, search_prompt  # noqa: E402
 
 import torch  # noqa: E402  (after mezo_trainer, which sets up SGLang's CPU runtime first)
 
@@ -88,6 +93,8 @@ logger = logging.getLogger(__name__)
 OBJECTIVES = typing.get_args(Objective)
 DEFAULT_MODEL = MeZOConfig.model_path
 DEFAULT_TASK = MeZOConfig.task
+#: Where a run records the prompt it chose (template="auto", label_words="auto", calibrate).
+PROMPT_FILE = "prompt.json"
 
 
 # ---------------------------------------------------------------- the objective
@@ -154,7 +161,21 @@ class MeZOMLMTrainer(MeZOTrainer):
 
                 release_model_runner(self.runner)
             raise
-        self.label_ids = torch.tensor(self.prompt.label_token_ids)
+        self.set_prompt(self.prompt)
+
+    def set_prompt(self, prompt: PromptEncoder, calibration: Optional[Sequence[float]] = None) -> None:
+        """Use ``prompt`` from now on; ``calibration`` (one value per label word, log p on
+        content-free inputs) is subtracted from the label words' logits in every loss and prediction."""
+        if prompt.labels != self.prompt.labels:
+            raise ValueError(f"a prompt for labels {prompt.labels} cannot replace one for {self.prompt.labels}")
+        self.prompt = prompt
+        self.label_ids = torch.tensor(prompt.label_token_ids)
+        self.label_bias = None if calibration is None else torch.tensor(calibration, dtype=torch.float64)
+
+    def _scores(self, logits: torch.Tensor) -> torch.Tensor:
+        # float64: the loss difference L+ - L- is small (see loss_from_logits)
+        logits = logits.double()
+        return logits if self.label_bias is None else logits - self.label_bias.to(logits.device)
 
     def _detect_kind(self) -> str:
         return self.kind  # known from the prompt, which was built first
@@ -176,18 +197,19 @@ class MeZOMLMTrainer(MeZOTrainer):
 
     def loss_from_logits(self, logits: torch.Tensor, batch: Sequence[EncodedExample]) -> float:
         targets = torch.tensor([e.label_index for e in batch], device=logits.device)
+        scores = self._scores(logits)
         if self.objective == "accuracy":
-            return -(logits.argmax(-1) == targets).float().mean().item()
-        return torch.nn.functional.cross_entropy(logits.double(), targets).item()
+            return -(scores.argmax(-1) == targets).float().mean().item()
+        return torch.nn.functional.cross_entropy(scores, targets).item()
 
     def predict_from_logits(self, logits: torch.Tensor, batch: Sequence[EncodedExample]) -> tuple[list, list]:
-        return logits.argmax(-1).tolist(), [e.label_index for e in batch]
+        return self._scores(logits).argmax(-1).tolist(), [e.label_index for e in batch]
 
     # -- evaluation: cross-entropy whatever the training objective, accuracy and the task's metric
 
     def eval_loss(self, logits: torch.Tensor, batch: Sequence[EncodedExample]) -> float:
         targets = torch.tensor([e.label_index for e in batch], device=logits.device)
-        return torch.nn.functional.cross_entropy(logits.double(), targets).item()
+        return torch.nn.functional.cross_entropy(self._scores(logits), targets).item()
 
     def eval_metrics(self, predictions: list, references: list) -> dict:
         result = {"eval_accuracy": compute_metric("accuracy", predictions, references)}
@@ -219,6 +241,8 @@ class RunPlan:
     prompt: PromptEncoder
     train: list[EncodedExample]
     eval: list[EncodedExample]
+    examples: Optional[DataSplits] = None  # the rows behind train/eval, and the k-shot dev split
+    prompt_choice: Optional[PromptChoice] = None  # set by start_run when the spec asks for a search
     data_given_in_memory: bool = False
     prepare_time_s: float = 0.0
     resume_from: Optional[str] = None  # the checkpoint a resumed run continues from
@@ -226,6 +250,18 @@ class RunPlan:
     def trainer_config(self) -> MeZOConfig:
         # A zero-shot run writes only its summary: no adapter, metrics or trajectory.
         return self.config if self.config.num_steps > 0 else dataclasses.replace(self.config, output_dir=None)
+
+    @property
+    def searches_prompt(self) -> bool:
+        c = self.config
+        return c.template == AUTO or c.label_words == AUTO or c.calibrate
+
+    def use_prompt(self, choice: PromptChoice) -> None:
+        """Take ``choice`` as the run's prompt: re-encode the examples with it."""
+        self.prompt_choice = choice
+        self.prompt = choice.encoder(self.prompt)
+        self.train = self.prompt.encode_all(self.examples.train)
+        self.eval = self.prompt.encode_all(self.examples.eval) if self.eval else []  # a DP worker evaluates none
 
     def describe(self) -> dict:
         """What the run used, for its summary."""
@@ -235,6 +271,7 @@ class RunPlan:
             "num_train_examples": len(self.train), "num_eval_examples": len(self.eval),
             "hyperparameters": {"trainable": c.trainable, **{k: getattr(c, k) for k in DEFAULTS[("causal", "lora")]}},
             "prompt": self.prompt.describe(),
+            "prompt_search": self.prompt_choice.to_dict() if self.prompt_choice else None,
             "config": c.to_dict(),
             "data_given_in_memory": self.data_given_in_memory,
         }
@@ -268,14 +305,17 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
     config = config.resolve(kind)
     check_trainable(kind, config.trainable)
     # The prompt is checked against the tokenizer before any data is read or model loaded.
-    mlm = MLMConfig(config.template, config.label_words, config.use_space_prefix)
+    # "auto" parts start as the preset's; start_run searches once a model is there.
+    mlm = MLMConfig(None if config.template == AUTO else config.template,
+                    None if config.label_words == AUTO else config.label_words, config.use_space_prefix)
     prompt = PromptEncoder.for_task(tokenizer, kind, preset, mlm)
     in_memory = not isinstance(train_dataset, (str, os.PathLike, type(None))) or \
         not isinstance(eval_dataset, (str, os.PathLike, type(None)))
-    train, evals = prepare_data(
+    splits = prepare_splits(
         preset, config.train_file if train_dataset is None else train_dataset,
         config.eval_file if eval_dataset is None else eval_dataset,
         k_shot=config.k_shot, seed=config.seed, max_eval_examples=config.max_eval_examples)
+    train, evals = splits.train, splits.eval
     if config.num_steps > 0 and not train:
         raise ValueError(f"the training set for task {preset.name!r} is empty: give train_dataset with examples")
     if not evals and config.num_steps == 0:
@@ -284,7 +324,7 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
         logger.info("batch size %d > %d training examples: every step uses all of them", config.batch_size, len(train))
         config = dataclasses.replace(config, batch_size=len(train))
     plan = RunPlan(config, path, kind, preset, prompt, prompt.encode_all(train), prompt.encode_all(evals),
-                   data_given_in_memory=in_memory, resume_from=check_resumable(config))
+                   examples=splits, data_given_in_memory=in_memory, resume_from=check_resumable(config))
     plan.prepare_time_s = time.perf_counter() - started
     logger.info("%s (%s LM), task %s: %d train / %d eval examples, %s", config.model_path, kind, preset.name,
                 len(plan.train), len(plan.eval), plan.describe()["hyperparameters"])
@@ -298,11 +338,32 @@ def start_run(plan: RunPlan, runner=None, callbacks=None):
     started = time.perf_counter()
     trainer = MeZOMLMTrainer(plan.model_path if runner is None else None, plan.trainer_config(),
                              task=plan.preset, prompt=plan.prompt, runner=runner)
+    if plan.searches_prompt and plan.prompt_choice is None:
+        plan.use_prompt(_recorded_or_searched_prompt(plan, trainer))
+    if plan.prompt_choice is not None:
+        trainer.set_prompt(plan.prompt, plan.prompt_choice.calibration)
     mezo_run = trainer.start_run(plan.train, plan.eval, callbacks=callbacks)
     if plan.config.resume:
         mezo_run.resume(plan.resume_from)
     mezo_run.setup_time_s = time.perf_counter() - started
     return mezo_run
+
+
+def _recorded_or_searched_prompt(plan: RunPlan, trainer: MeZOMLMTrainer) -> PromptChoice:
+    """A resumed run's recorded choice; else a search on the base model (the run has not trained
+    yet), recorded in ``<output_dir>/prompt.json`` before the first step."""
+    from sglang.srt.mezo_io import atomic_json
+
+    path = os.path.join(plan.config.output_dir, PROMPT_FILE) if plan.config.output_dir else None
+    if plan.resume_from and path and os.path.exists(path):
+        with open(path) as f:
+            return PromptChoice.from_dict(json.load(f))
+    c = plan.config
+    choice = search_prompt(trainer, plan.prompt, plan.preset, template=c.template, label_words=c.label_words,
+                           calibrate=c.calibrate, train=plan.examples.train, dev=plan.examples.dev)
+    if path and c.num_steps > 0:
+        atomic_json(path, choice.to_dict(), indent=1)
+    return choice
 
 
 def run(plan: RunPlan, runner=None, callbacks=None) -> dict:
@@ -367,8 +428,9 @@ def mezo_mlm_finetune(
 
     The arguments are a :class:`~sglang.srt.mezo_config.MeZOConfig`'s fields (other fields, e.g.
     ``lora_alpha``, ``n_spsa``, ``lr_schedule``, ``dtype``, pass through ``config_overrides``);
-    ``mlm_config`` gives the template and label words, and datasets may be lists of
-    :class:`Example`. Arguments left as None take :data:`DEFAULTS` for the model's kind (masked or
+    ``mlm_config`` gives the template and label words (or ``template="auto"``,
+    ``label_words="auto"``, ``calibrate=True``: a prompt chosen before training, see
+    :mod:`sglang.srt.mezo_prompt_search`), and datasets may be lists of :class:`Example`. Arguments left as None take :data:`DEFAULTS` for the model's kind (masked or
     causal LM) and the trainable set ("lora" or "full"; default full for masked LMs, LoRA for
     causal LMs); data defaults are in :func:`~sglang.srt.mezo_tasks.prepare_data` (16-shot, seed
     42, the task's dev set). ``num_steps=0`` evaluates zero-shot with the same prompt and writes
@@ -395,14 +457,16 @@ def mezo_mlm_finetune(
     if unknown:
         raise TypeError(f"unknown arguments {sorted(unknown)}")
     mlm_config = mlm_config or MLMConfig()
+    # template="auto" / label_words="auto" (and given ones) may come as keywords, beside mlm_config.
+    prompt = {"template": config_overrides.pop("template", mlm_config.template),
+              "label_words": config_overrides.pop("label_words", mlm_config.label_word_mapping)}
     files = {name: os.fspath(data) if isinstance(data, (str, os.PathLike)) else None
              for name, data in (("train_file", train_dataset), ("eval_file", eval_dataset))}
     config = MeZOConfig(
         model_path=model_path, task=task_name, **files, k_shot=k_shot, seed=seed, num_steps=num_steps,
         batch_size=batch_size, learning_rate=learning_rate, epsilon=epsilon, weight_decay=weight_decay,
         output_dir=output_dir, trainable=trainable, lora_rank=lora_rank, device=device, eval_steps=eval_steps,
-        template=mlm_config.template, label_words=mlm_config.label_word_mapping,
-        use_space_prefix=mlm_config.use_space_prefix, objective=objective, max_eval_examples=max_eval_examples,
+        **prompt, use_space_prefix=mlm_config.use_space_prefix, objective=objective, max_eval_examples=max_eval_examples,
         eval_at_start=eval_at_start, progress_bar=progress_bar, **config_overrides,
     )
     in_memory = {name: data for name, data in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset))

@@ -188,6 +188,26 @@ def _one_token_hint(tokenizer, word: str, space_prefix: bool, prefix_optional: b
     return "Choose another word (a common lower-case word usually is one token)"
 
 
+def mask_takes_space(template: str, kind: str) -> bool:
+    """Whether the label word at ``[MASK]`` follows a space (and so is spelled " great").
+
+    >>> mask_takes_space("<S1> It was [MASK]", "causal"), mask_takes_space("<S1>?\\n[MASK]", "causal")
+    (True, False)
+    """
+    check_template(template)
+    if kind == "masked":
+        # LM-BFF: the mask stands for a word inside the sentence, so label words get their space
+        # prefix wherever the mask is.
+        return True
+    after = template[template.index(MASK):]
+    if "<S1>" in after or "<S2>" in after:
+        raise ValueError(f"template {template!r} puts input text after {MASK}, but a causal LM's "
+                         f"prompt ends at {MASK}: move {MASK} to the end of the template")
+    filled = fill_template(template, Example("x", "y" if "<S2>" in template else None, None))
+    # "It was [MASK]" -> " great"; "...?\n[MASK]" -> "Yes" (a new line carries no space).
+    return filled[: filled.index(MASK)].endswith((" ", "\t"))
+
+
 # ---------------------------------------------------------------- examples -> token ids
 
 
@@ -244,20 +264,9 @@ class PromptEncoder:
         self.strip_s1_punctuation = strip_s1_punctuation
         self.task_name = task_name
         self._label_index = {_label_text(label): i for i, label in enumerate(self.labels)}
-        if kind == "masked":
-            self.mask_token_id = tokenizer.mask_token_id
-            # LM-BFF: the mask stands for a word inside the sentence, so label words get their
-            # space prefix wherever the mask is.
-            space_before_mask = True
-        else:
-            self.mask_token_id = None
-            after = template[template.index(MASK):]
-            if "<S1>" in after or "<S2>" in after:
-                raise ValueError(f"template {template!r} puts input text after {MASK}, but a causal LM's "
-                                 f"prompt ends at {MASK}: move {MASK} to the end of the template")
-            filled = fill_template(template, Example("x", "y" if "<S2>" in template else None, None))
-            # "It was [MASK]" -> " great"; "...?\n[MASK]" -> "Yes" (a new line carries no space).
-            space_before_mask = filled[: filled.index(MASK)].endswith((" ", "\t"))
+        self.mask_token_id = tokenizer.mask_token_id if kind == "masked" else None
+        space_before_mask = mask_takes_space(template, kind)
+        self.use_space_prefix = use_space_prefix
         self.space_prefix = use_space_prefix and space_before_mask
         self.label_token_ids = label_token_ids(tokenizer, self.label_words, self.space_prefix,
                                                prefix_optional=space_before_mask)
@@ -283,6 +292,13 @@ class PromptEncoder:
         return cls(tokenizer, kind=kind, template=template, label_words=words, labels=preset.labels,
                    max_length=max_length or min(preset.max_length, limit), strip_s1_punctuation=strip,
                    use_space_prefix=mlm_config.use_space_prefix, task_name=preset.name)
+
+    def with_prompt(self, template: str, label_words: Sequence[str], strip_s1_punctuation: bool) -> "PromptEncoder":
+        """The same encoder (tokenizer, kind, labels, max length) with another template and words."""
+        return PromptEncoder(self.tokenizer, kind=self.kind, template=template, label_words=label_words,
+                             labels=self.labels, max_length=self.max_length,
+                             strip_s1_punctuation=strip_s1_punctuation, use_space_prefix=self.use_space_prefix,
+                             task_name=self.task_name)
 
     # -- 1. example -> prompt text
 

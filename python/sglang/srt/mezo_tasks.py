@@ -29,7 +29,7 @@ import re
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequence, Union
+from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, NamedTuple, Sequence, Union
 
 LM_BFF_SEEDS = (13, 21, 42, 87, 100)
 
@@ -122,6 +122,42 @@ TASKS: dict[str, TaskPreset] = {p.name: p for p in (
                "accuracy", False, ("passage", "question"), ("super_glue", "boolq"),
                {"train": "boolq/train32.jsonl", "dev": "boolq/val.jsonl"}),
 )}
+
+# Templates that ``template="auto"`` scores on the k-shot dev split, after the preset's own (which
+# comes first and wins ties). Masked LMs: LM-BFF's automatically generated templates (Gao et al.
+# 2021, Table 3) beside the manual ones; causal LMs: our own plain-language variants, each ending at
+# the [MASK] so that the label word is the next token.
+_SENTIMENT_CAUSAL = ("<S1> All in all, it was [MASK]", "Review: <S1>\nSentiment: [MASK]",
+                     "<S1> The movie was [MASK]", "<S1> In short, it is [MASK]")
+_NLI_CAUSAL = ("<S1>\nQuestion: <S2> True or False?\nAnswer: [MASK]",
+               "Premise: <S1>\nHypothesis: <S2>\nDoes the premise entail the hypothesis? [MASK]",
+               '<S1> Based on that, is it true that "<S2>"? [MASK]')
+TEMPLATE_CANDIDATES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("sst-2", "masked"): ("<S1> A [MASK] one .", "<S1> A [MASK] piece .", "<S1> All in all [MASK] ."),
+    ("sst-5", "masked"): ("<S1> The movie is [MASK] .", "<S1> The music is [MASK] .", "<S1> But it is [MASK] ."),
+    ("trec", "masked"): ("[MASK] question : <S1>", "<S1> This question is about [MASK] ."),
+    ("rte", "masked"): ("<S1> . [MASK] , I believe <S2>", "<S1> . [MASK] , I think that <S2>"),
+    ("cb", "masked"): ("<S1> . [MASK] , I believe <S2>", "<S1> . [MASK] , I think that <S2>"),
+    ("sst-2", "causal"): _SENTIMENT_CAUSAL,
+    ("sst-5", "causal"): _SENTIMENT_CAUSAL,
+    ("trec", "causal"): ("Question: <S1>\nAnswer type: [MASK]", "<S1> The answer is a [MASK]",
+                         "<S1> This question asks about [MASK]"),
+    ("rte", "causal"): _NLI_CAUSAL,
+    ("cb", "causal"): _NLI_CAUSAL,
+    ("boolq", "causal"): ("<S1>\nQuestion: <S2>?\nAnswer: [MASK]", "Passage: <S1>\nQuestion: <S2>? Yes or no?\n[MASK]"),
+}
+
+
+def template_candidates(preset: TaskPreset, kind: str) -> list[str]:
+    """The templates ``template="auto"`` chooses among for ``kind`` ("masked"/"causal"): the
+    preset's first, then :data:`TEMPLATE_CANDIDATES`.
+
+    >>> template_candidates(get_task("sst-2"), "causal")[:2]
+    ['<S1> It was [MASK]', '<S1> All in all, it was [MASK]']
+    """
+    own = preset.mlm_template if kind == "masked" else preset.causal_template
+    return list(dict.fromkeys(([own] if own else []) + list(TEMPLATE_CANDIDATES.get((preset.name, kind), ()))))
+
 
 # Integer codes of GLUE/SuperGLUE/SNLI releases (and the hub) for string- or bool-keyed tasks.
 _INT_CODES: dict[str, tuple] = {
@@ -644,10 +680,20 @@ def _examples_from(source: DataSource, preset: TaskPreset, split: str) -> list[E
     return examples
 
 
-def prepare_data(preset: TaskPreset, train_dataset: DataSource = None, eval_dataset: DataSource = None, *,
-                 k_shot: int | None = None, seed: int = DEFAULT_DATA_SEED,
-                 max_eval_examples: int | None = None) -> tuple[list[Example], list[Example]]:
-    """(train, eval) examples for a run.
+class DataSplits(NamedTuple):
+    """A run's examples: ``train``, ``eval`` (what the run reports), and ``dev``: a k-shot split
+    disjoint from both, for choices made before training (prompt selection); empty when the
+    training data is used whole (``k_shot=0`` or your own file)."""
+
+    train: list[Example]
+    eval: list[Example]
+    dev: list[Example]
+
+
+def prepare_splits(preset: TaskPreset, train_dataset: DataSource = None, eval_dataset: DataSource = None, *,
+                   k_shot: int | None = None, seed: int = DEFAULT_DATA_SEED,
+                   max_eval_examples: int | None = None) -> DataSplits:
+    """(train, eval, dev) examples for a run.
 
     Train: ``train_dataset`` (a path load_examples reads, a list of Example, or None for the task's
     own training data: the shared data folder if present, else the hub). ``k_shot`` examples per
@@ -656,12 +702,15 @@ def prepare_data(preset: TaskPreset, train_dataset: DataSource = None, eval_data
     Eval: ``eval_dataset``, else the task's dev set; a task without one (TREC) gets the k-shot dev
     split, drawn from its training data and disjoint from the training examples.
     ``max_eval_examples`` caps the eval set (a seeded sample) for quick runs.
+    Dev: LM-BFF's k-shot dev split (k a class, after the training examples); when that split is the
+    eval set (TREC), another k a class from the rest, so nothing chosen on dev has seen eval.
     """
     pool = _examples_from(train_dataset, preset, "train")
     k = (DEFAULT_K_SHOT if train_dataset is None else 0) if k_shot is None else k_shot
     if k < 0:
         raise ValueError(f"k_shot must be >= 0, got {k}")
     train, k_dev = sample_k_shot(pool, k, seed) if k else (pool, [])
+    dev = k_dev
     if eval_dataset is not None:
         evals = _examples_from(eval_dataset, preset, "dev")
     elif resolve_task_data(preset, "dev") != resolve_task_data(preset, "train"):
@@ -673,10 +722,22 @@ def prepare_data(preset: TaskPreset, train_dataset: DataSource = None, eval_data
             rest = [e for e in _examples_from(None, preset, "train") if e not in seen]
             k_dev = sample_k_shot(rest, k or DEFAULT_K_SHOT, seed, with_dev=False)[0]
         evals = k_dev
+        seen = set(train) | set(evals)
+        rest = [e for e in pool if e not in seen]
+        dev = sample_k_shot(rest, k, seed + 1, with_dev=False)[0] if k and rest else []
         logger.info("task %s has no dev set: evaluating on %d held-out training examples", preset.name, len(evals))
     if not evals:
         logger.warning("no evaluation examples for task %s: accuracy will not be measured", preset.name)
     if max_eval_examples is not None and len(evals) > max_eval_examples:
         keep = sorted(random.Random(seed).sample(range(len(evals)), max_eval_examples))
         evals = [evals[i] for i in keep]
-    return train, evals
+    return DataSplits(train, evals, dev)
+
+
+def prepare_data(preset: TaskPreset, train_dataset: DataSource = None, eval_dataset: DataSource = None, *,
+                 k_shot: int | None = None, seed: int = DEFAULT_DATA_SEED,
+                 max_eval_examples: int | None = None) -> tuple[list[Example], list[Example]]:
+    """(train, eval) of :func:`prepare_splits`."""
+    splits = prepare_splits(preset, train_dataset, eval_dataset, k_shot=k_shot, seed=seed,
+                            max_eval_examples=max_eval_examples)
+    return splits.train, splits.eval
