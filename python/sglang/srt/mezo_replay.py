@@ -2,9 +2,9 @@
 
 A run's ``mezo_trajectory.json`` (:mod:`sglang.srt.mezo_trajectory`) records where its weights
 started and each step's seeds and projected gradients. Replaying regenerates each step's z and
-applies the same update, through the same function training used
-(:func:`sglang.srt.mezo_trainer.apply_update`), so the result is bit for bit the weights at the
-end of the run, in fp32, fp16 and bf16:
+applies the same update, through the same function and operations training used
+(:func:`sglang.srt.mezo_noise.move`; an add/subtract restore's rounding included), so the result is
+bit for bit the weights at the end of the run, in fp32, fp16 and bf16:
 
 - a LoRA run gives a PEFT adapter (from the run's initial adapter);
 - a full-weight run gives a checkpoint folder in the base model's own format (its config and
@@ -91,7 +91,8 @@ def _steps(trajectory: Trajectory, config: MeZOConfig, tensors: Sequence, names:
     for want, t in zip(trajectory.tensor_shapes, tensors):
         if list(t.shape) != list(want):
             raise ValueError(f"a starting tensor has shape {list(t.shape)}, the run trained {want}")
-    replay_steps(trajectory.steps, config, tensors, decay_mask(names), {})
+    replay_steps(trajectory.steps, config, tensors, decay_mask(names), {}, restore=trajectory.restore,
+                 noise=trajectory.noise)
 
 
 def _replay_lora(trajectory, config, run_dir, out_dir, dtype, device) -> str:

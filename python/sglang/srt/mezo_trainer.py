@@ -4,7 +4,8 @@ One step, for trainable tensors theta (a LoRA adapter in SGLang's memory pool, o
 draw a seed; regenerate z ~ N(0, I) from it tensor by tensor; L+ = loss(theta + eps z);
 L- = loss(theta - eps z); restore theta bit for bit; g = (L+ - L-) / (2 eps);
 theta -= lr * (g z + wd theta). Forwards only, no autograd, no optimizer state, and z is never
-stored, so training costs what inference costs.
+stored, so training costs what inference costs. How z is drawn and how weights move (a chunk at a
+time, every pass through one function) is :mod:`sglang.srt.mezo_noise`.
 
 Example (a tiny next-token task; any Llama/Qwen2 checkpoint path works):
     >>> from sglang.srt.mezo_trainer import MeZOConfig, MeZOTrainer  # doctest: +SKIP
@@ -34,6 +35,7 @@ from sglang.srt.mezo_config import MeZOConfig  # noqa: E402
 from sglang.srt.mezo_io import atomic_json  # noqa: E402
 from sglang.srt.mezo_lora import LoRASettings, PoolLoRA, decay_mask  # noqa: E402
 from sglang.srt.mezo_models import check_model_path, is_masked_lm, model_architectures  # noqa: E402
+from sglang.srt.mezo_noise import AddZ, Decay, NoiseKind, Op, ShardLayout, draw_z, move, tensor_seed  # noqa: E402,F401
 from sglang.srt.mezo_run import MeZORun  # noqa: E402
 from sglang.srt.mezo_trajectory import FILE as TRAJECTORY_FILE  # noqa: E402
 from sglang.srt.mezo_trajectory import Trajectory, weights_hash  # noqa: E402
@@ -107,68 +109,59 @@ class LoRAWeights:
         return self.lora.num_parameters
 
 
-def _tensor_seed(step_seed: int, index: int) -> int:
-    # Each tensor has its own stream, so z does not depend on iteration order or on other tensors.
-    return (step_seed * 1_000_003 + index * 7_919) % (2**63 - 1)
+# z and the one path weights move through live in mezo_noise; re-exported here, where callers
+# (replay, the distributed layouts, tests) have always found them.
+_tensor_seed = tensor_seed
 
 
-@dataclass(frozen=True)
-class ShardLayout:
-    """Where a tensor-parallel shard sits in its full (unsharded) tensor: along ``dim`` the shard
-    is the concatenation of the full tensor's slices ``pieces`` = ((start, length), ...)."""
+def step_ops(seeds: Sequence[int], grads: Sequence[float], lr: float, weight_decay: float,
+             restore: Optional[AddZ] = None) -> list[Op]:
+    """The operations of one step's update: theta -= lr * (mean over seeds of g * z + wd * theta).
+    ``restore``: the +eps z that still has to undo the last -eps pass (add/subtract restore), done
+    in the same pass as the update so that z is drawn once for both."""
+    ops: list[Op] = [restore] if restore is not None else []
+    if weight_decay:
+        ops.append(Decay(1 - lr * weight_decay))
+    n = len(seeds)
+    ops += [AddZ(s, -lr * g / n) for s, g in zip(seeds, grads)]
+    return ops
 
-    full_shape: tuple[int, ...]
-    dim: int
-    pieces: tuple[tuple[int, int], ...]
 
-
-def draw_z(step_seed: int, index: int, tensor: torch.Tensor, generators: dict,
-           layout: Optional[ShardLayout] = None) -> torch.Tensor:
-    """z ~ N(0, I) for tensor ``index`` of a step, from a generator on the tensor's device.
-
-    z depends on (seed, tensor, position) only: a shard (``layout``) gets its part of the full
-    tensor's z, so tensor parallelism perturbs a weight exactly as one process does.
-    CPU and CUDA generators are different algorithms: the same seed draws different z on each.
-    """
-    gen = generators.get(tensor.device)
-    if gen is None:
-        gen = generators[tensor.device] = torch.Generator(device=tensor.device)
-    gen.manual_seed(_tensor_seed(step_seed, index))
-    if layout is None:
-        z = torch.randn(tensor.shape, generator=gen, device=tensor.device, dtype=torch.float32)
-        return z.to(tensor.dtype)
-    full = torch.randn(layout.full_shape, generator=gen, device=tensor.device, dtype=torch.float32)
-    z = torch.cat([full.narrow(layout.dim, start, length) for start, length in layout.pieces], layout.dim)
-    if z.shape != tensor.shape:
-        raise ValueError(f"shard layout {layout} gives z of shape {tuple(z.shape)} for a tensor of shape "
-                         f"{tuple(tensor.shape)}")
-    return z.to(tensor.dtype)
+def restore_ops(seeds: Sequence[int], epsilon: float, restore: str) -> list[Op]:
+    """What a step did to theta before its update: nothing with an exact (copy) restore; with the
+    add/subtract restore, +eps z, -2 eps z, +eps z per seed, which in low precision (and in the
+    last bits of fp32) does not give theta back exactly: replay repeats it to land where the run did."""
+    if restore == "exact":
+        return []
+    if restore != "add-subtract":
+        raise ValueError(f"restore must be 'exact' or 'add-subtract', got {restore!r}")
+    return [AddZ(s, a) for s in seeds for a in (epsilon, -2 * epsilon, epsilon)]
 
 
 @torch.no_grad()
 def apply_update(tensors: Sequence[torch.Tensor], decay: Sequence[bool], seeds: Sequence[int],
                  grads: Sequence[float], lr: float, weight_decay: float, generators: dict,
-                 layouts: Optional[Sequence[Optional[ShardLayout]]] = None) -> None:
-    """theta -= lr * (mean over seeds of g * z + wd * theta), in place, tensor by tensor. Training,
-    replay and resume all move weights through this one function, so they agree bit for bit.
+                 layouts: Optional[Sequence[Optional[ShardLayout]]] = None, *,
+                 noise: NoiseKind = "gaussian") -> None:
+    """theta -= lr * (mean over seeds of g * z + wd * theta), in place. Training, replay and resume
+    all move weights through :func:`~sglang.srt.mezo_noise.move`, so they agree bit for bit.
     ``layouts``: the tensors' tensor-parallel shard layouts (None: unsharded)."""
-    n = len(seeds)
-    for i, t in enumerate(tensors):
-        if weight_decay and decay[i]:
-            t.mul_(1 - lr * weight_decay)
-        for s, g in zip(seeds, grads):
-            t.add_(draw_z(s, i, t, generators, layouts[i] if layouts else None), alpha=-lr * g / n)
+    move(tensors, step_ops(seeds, grads, lr, weight_decay), decay, generators, layouts, noise)
 
 
 @torch.no_grad()
 def replay_steps(steps: Sequence[tuple[Sequence[int], Sequence[float]]], config: MeZOConfig,
                  tensors: Sequence[torch.Tensor], decay: Sequence[bool], generators: dict,
-                 layouts: Optional[Sequence[Optional[ShardLayout]]] = None) -> None:
+                 layouts: Optional[Sequence[Optional[ShardLayout]]] = None, *, restore: str = "exact",
+                 noise: NoiseKind = "gaussian") -> None:
     """Apply a trajectory's ``(seeds, grads)`` steps, from step 0, to the weights they started from:
-    the updates of the run, with its learning-rate schedule (resume and replay both come here)."""
+    the updates of the run, with its learning-rate schedule (resume and replay both come here).
+    ``restore`` and ``noise``: the run's (:attr:`Trajectory.restore`, :attr:`Trajectory.noise`).
+    One pass (one draw of z) per step."""
     for step, (seeds, grads) in enumerate(steps):
-        apply_update(tensors, decay, seeds, grads, learning_rate_at(config, step), config.weight_decay,
-                     generators, layouts)
+        ops = restore_ops(seeds, config.epsilon, restore) + step_ops(
+            seeds, grads, learning_rate_at(config, step), config.weight_decay)
+        move(tensors, ops, decay, generators, layouts, noise)
 
 
 def learning_rate_at(config: MeZOConfig, step: int) -> float:
@@ -233,14 +226,18 @@ class MeZOTrainer:
         self._tokenizer = tokenizer
         self.trainable = self._make_trainable()
         self.decay = decay_mask(self.trainable.names)
-        self._generators: dict[torch.device, torch.Generator] = {}
+        self._generators: dict = {}  # mezo_noise's generators and chunk buffers, kept across steps
+        self.noise: NoiseKind = config.noise
+        # How theta comes back after the -eps pass; replay repeats an add/subtract restore's arithmetic.
+        self.restore = "exact" if config.exact_restore or getattr(self.trainable, "minus", None) is not None \
+            else "add-subtract"
         self._seed_rng = random.Random(config.seed)
         self.step_count = 0
         self.trajectory = Trajectory(  # (seeds, g) per step: with the start, the whole run
             tensor_names=list(self.trainable.names), tensor_shapes=[list(t.shape) for t in self.trainable.tensors],
             dtype=config.dtype, device_type=self.runner.device if isinstance(self.runner.device, str)
             else self.runner.device.type, n_spsa=config.n_spsa, model={"path": self.model_path},
-            config=config.to_dict(), start=self.trainable.start())
+            config=config.to_dict(), start=self.trainable.start(), restore=self.restore, noise=self.noise)
 
     # ---- set-up -------------------------------------------------------------------------------
 
@@ -335,11 +332,14 @@ class MeZOTrainer:
 
     def _z(self, step_seed: int, index: int, tensor: torch.Tensor) -> torch.Tensor:
         layouts = getattr(self.trainable, "layouts", None)
-        return draw_z(step_seed, index, tensor, self._generators, layouts[index] if layouts else None)
+        return draw_z(step_seed, index, tensor, self._generators, layouts[index] if layouts else None, self.noise)
+
+    def _move(self, ops: Sequence[Op]) -> None:
+        move(self.trainable.tensors, ops, self.decay, self._generators, getattr(self.trainable, "layouts", None),
+             self.noise)
 
     def _perturb(self, step_seed: int, scale: float) -> None:
-        for i, t in enumerate(self.trainable.tensors):
-            t.add_(self._z(step_seed, i, t), alpha=scale)
+        self._move([AddZ(step_seed, scale)])
 
     def _copy_back(self, snapshot: list[torch.Tensor]) -> None:
         for t, s in zip(self.trainable.tensors, snapshot):
@@ -358,6 +358,11 @@ class MeZOTrainer:
     def perturbed_losses(self, batch: Sequence[Any], step_seed: int) -> tuple[float, float]:
         """(L+, L-): the loss on ``batch`` at theta + eps z and at theta - eps z; theta is bitwise
         unchanged afterwards (with exact_restore)."""
+        return self._perturbed_losses(batch, step_seed, restore=True)
+
+    def _perturbed_losses(self, batch: Sequence[Any], step_seed: int, restore: bool) -> tuple[float, float]:
+        # restore=False (add/subtract restore only): theta is left at theta - eps z, for the
+        # caller to undo together with the update, in the same pass over the weights.
         if getattr(self.trainable, "minus", None) is not None:
             return self._paired_losses(batch, step_seed)
         eps = self.config.epsilon
@@ -370,10 +375,10 @@ class MeZOTrainer:
             self._copy_back(snapshot)
             self._perturb(step_seed, -eps)
         loss_minus = self.compute_loss(batch)
-        if snapshot is None:
-            self._perturb(step_seed, eps)
-        else:
+        if snapshot is not None:
             self._copy_back(snapshot)
+        elif restore:
+            self._perturb(step_seed, eps)
         return loss_plus, loss_minus
 
     def _paired_losses(self, batch: Sequence[Any], step_seed: int) -> tuple[float, float]:
@@ -405,17 +410,25 @@ class MeZOTrainer:
         if self.data_parallel is not None:  # this worker's part of the global batch
             self.data_parallel.step = self.step_count
             batch = self.data_parallel.shard(batch)
-        losses = [self.perturbed_losses(batch, s) if batch else (0.0, 0.0) for s in seeds]
-        losses = self.combine_losses(losses, len(batch))
-        for lp, lm in losses:
-            if not (math.isfinite(lp) and math.isfinite(lm)):
-                raise MeZODivergedError(
-                    f"loss is not finite at step {self.step_count} (L+={lp}, L-={lm}); the weights "
-                    "are those before this step. Lower learning_rate or epsilon."
-                )
+        # Add/subtract restore: the last seed's +eps z restore waits for the update's pass (z drawn
+        # 3 times a step instead of 4); replay repeats the same arithmetic (restore_ops).
+        pending = AddZ(seeds[-1], self.config.epsilon) if self.restore == "add-subtract" and batch else None
+        losses = [self._perturbed_losses(batch, s, restore=pending is None or k < len(seeds) - 1)
+                  if batch else (0.0, 0.0) for k, s in enumerate(seeds)]
+        try:
+            losses = self.combine_losses(losses, len(batch))
+            for lp, lm in losses:
+                if not (math.isfinite(lp) and math.isfinite(lm)):
+                    raise MeZODivergedError(
+                        f"loss is not finite at step {self.step_count} (L+={lp}, L-={lm}); the weights "
+                        "are those before this step. Lower learning_rate or epsilon."
+                    )
+        except BaseException:
+            if pending is not None:
+                self._move([pending])
+            raise
         grads = [(lp - lm) / (2 * self.config.epsilon) for lp, lm in losses]
-        apply_update(self.trainable.tensors, self.decay, seeds, grads, lr, self.config.weight_decay,
-                     self._generators, getattr(self.trainable, "layouts", None))
+        self._move(step_ops(seeds, grads, lr, self.config.weight_decay, restore=pending))
         self.trainable.after_update()
         self.step_count += 1
         self.trajectory.append(seeds, grads)
@@ -487,7 +500,8 @@ class MeZOTrainer:
             if self.step_count:
                 raise RuntimeError("replaying a trajectory needs the starting weights: a fresh trainer")
             replay_steps(trajectory.steps, self.config, self.trainable.tensors, self.decay, self._generators,
-                         getattr(self.trainable, "layouts", None))
+                         getattr(self.trainable, "layouts", None), restore=trajectory.restore,
+                         noise=trajectory.noise)
         self.trainable.after_update()
 
     def start_run(self, train_data: Sequence[Any], eval_data: Optional[Sequence[Any]] = None, *,

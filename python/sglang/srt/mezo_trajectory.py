@@ -2,7 +2,7 @@
 
 Weights after step *t* are a function of the weights at the start and the steps before *t*:
 each step draws z for tensor *i* from (step seed, *i*) and moves the tensor by ``-lr * g * z``
-(:func:`sglang.srt.mezo_trainer.apply_update`). So a record of a few numbers per step rebuilds the
+(:func:`sglang.srt.mezo_trainer.replay_steps`, through :func:`sglang.srt.mezo_noise.move`). So a record of a few numbers per step rebuilds the
 weights exactly (:mod:`sglang.srt.mezo_replay`), resumes a killed run, and is all that data-parallel
 workers need to exchange.
 
@@ -46,6 +46,10 @@ class Trajectory:
     model: dict = field(default_factory=dict)  # {"path": ..., "sha256": ... or None}
     config: dict = field(default_factory=dict)  # the resolved run spec
     start: dict = field(default_factory=dict)  # where the starting weights are: {"adapter": path} or {}
+    # How theta came back after each -eps pass ("exact" copy or "add-subtract", whose rounding
+    # replay repeats) and how z was drawn ("gaussian" or "rademacher"); absent in older records.
+    restore: str = "exact"
+    noise: str = "gaussian"
     steps: list[tuple[list[int], list[float]]] = field(default_factory=list)
 
     def append(self, seeds: list[int], grads: list[float]) -> None:
@@ -63,7 +67,7 @@ class Trajectory:
             "format": FORMAT, "model": self.model, "config": self.config, "start": self.start,
             "dtype": self.dtype, "device_type": self.device_type, "n_spsa": self.n_spsa,
             "tensor_names": self.tensor_names, "tensor_shapes": self.tensor_shapes,
-            "num_steps": len(self.steps),
+            "restore": self.restore, "noise": self.noise, "num_steps": len(self.steps),
             "seeds_u64le": base64.b64encode(seeds.tobytes()).decode(),
             "grads_f64le": base64.b64encode(grads.tobytes()).decode(),
         }
@@ -78,7 +82,8 @@ class Trajectory:
         grads = np.frombuffer(base64.b64decode(d["grads_f64le"]), dtype="<f8").reshape(n, k)
         steps = [([int(s) for s in seeds[i]], [float(g) for g in grads[i]]) for i in range(n)]
         return cls(d["tensor_names"], d["tensor_shapes"], d["dtype"], d["device_type"], k, d.get("model", {}),
-                   d.get("config", {}), d.get("start", {}), steps)
+                   d.get("config", {}), d.get("start", {}), d.get("restore", "exact"), d.get("noise", "gaussian"),
+                   steps)
 
     @classmethod
     def load(cls, path: str) -> "Trajectory":

@@ -1,0 +1,179 @@
+"""The perturbation z of MeZO: regenerated from (step seed, tensor, position), never stored.
+
+:func:`draw_z` defines z for a whole tensor. :func:`move` is how weights actually move: it applies
+a sequence of in-place operations (``AddZ``: theta += alpha z_seed; ``Decay``: theta *= factor)
+to each tensor, a chunk at a time. Each chunk of z is drawn once into a reused buffer and every
+operation of the sequence is applied to it while it sits in the cache, so a full-weight step does
+not allocate (and page-fault in) a fresh weight-sized z per tensor and per pass, and the restore
+after the -eps pass and the update share one draw. The chunks hold the same numbers as
+:func:`draw_z`'s whole tensor: PyTorch's CPU ``normal_`` fills blocks of 16 values from the
+generator's stream in order (and redraws a last partial block), so a stream cut at multiples of 16,
+with a last piece of at least 16 values, continues exactly where the whole tensor's would.
+
+Training, replay and resume all move weights through :func:`move` with the same operations, in
+the same chunks, so they agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence, Union
+
+import torch
+
+from sglang.srt.mezo_config import Noise
+
+#: "gaussian": z ~ N(0, I) (MeZO's). "rademacher": z = +-1 with probability 1/2 each, from 64
+#: random bits per 64 values, ~3x cheaper to draw on a CPU; SPSA stays unbiased (E[z z^T] = I).
+NoiseKind = Noise
+NOISE_KINDS: tuple[str, ...] = typing.get_args(Noise)
+
+#: Elements per chunk: 1 MiB of fp32, which stays in a core's L2 cache between the draw and the adds.
+#: A multiple of 64 (whole random words for Rademacher; Gaussian needs a multiple of 16).
+CHUNK = 1 << 18
+
+
+def tensor_seed(step_seed: int, index: int) -> int:
+    # Each tensor has its own stream, so z does not depend on iteration order or on other tensors.
+    return (step_seed * 1_000_003 + index * 7_919) % (2**63 - 1)
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    """Where a tensor-parallel shard sits in its full (unsharded) tensor: along ``dim`` the shard
+    is the concatenation of the full tensor's slices ``pieces`` = ((start, length), ...)."""
+
+    full_shape: tuple[int, ...]
+    dim: int
+    pieces: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class AddZ:
+    """theta += alpha * z of step seed ``seed``."""
+
+    seed: int
+    alpha: float
+
+
+@dataclass(frozen=True)
+class Decay:
+    """theta *= factor, on the tensors that take weight decay."""
+
+    factor: float
+
+
+Op = Union[AddZ, Decay]
+
+
+def _generator(cache: dict, device: torch.device, slot: int = 0) -> torch.Generator:
+    # One generator per device and per stream drawn side by side (slot), kept for the trainer's life.
+    key = (device, slot) if slot else device
+    gen = cache.get(key)
+    if gen is None:
+        gen = cache[key] = torch.Generator(device=device)
+    return gen
+
+
+# Sign of element 8 * byte + k is bit k of the byte (little-endian words viewed as bytes).
+_SIGN_TABLE = torch.tensor([[1.0 if (b >> k) & 1 else -1.0 for k in range(8)] for b in range(256)])
+
+
+def _fill(out: torch.Tensor, gen: torch.Generator, kind: str) -> None:
+    """Fill the 1-D float32 ``out`` with the next ``out.numel()`` values of ``gen``'s z stream."""
+    if kind == "gaussian":
+        out.normal_(generator=gen)
+        return
+    n = out.numel()
+    words = torch.empty((n + 63) // 64, dtype=torch.int64, device=out.device)
+    words.random_(-(2**63), None, generator=gen)  # all 64 bits random (the default range has 63)
+    index = words.view(torch.uint8).long()
+    table = _SIGN_TABLE.to(out.device)
+    if n % 8 == 0:  # straight into out, 8 signs a byte
+        torch.index_select(table, 0, index[: n // 8], out=out.view(-1, 8))
+    else:
+        out.copy_(table.index_select(0, index).view(-1)[:n])
+
+
+def draw_z(step_seed: int, index: int, tensor: torch.Tensor, generators: dict,
+           layout: Optional[ShardLayout] = None, kind: NoiseKind = "gaussian") -> torch.Tensor:
+    """z for tensor ``index`` of a step (a new tensor of ``tensor``'s shape and dtype), from a
+    generator on the tensor's device.
+
+    z depends on (seed, tensor, position) only: a shard (``layout``) gets its part of the full
+    tensor's z, so tensor parallelism perturbs a weight exactly as one process does.
+    CPU and CUDA generators are different algorithms: the same seed draws different z on each.
+    """
+    gen = _generator(generators, tensor.device)
+    gen.manual_seed(tensor_seed(step_seed, index))
+    shape = tensor.shape if layout is None else layout.full_shape
+    full = torch.empty(shape, device=tensor.device, dtype=torch.float32)
+    _fill(full.view(-1), gen, kind)
+    if layout is None:
+        return full.to(tensor.dtype)
+    z = torch.cat([full.narrow(layout.dim, start, length) for start, length in layout.pieces], layout.dim)
+    if z.shape != tensor.shape:
+        raise ValueError(f"shard layout {layout} gives z of shape {tuple(z.shape)} for a tensor of shape "
+                         f"{tuple(tensor.shape)}")
+    return z.to(tensor.dtype)
+
+
+def _chunks(n: int) -> Iterator[tuple[int, int]]:
+    """(start, length) pieces of ``n`` elements: CHUNK each, the remainder joined to the last full
+    chunk when it is shorter than 16 (normal_ draws fewer than 16 values by another algorithm)."""
+    start = 0
+    while start < n:
+        length = n - start if n - start < CHUNK + 16 else CHUNK
+        yield start, length
+        start += length
+
+
+def move(tensors: Sequence[torch.Tensor], ops: Sequence[Op], decay: Sequence[bool], generators: dict,
+         layouts: Optional[Sequence[Optional[ShardLayout]]] = None, kind: NoiseKind = "gaussian") -> None:
+    """Apply ``ops`` in order to every tensor, in place: the one path weights move through.
+
+    A contiguous unsharded tensor goes a chunk at a time, each seed's chunk of z drawn once;
+    ``generators`` is the caller's cache of generators and buffers (a trainer keeps one).
+    """
+    seeds = list(dict.fromkeys(op.seed for op in ops if isinstance(op, AddZ)))
+    for i, t in enumerate(tensors):
+        layout = layouts[i] if layouts else None
+        mine = [op for op in ops if isinstance(op, AddZ) or decay[i]]
+        if layout is not None or not t.is_contiguous() or t.numel() <= CHUNK:
+            # Small, sharded or strided: whole-tensor z (a LoRA adapter's tensors are all small).
+            z = {s: draw_z(s, i, t, generators, layout, kind) for s in seeds}
+            _apply(t, mine, z)
+            continue
+        gens = []
+        for slot, s in enumerate(seeds):
+            gen = _generator(generators, t.device, slot)
+            gen.manual_seed(tensor_seed(s, i))
+            gens.append(gen)
+        flat = t.view(-1)
+        bufs = _buffers(generators, t.device, len(seeds))
+        for start, length in _chunks(flat.numel()):
+            z = {}
+            for s, gen, buf in zip(seeds, gens, bufs):
+                chunk = buf[:length]
+                _fill(chunk, gen, kind)
+                z[s] = chunk if t.dtype == torch.float32 else chunk.to(t.dtype)
+            _apply(flat[start : start + length], mine, z)
+
+
+def _apply(t: torch.Tensor, ops: Sequence[Op], z: dict) -> None:
+    for op in ops:
+        if isinstance(op, Decay):
+            t.mul_(op.factor)
+        else:
+            t.add_(z[op.seed], alpha=op.alpha)
+
+
+def _buffers(cache: dict, device: torch.device, n: int) -> list[torch.Tensor]:
+    # float32 chunk buffers reused across calls: no allocation (and no page faults) per chunk.
+    key = ("chunk buffers", device)
+    bufs = [b for b in cache.get(key, []) if b.numel() >= CHUNK + 16]
+    while len(bufs) < n:
+        bufs.append(torch.empty(CHUNK + 16, dtype=torch.float32, device=device))
+    cache[key] = bufs
+    return bufs[:n]

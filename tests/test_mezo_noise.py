@@ -1,0 +1,83 @@
+"""z drawn a chunk at a time is the whole tensor's z; a full-weight step with the add/subtract
+restore draws z one time fewer (3 times with one seed), and its replay lands on the trained
+weights bit for bit."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from conftest import trainer_for
+
+import sglang.srt.mezo_noise as noise
+from sglang.srt.mezo_config import MeZOConfig
+from sglang.srt.mezo_noise import AddZ, Decay, draw_z, move, tensor_seed
+from sglang.srt.mezo_replay import hf_pieces, replay
+from sglang.srt.mezo_trainer import MeZOTrainer
+from sglang.srt.mezo_trajectory import Trajectory
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TASK = [([0, 5, 7, 9, 11, 3, 40], 42), ([0, 8, 200, 4], 42), ([0, 300, 301, 302, 303, 304, 305, 306, 307], 42)]
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of 64 values, so that the tiny test tensors go through the chunked path too."""
+    monkeypatch.setattr(noise, "CHUNK", 64)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "rademacher"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunks_hold_the_whole_tensors_z(small_chunks, kind, dtype):
+    sizes = [5, 16, 17, 64, 64 + 5, 64 + 15, 64 + 16, 64 + 17, 3 * 64 + 40, 1000]
+    tensors = [torch.zeros(n, dtype=dtype) for n in sizes]
+    move(tensors, [AddZ(7, 1.0)], [True] * len(sizes), {}, kind=kind)
+    for i, t in enumerate(tensors):
+        assert torch.equal(t, draw_z(7, i, t, {}, kind=kind)), sizes[i]
+    if kind == "gaussian":  # and draw_z is what it always was: one torch.randn of the tensor's shape
+        gen = torch.Generator().manual_seed(tensor_seed(7, 9))
+        assert torch.equal(tensors[9], torch.randn(1000, generator=gen).to(dtype))
+    else:
+        z = torch.cat(tensors).float()
+        assert set(z.unique().tolist()) == {-1.0, 1.0} and abs(z.mean().item()) < 0.1
+
+
+def test_ops_apply_in_order_with_decay_only_where_it_belongs(small_chunks):
+    a, b = torch.ones(200), torch.ones(200)
+    move([a, b], [Decay(0.5), AddZ(3, 0.25)], [True, False], {})
+    assert torch.equal(a, 0.5 + 0.25 * draw_z(3, 0, a, {}))
+    assert torch.equal(b, 1.0 + 0.25 * draw_z(3, 1, b, {}))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("kind", ["gaussian", "rademacher"])
+def test_add_subtract_run_draws_z_three_times_a_step_and_replays_bit_for_bit(small_chunks, monkeypatch, tmp_path,
+                                                                            tiny_llama, dtype, kind):
+    cfg = MeZOConfig(trainable="full", exact_restore=False, dtype=dtype, noise=kind, batch_size=3, num_steps=3, n_spsa=2,
+                     learning_rate=1e-3, epsilon=1e-2, weight_decay=0.1, eval_steps=3, eval_at_start=False,
+                     device="cpu", progress_bar=False, output_dir=str(tmp_path / "run"), seed=5)
+    fills = []
+    real_fill = noise._fill
+    monkeypatch.setattr(noise, "_fill", lambda out, gen, kind: fills.append(out.numel()) or real_fill(out, gen, kind))
+    with trainer_for(MeZOTrainer, tiny_llama, cfg) as tr:
+        assert tr.restore == "add-subtract"
+        tr._perturb(1, 0.0)
+        one_draw = sum(fills)
+        fills.clear()
+        tr.step(TASK)
+        # Per seed +eps, -2 eps, +eps and the update's draw, except that the last seed's restore and
+        # update share one: 4 n - 1 draws (3 with one seed) where there were 4 n.
+        assert sum(fills) == (4 * cfg.n_spsa - 1) * one_draw
+        tr.train(TASK)
+        trained = {n: t.clone() for n, t in zip(tr.trainable.names, tr.trainable.tensors)}
+    recorded = Trajectory.load(cfg.output_dir)
+    assert (recorded.restore, recorded.noise) == ("add-subtract", kind)
+    out = replay(cfg.output_dir, str(tmp_path / "replayed"))
+    from safetensors.torch import load_file
+
+    state = load_file(os.path.join(out, "model.safetensors"))
+    for name, t in trained.items():
+        pieces = torch.cat([state[p] for p in hf_pieces(name)])
+        assert torch.equal(pieces, t[: pieces.shape[0]]), name
