@@ -12,7 +12,9 @@ position):
 3. peak memory (one subprocess per measurement): SGLang inference forward, MeZO steps, HF forward,
    backprop Adam fine-tuning of the same LoRA and of all weights;
 4. paired +/-eps (one forward over two adapter slots) versus two forwards;
-5. scaling of step time with batch size and with sequence length.
+5. scaling of step time with batch size and with sequence length;
+6-8. (``perf_steps.py``, worker processes per dtype) full-weight step variants, RTE against SST-2
+   scaled by tokens, bf16 against fp32.
 
 All timings happen in one process and one ModelRunner, round-robin over every (batch, config)
 within each repeat (the start rotates between repeats), so drift hits all configs alike; each
@@ -23,6 +25,7 @@ ratios. Writes ``benchmarks/results/perf_<date>.json`` (every repeat), ``perf.md
     .venv/bin/python benchmarks/perf_mezo.py                 # the real run (~20-25 min, 2 cores)
     .venv/bin/python benchmarks/perf_mezo.py --quick         # smoke test (results/smoke/, not for commit)
     .venv/bin/python benchmarks/perf_mezo.py --from-json benchmarks/results/perf_<date>.json  # re-render
+    taskset -c 1 .venv/bin/python benchmarks/perf_mezo.py --steps-only --threads 1 --repeats 3  # 6-8 only (~6 min)
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import perf_reference as ref  # noqa: E402  (imports torch and never sglang)
+import perf_steps  # noqa: E402  (sections 6-8: full-weight step variants, long prompts, bf16)
 import torch  # noqa: E402
 
 # Hyperparameters only matter for keeping the weights sane over the timed steps.
@@ -476,7 +480,27 @@ def _r(r: Optional[tuple], target: Optional[float] = None) -> str:
     return text + (f" ({r[1]:.2f}–{r[2]:.2f})" if r[2] - r[1] >= 0.005 else "")
 
 
+def render_steps_markdown(data: dict) -> str:
+    """perf_steps.md: the header and sections 6-8 of a ``--steps-only`` run."""
+    meta, m = data["meta"], data["meta"]["machine"]
+    L = ["# sglang-mezo performance: cheaper steps (sections 6-8 of perf.md)", "", "```", meta["command"], "```", "",
+         f"- date: {meta['date']}; wall time {meta['wall_seconds'] / 60:.1f} min; git {m['git_commit']}"
+         f"{' (+ uncommitted changes)' if m['git_dirty'] else ''}",
+         f"- machine: nproc {m['nproc']} (affinity {m['affinity_cpus']}), {m['cpu_model']}; load average at start "
+         f"{meta['loadavg_start']}, at end {meta['loadavg_end']}",
+         f"- software: Python {m['python']}, torch {m['torch']}, sglang {m['sglang']}; {meta['threads']} torch threads",
+         f"- SmolLM2-135M (`{meta['model_path']}`), one worker process per dtype, every (dtype, case) round-robin "
+         f"(start rotated per round), median of {meta['repeats']} rounds after 1 warm-up; ratios are medians of "
+         "per-round ratios (min–max)", ""]
+    L += perf_steps.render(data["steps"])
+    L.append(f"Raw data (every repeat): `{meta.get('json_name')}`.")
+    L.append("")
+    return "\n".join(L)
+
+
 def render_markdown(data: dict) -> str:
+    if not data.get("timing"):
+        return render_steps_markdown(data)
     R = Results(data)
     meta, m = data["meta"], data["meta"]["machine"]
     t = data.get("timing") or {}
@@ -634,6 +658,8 @@ def render_markdown(data: dict) -> str:
             tok = info.get(str(s), {})
             L.append(f"| {s} | {tok.get('real_tokens', '?')} | " + " | ".join(cells) + " |")
         L.append("")
+    if data.get("steps"):
+        L += perf_steps.render(data["steps"])
     L.append("![scaling](perf_scaling.png)")
     L.append("")
     L.append(f"Raw data (every repeat): `{meta.get('json_name')}`.")
@@ -688,10 +714,12 @@ def write_outputs(data: dict, out_dir: str) -> tuple[str, str, str]:
         data["meta"].pop("_fresh", None)
         with open(json_path, "w") as f:
             json.dump(data, f, indent=1)
-    md_path = os.path.join(out_dir, "perf.md")
+    md_path = os.path.join(out_dir, "perf.md" if data.get("timing") else "perf_steps.md")
     with open(md_path, "w") as f:
         f.write(render_markdown(data))
     png_path = os.path.join(out_dir, "perf_scaling.png")
+    if not data.get("timing"):  # --steps-only: no scaling plot
+        return json_path, md_path
     render_plot(data, png_path)
     return json_path, md_path, png_path
 
@@ -720,11 +748,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=ref.default_data_file())
     p.add_argument("--out-dir", default=None, help="default benchmarks/results (--quick: benchmarks/results/smoke)")
     p.add_argument("--from-json", default=None, help="re-render perf.md and the PNG from a saved JSON, no measuring")
+    p.add_argument("--steps-only", action="store_true",
+                   help="only sections 6-8 (full-weight step variants, RTE vs SST-2, dtypes): perf_steps.md")
+    p.add_argument("--no-steps", action="store_true", help="skip sections 6-8")
+    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="dtypes of sections 6-8")
     # internal: one memory measurement
     p.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--batch-file", default=None, help=argparse.SUPPRESS)
     p.add_argument("--model-path", default=None, help=argparse.SUPPRESS)
     p.add_argument("--max-total-tokens", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--steps-worker", default=None, help=argparse.SUPPRESS)  # a dtype: one perf_steps worker
+    p.add_argument("--steps-batch-size", type=int, default=16, help=argparse.SUPPRESS)
     return p
 
 
@@ -734,6 +768,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.memory_worker:
         return memory_worker(args)
+    if args.steps_worker:
+        return perf_steps.worker(args.steps_worker, args.model_path, args.threads, args.steps_batch_size, args.seed)
     if args.from_json:
         with open(args.from_json) as f:
             data = json.load(f)
@@ -753,7 +789,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "command": command_line(), "date": now.strftime("%Y-%m-%d %H:%M:%S"), "quick": args.quick,
         "repeats": args.repeats, "batch_sizes": args.batch_sizes, "seq_lens": args.seq_lens, "seed": args.seed,
         "threads": args.threads, "ref_attn": args.ref_attn, "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "json_name": f"perf_{now.strftime('%Y%m%d-%H%M%S')}{'_quick' if args.quick else ''}.json",
+        "json_name": f"perf{'_steps' if args.steps_only else ''}_{now.strftime('%Y%m%d-%H%M%S')}"
+                     f"{'_quick' if args.quick else ''}.json",
     }
     log(f"command: {meta['command']}")
     load1 = os.getloadavg()[0]
@@ -775,14 +812,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     nat = {B: nat_all[B] for B in sorted(args.batch_sizes)}
     fixed = ref.fixed_length_batches(tok, rows, 16, sorted(args.seq_lens), args.seed)
 
-    scratch = tempfile.mkdtemp(prefix="perf-mezo-")
-    try:
-        timing = run_timings(args, tok, model_path, nat, fixed, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    timing = None
+    if not args.steps_only:
+        scratch = tempfile.mkdtemp(prefix="perf-mezo-")
+        try:
+            timing = run_timings(args, tok, model_path, nat, fixed, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     memory = None
-    if not args.no_memory:
+    if not args.no_memory and not args.steps_only:
         mbatch = nat_all[args.memory_batch_size]
         kinds = MEMORY_KINDS_QUICK if args.quick else MEMORY_KINDS
         mtokens = kv_tokens_needed([mbatch])
@@ -792,11 +831,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   "results": run_memory(args, model_path, mbatch, kinds, mtokens),
                   "seconds": time.perf_counter() - t0}
 
+    steps = None
+    if not args.no_steps:
+        steps = perf_steps.run(os.path.abspath(__file__), model_path, args.dtypes, args.threads,
+                               args.repeats, seed=args.seed, log=log)
     meta["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     meta["wall_seconds"] = time.perf_counter() - t_wall
     meta["threads"] = args.threads
     meta["_fresh"] = True
-    data = {"meta": meta, "timing": timing, "memory": memory}
+    data = {"meta": meta, "timing": timing, "memory": memory, "steps": steps}
     if args.quick:
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, ".gitignore"), "w") as f:
