@@ -225,3 +225,34 @@ def test_first_three_steps_are_pinned(tmp_path, tiny_llama):
     assert seeds == PINNED_SEEDS
     assert grads == pytest.approx(PINNED_GRADS, rel=1e-3)
     assert checksum == pytest.approx(PINNED_CHECKSUM, rel=1e-5)
+
+
+@pytest.mark.parametrize("top_layers,freeze_a", [(1, False), (None, True)])
+def test_fewer_lora_tensors_perturbed_leave_the_others_at_their_start(tiny_llama, toy_file, tmp_path, top_layers,
+                                                                     freeze_a):
+    """lora_layers / freeze_lora_a: only the chosen tensors move; the saved adapter is still whole,
+    and a replay of the run lands on the same weights."""
+    spec = toy_spec(tiny_llama, toy_file, num_steps=3, eval_steps=3, eval_at_start=False, lora_layers=top_layers,
+                    freeze_lora_a=freeze_a, output_dir=str(tmp_path / "run"))
+    mezo_run = start_run(prepare(spec))
+    try:
+        lora = mezo_run.trainer.trainable.lora
+        before = {t.name: t.pool.clone() for t in lora.tensors}
+        names = mezo_run.trainer.trainable.names
+        assert names and len(names) < len(before)
+        assert all(".layers.1." in n for n in names) if top_layers else all(".lora_B." in n for n in names)
+        mezo_run.run_to_end()
+        after = {t.name: t.pool.clone() for t in lora.tensors}
+    finally:
+        release_model_runner(mezo_run.trainer.runner)
+    for name in before:
+        assert torch.equal(before[name], after[name]) == (name not in names), name
+    from safetensors.torch import load_file
+
+    from sglang.srt.mezo_replay import replay
+
+    saved = load_file(str(tmp_path / "run" / "adapter" / "adapter_model.safetensors"))
+    assert set(saved) == set(before)
+    out = replay(str(tmp_path / "run"), str(tmp_path / "replayed"))
+    replayed = load_file(f"{out}/adapter_model.safetensors")
+    assert all(torch.equal(replayed[n], saved[n]) for n in saved)

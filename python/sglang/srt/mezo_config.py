@@ -127,6 +127,11 @@ class MeZOConfig:
                                            "for causal LMs, full for masked LMs)", group="what to train")
     lora_rank: Optional[int] = _spec(None, "LoRA rank (default: 8)", group="what to train")
     lora_alpha: float = _spec(16.0, "LoRA alpha (scale alpha / rank)", group="what to train")
+    lora_layers: Optional[int] = _spec(None, "LoRA: perturb and train only the adapter's tensors in the top N "
+                                       "layers (fewer perturbed parameters: SPSA's variance grows with their number; "
+                                       "default: all layers)", group="what to train")
+    freeze_lora_a: bool = _spec(False, "LoRA: keep the A factors at their random initialisation and train only B "
+                                "(LoRA-FA; half the perturbed parameters)", group="what to train")
     lora_target_modules: tuple[str, ...] = _spec(("q_proj", "v_proj"), "modules that get LoRA, comma-separated (RoBERTa: "
                                                  "query,value; q_proj/k_proj/v_proj mean query/key/value there)",
                                                  group="what to train")
@@ -192,7 +197,7 @@ class MeZOConfig:
         _check_range("weight_decay", self.weight_decay, lambda v: v >= 0, ">= 0")
         _check_range("lora_alpha", self.lora_alpha, lambda v: v > 0, "> 0")
         for name, low in (("num_steps", 0), ("eval_steps", 0), ("k_shot", 0), ("batch_size", 1), ("n_spsa", 1),
-                          ("lora_rank", 1), ("max_eval_examples", 1), ("max_total_tokens", 1)):
+                          ("lora_rank", 1), ("lora_layers", 1), ("max_eval_examples", 1), ("max_total_tokens", 1)):
             _check_range(name, getattr(self, name), lambda v, low=low: v >= low, f">= {low}")
         unknown = [t for t in self.lora_target_modules if t not in SUPPORTED_TARGETS + ENCODER_TARGETS]
         if unknown or not self.lora_target_modules:
@@ -204,6 +209,8 @@ class MeZOConfig:
             check_label_words(self.label_words)
         if self.device not in (None, "auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}")
+        if self.trainable == "full" and (self.lora_layers is not None or self.freeze_lora_a):
+            raise ValueError("lora_layers and freeze_lora_a choose LoRA tensors: they need trainable='lora'")
         if self.paired_forward and self.trainable == "full":
             raise ValueError("paired_forward runs the two passes on two LoRA slots: it needs trainable='lora'")
 

@@ -112,7 +112,9 @@ def _replay_lora(trajectory, config, run_dir, out_dir, dtype, device) -> str:
     _steps(trajectory, config, tensors, names)
     with open(os.path.join(start, "adapter_config.json")) as f:
         peft_config = json.load(f)
-    return save_peft_adapter(out_dir, dict(zip(names, tensors)), peft_config)
+    # The whole adapter: tensors the run did not train (lora_layers, freeze_lora_a) as they started.
+    adapter = {n: t.to(device=device, dtype=dtype) for n, t in initial.items()}
+    return save_peft_adapter(out_dir, {**adapter, **dict(zip(names, tensors))}, peft_config)
 
 
 def _replay_full(trajectory, config, base_model, out_dir, dtype, device) -> str:

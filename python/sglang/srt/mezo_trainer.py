@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import random
+import re
 import tempfile
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional, Sequence
@@ -90,13 +91,17 @@ class LoRAWeights:
     """An adapter's tensors, as views into its SGLang memory-pool slot. ``minus`` is a second slot
     of the same shape that holds theta - eps z while the adapter's own slot holds theta + eps z."""
 
-    def __init__(self, lora: PoolLoRA, minus: Optional[PoolLoRA] = None):
+    def __init__(self, lora: PoolLoRA, minus: Optional[PoolLoRA] = None, *, top_layers: Optional[int] = None,
+                 freeze_a: bool = False):
         self.lora = lora
         self.lora_id = lora.lora_id
-        self.names = [t.name for t in lora.tensors]
-        self.tensors = [t.pool for t in lora.tensors]
+        # The tensors MeZO perturbs; the others keep their initial values (B = 0: no effect) in
+        # both slots, and the adapter saved is still the whole PEFT adapter.
+        keep = trained_lora_tensors([t.name for t in lora.tensors], top_layers, freeze_a)
+        self.names = [lora.tensors[i].name for i in keep]
+        self.tensors = [lora.tensors[i].pool for i in keep]
         self.minus = minus
-        self.minus_tensors = [t.pool for t in minus.tensors] if minus else None
+        self.minus_tensors = [minus.tensors[i].pool for i in keep] if minus else None
 
     def after_update(self) -> None:
         self.lora.sync_host_copy()
@@ -107,6 +112,22 @@ class LoRAWeights:
     @property
     def num_parameters(self) -> int:
         return self.lora.num_parameters
+
+
+def trained_lora_tensors(names: Sequence[str], top_layers: Optional[int], freeze_a: bool) -> list[int]:
+    """Indices of the LoRA tensors a run perturbs: those of the top ``top_layers`` layers (all if
+    None), B factors only if ``freeze_a``.
+
+    >>> names = [f"m.layers.{i}.q_proj.lora_{f}.weight" for i in range(3) for f in "AB"]
+    >>> trained_lora_tensors(names, 2, True)
+    [3, 5]
+    """
+    layers = [int(m.group(1)) if (m := re.search(r"\.layers?\.(\d+)\.", n)) else None for n in names]
+    if top_layers is not None and None in layers:
+        raise ValueError(f"lora_layers: cannot tell the layer of {names[layers.index(None)]!r}")
+    first = max(layers) + 1 - top_layers if top_layers is not None and layers else None
+    return [i for i, (n, layer) in enumerate(zip(names, layers))
+            if (first is None or layer >= first) and not (freeze_a and ".lora_A." in n)]
 
 
 # z and the one path weights move through live in mezo_noise; re-exported here, where callers
@@ -278,7 +299,7 @@ class MeZOTrainer:
             minus = PoolLoRA.create(
                 self.runner, settings, f"{name}-minus", init_dir, self.model_path, init_from=lora.ref.lora_path
             )
-        return LoRAWeights(lora, minus)
+        return LoRAWeights(lora, minus, top_layers=cfg.lora_layers, freeze_a=cfg.freeze_lora_a)
 
     def _wants_paired_forward(self) -> bool:
         if self.config.paired_forward is False:
