@@ -81,3 +81,22 @@ def test_add_subtract_run_draws_z_three_times_a_step_and_replays_bit_for_bit(sma
     for name, t in trained.items():
         pieces = torch.cat([state[p] for p in hf_pieces(name)])
         assert torch.equal(pieces, t[: pieces.shape[0]]), name
+
+
+def test_tensors_shared_out_among_threads_move_exactly_as_on_one(small_chunks):
+    """Large tensors go to torch's threads side by side, each with its own stream: the same numbers."""
+    shapes = [(40, 30), (7, 100), (500,), (33, 33), (64,)]
+    ops = [AddZ(11, 0.5), Decay(0.9), AddZ(12, -0.25)]
+    decay = [True, False, True, True, False]
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            tensors = [torch.linspace(-1, 1, torch.Size(s).numel()).view(s).clone() for s in shapes]
+            move(tensors, ops, decay, {})
+            results.append(tensors)
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+    assert noise._lanes([torch.zeros(100), torch.zeros(100)]) == 1  # one thread here again

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -255,4 +256,48 @@ def test_fewer_lora_tensors_perturbed_leave_the_others_at_their_start(tiny_llama
     assert set(saved) == set(before)
     out = replay(str(tmp_path / "run"), str(tmp_path / "replayed"))
     replayed = load_file(f"{out}/adapter_model.safetensors")
+    assert all(torch.equal(replayed[n], saved[n]) for n in saved)
+
+
+@pytest.mark.parametrize("rule", ["sign", "normalized"])
+def test_update_rules_move_by_their_coefficients_and_resume_exactly(tiny_llama, toy_file, tmp_path, rule):
+    """sign / normalized steps: the first step moves theta by -lr * coefficient * z (checked against
+    z drawn again), and a run stopped and resumed ends where a straight run does."""
+    from sglang.srt.mezo_noise import draw_z
+
+    common = dict(num_steps=4, eval_steps=2, eval_at_start=False, update_rule=rule, paired_forward=False)
+    mezo_run = start_run(prepare(toy_spec(tiny_llama, toy_file, output_dir=str(tmp_path / "a"), **common)))
+    try:
+        trainer = mezo_run.trainer
+        before = [t.clone() for t in trainer.trainable.tensors]
+        mezo_run.advance()
+        (seed,), (g,) = trainer.trajectory.steps[0]
+        coefficient = math.copysign(1.0, g) if rule == "sign" else g / abs(g)  # the first RMS is |g|
+        for i, (b, t) in enumerate(zip(before, trainer.trainable.tensors)):
+            assert torch.allclose(t, b - 5e-2 * coefficient * draw_z(seed, i, b, {}), atol=1e-6)
+        result_a = mezo_run.run_to_end()
+        weights_a = [t.clone() for t in trainer.trainable.tensors]
+    finally:
+        release_model_runner(mezo_run.trainer.runner)
+    spec_b = toy_spec(tiny_llama, toy_file, output_dir=str(tmp_path / "b"), **common)
+    run_b = start_run(prepare(spec_b))
+    try:
+        while run_b.step_count < 2:
+            run_b.advance()
+        run_b.save()
+    finally:
+        release_model_runner(run_b.trainer.runner)
+    run_c = start_run(prepare(dataclasses.replace(spec_b, resume=True)))
+    try:
+        result_c = run_c.run_to_end()
+        assert all(torch.equal(a, c) for a, c in zip(weights_a, run_c.trainer.trainable.tensors))
+    finally:
+        release_model_runner(run_c.trainer.runner)
+    assert result_c["train_loss"] == result_a["train_loss"]
+    from safetensors.torch import load_file
+
+    from sglang.srt.mezo_replay import replay
+
+    replayed = load_file(replay(str(tmp_path / "a"), str(tmp_path / "replayed")) + "/adapter_model.safetensors")
+    saved = load_file(str(tmp_path / "a" / "adapter" / "adapter_model.safetensors"))
     assert all(torch.equal(replayed[n], saved[n]) for n in saved)

@@ -45,6 +45,7 @@ Trainable = Literal["lora", "full"]
 Objective = Literal["ce", "accuracy"]
 Schedule = Literal["constant", "linear"]
 Noise = Literal["gaussian", "rademacher"]  # mezo_noise.NoiseKind
+UpdateRuleName = Literal["sgd", "sign", "normalized"]
 DType = Literal["float32", "float16", "bfloat16"]
 
 # Hyperparameters a user who only names the task gets, by (model kind, trainable set). They are
@@ -148,6 +149,10 @@ class MeZOConfig:
                                           "masked-LM LoRA, else 0)", group="hyperparameters")
     n_spsa: int = _spec(1, "perturbation directions averaged per step (n-SPSA)", group="hyperparameters")
     lr_schedule: Schedule = _spec("constant", "learning-rate schedule", group="hyperparameters")
+    update_rule: UpdateRuleName = _spec(
+        "sgd", "how a projected gradient g moves theta along z: sgd, by lr * g (MeZO); sign, by lr * sign(g); "
+        "normalized, by lr * g / RMS(g), the RMS a running mean over the steps so far (Adam's second moment "
+        "for the one number g: no state of the weights' size)", group="hyperparameters")
     noise: Noise = _spec("gaussian", "the perturbation z: gaussian, N(0, I) as in MeZO; rademacher, random signs "
                          "(SPSA stays unbiased; ~3x cheaper to draw on a CPU, which matters for full-weight runs)",
                          group="hyperparameters")

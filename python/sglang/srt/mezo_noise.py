@@ -134,31 +134,81 @@ def move(tensors: Sequence[torch.Tensor], ops: Sequence[Op], decay: Sequence[boo
     """Apply ``ops`` in order to every tensor, in place: the one path weights move through.
 
     A contiguous unsharded tensor goes a chunk at a time, each seed's chunk of z drawn once;
-    ``generators`` is the caller's cache of generators and buffers (a trainer keeps one).
+    ``generators`` is the caller's cache of generators and buffers (a trainer keeps one). On a
+    CPU, large tensors are shared out among torch's threads: a generator draws serially, and each
+    tensor has its own stream, so drawing several tensors side by side gives the same numbers.
     """
     seeds = list(dict.fromkeys(op.seed for op in ops if isinstance(op, AddZ)))
+    big = []
     for i, t in enumerate(tensors):
         layout = layouts[i] if layouts else None
-        mine = [op for op in ops if isinstance(op, AddZ) or decay[i]]
         if layout is not None or not t.is_contiguous() or t.numel() <= CHUNK:
             # Small, sharded or strided: whole-tensor z (a LoRA adapter's tensors are all small).
             z = {s: draw_z(s, i, t, generators, layout, kind) for s in seeds}
-            _apply(t, mine, z)
-            continue
-        gens = []
-        for slot, s in enumerate(seeds):
-            gen = _generator(generators, t.device, slot)
-            gen.manual_seed(tensor_seed(s, i))
-            gens.append(gen)
-        flat = t.view(-1)
-        bufs = _buffers(generators, t.device, len(seeds))
-        for start, length in _chunks(flat.numel()):
-            z = {}
-            for s, gen, buf in zip(seeds, gens, bufs):
-                chunk = buf[:length]
-                _fill(chunk, gen, kind)
-                z[s] = chunk if t.dtype == torch.float32 else chunk.to(t.dtype)
-            _apply(flat[start : start + length], mine, z)
+            _apply(t, _ops_for(ops, decay[i]), z)
+        else:
+            big.append(i)
+    lanes = _lanes([tensors[i] for i in big])
+    groups: list[list[int]] = [[] for _ in range(lanes)]
+    loads = [0] * lanes
+    for i in sorted(big, key=lambda i: -tensors[i].numel()):  # largest first, to the least loaded lane
+        lane = loads.index(min(loads))
+        groups[lane].append(i)
+        loads[lane] += tensors[i].numel()
+    # Generators and buffers are made here, one set per lane, before any lane starts.
+    work = []
+    for lane, group in enumerate(groups):
+        if group:
+            device = tensors[group[0]].device
+            gens = [_generator(generators, device, lane * len(seeds) + k + 1) for k in range(len(seeds))]
+            work.append((group, gens, _buffers(generators, device, len(seeds), lane)))
+
+    def run(group, gens, bufs) -> None:
+        for i in group:
+            _move_chunked(tensors[i], i, _ops_for(ops, decay[i]), seeds, gens, bufs, kind)
+
+    if len(work) <= 1:
+        for item in work:
+            run(*item)
+        return
+    futures = [_pool(len(work)).submit(run, *item) for item in work]
+    for f in futures:
+        f.result()
+
+
+def _ops_for(ops: Sequence[Op], decays: bool) -> list[Op]:
+    return [op for op in ops if isinstance(op, AddZ) or decays]
+
+
+def _lanes(big: Sequence[torch.Tensor]) -> int:
+    if len(big) < 2 or any(t.device.type != "cpu" for t in big):
+        return 1
+    return max(1, min(torch.get_num_threads(), len(big)))
+
+
+_POOLS: dict[int, "concurrent.futures.ThreadPoolExecutor"] = {}
+
+
+def _pool(n: int):
+    import concurrent.futures
+
+    if n not in _POOLS:
+        _POOLS[n] = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="mezo-noise")
+    return _POOLS[n]
+
+
+def _move_chunked(t: torch.Tensor, index: int, ops: Sequence[Op], seeds: Sequence[int],
+                  gens: Sequence[torch.Generator], bufs: Sequence[torch.Tensor], kind: str) -> None:
+    for s, gen in zip(seeds, gens):
+        gen.manual_seed(tensor_seed(s, index))
+    flat = t.view(-1)
+    for start, length in _chunks(flat.numel()):
+        z = {}
+        for s, gen, buf in zip(seeds, gens, bufs):
+            chunk = buf[:length]
+            _fill(chunk, gen, kind)
+            z[s] = chunk if t.dtype == torch.float32 else chunk.to(t.dtype)
+        _apply(flat[start : start + length], ops, z)
 
 
 def _apply(t: torch.Tensor, ops: Sequence[Op], z: dict) -> None:
@@ -169,9 +219,9 @@ def _apply(t: torch.Tensor, ops: Sequence[Op], z: dict) -> None:
             t.add_(z[op.seed], alpha=op.alpha)
 
 
-def _buffers(cache: dict, device: torch.device, n: int) -> list[torch.Tensor]:
+def _buffers(cache: dict, device: torch.device, n: int, lane: int = 0) -> list[torch.Tensor]:
     # float32 chunk buffers reused across calls: no allocation (and no page faults) per chunk.
-    key = ("chunk buffers", device)
+    key = ("chunk buffers", device, lane)
     bufs = [b for b in cache.get(key, []) if b.numel() >= CHUNK + 16]
     while len(bufs) < n:
         bufs.append(torch.empty(CHUNK + 16, dtype=torch.float32, device=device))

@@ -179,10 +179,51 @@ def replay_steps(steps: Sequence[tuple[Sequence[int], Sequence[float]]], config:
     the updates of the run, with its learning-rate schedule (resume and replay both come here).
     ``restore`` and ``noise``: the run's (:attr:`Trajectory.restore`, :attr:`Trajectory.noise`).
     One pass (one draw of z) per step."""
+    rule = UpdateRule(config.update_rule)
     for step, (seeds, grads) in enumerate(steps):
         ops = restore_ops(seeds, config.epsilon, restore) + step_ops(
-            seeds, grads, learning_rate_at(config, step), config.weight_decay)
+            seeds, rule.coefficients(steps, step, grads), learning_rate_at(config, step), config.weight_decay)
         move(tensors, ops, decay, generators, layouts, noise)
+
+
+class UpdateRule:
+    """What multiplies -lr z for each seed of a step (``config.update_rule``), from the step's
+    projected gradients and, for "normalized", those of the steps before it: a function of the
+    trajectory, so replay and resume recompute it and nothing else needs saving.
+
+    >>> rule = UpdateRule("normalized")
+    >>> rule.coefficients([([1], [2.0])], 1, [-2.0])  # |g| has been 2: the step is -1
+    [-1.0000000000000004]
+    >>> rule.coefficients([([1], [2.0]), ([2], [-2.0])], 2, [0.5])  # a smaller g: a smaller step
+    [0.30220356546837196]
+    """
+
+    BETA = 0.99  # as Adam's beta2
+
+    def __init__(self, name: str):
+        self.name = name
+        self._seen, self._v, self._t = 0, 0.0, 0
+
+    def coefficients(self, history: Sequence[tuple[Sequence[int], Sequence[float]]], upto: int,
+                     grads: Sequence[float]) -> list[float]:
+        """For a step whose earlier steps are ``history[:upto]`` (``(seeds, grads)`` pairs)."""
+        if self.name == "sgd":
+            return list(grads)
+        if self.name == "sign":
+            return [math.copysign(1.0, g) if g else 0.0 for g in grads]
+        if upto < self._seen:  # a history cut back (resume): start over
+            self._seen, self._v, self._t = 0, 0.0, 0
+        for k in range(self._seen, upto):
+            self._v, self._t = self._absorb(self._v, self._t, history[k][1])
+        self._seen = upto
+        v, t = self._absorb(self._v, self._t, grads)
+        rms = math.sqrt(v / (1 - self.BETA ** t)) if t else 0.0
+        return [g / rms if rms > 0 else 0.0 for g in grads]
+
+    def _absorb(self, v: float, t: int, grads: Sequence[float]) -> tuple[float, int]:
+        for g in grads:
+            v, t = self.BETA * v + (1 - self.BETA) * g * g, t + 1
+        return v, t
 
 
 def learning_rate_at(config: MeZOConfig, step: int) -> float:
@@ -252,6 +293,7 @@ class MeZOTrainer:
         # How theta comes back after the -eps pass; replay repeats an add/subtract restore's arithmetic.
         self.restore = "exact" if config.exact_restore or getattr(self.trainable, "minus", None) is not None \
             else "add-subtract"
+        self.update_rule = UpdateRule(config.update_rule)
         self._seed_rng = random.Random(config.seed)
         self.step_count = 0
         self.trajectory = Trajectory(  # (seeds, g) per step: with the start, the whole run
@@ -449,7 +491,9 @@ class MeZOTrainer:
                 self._move([pending])
             raise
         grads = [(lp - lm) / (2 * self.config.epsilon) for lp, lm in losses]
-        self._move(step_ops(seeds, grads, lr, self.config.weight_decay, restore=pending))
+        past = self.trajectory.steps
+        coefficients = self.update_rule.coefficients(past, len(past), grads)
+        self._move(step_ops(seeds, coefficients, lr, self.config.weight_decay, restore=pending))
         self.trainable.after_update()
         self.step_count += 1
         self.trajectory.append(seeds, grads)
