@@ -36,7 +36,8 @@ def toy_spec(model, toy_file, **kw) -> MeZOConfig:
 
 
 def test_spec_round_trips_through_a_dict_and_names_what_is_wrong():
-    spec = MeZOConfig(task="SST2", label_words={0: "terrible", 1: "great"}, lora_target_modules=["q_proj"],
+    spec = MeZOConfig(task="SST2", label_words={0: "terrible", 1: "great"},
+                      lora_target_modules=["q_proj", "v_proj", "o_proj"],
                       num_steps=10)
     assert spec.task == "sst-2" and spec.label_words == {"0": "terrible", "1": "great"}
     assert MeZOConfig.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
@@ -52,6 +53,10 @@ def test_spec_round_trips_through_a_dict_and_names_what_is_wrong():
         ({"label_words": {"0": ""}}, "label word for '0' must be a non-empty string"),
         ({"eval_at_start": "yes"}, "eval_at_start must be true or false"),
         ({"lora_target_modules": ["c_attn"]}, "LoRA target modules \\['c_attn'\\] are not supported"),
+        ({"lora_target_modules": ["q_proj"]}, "needs q_proj and v_proj together"),
+        ({"lora_target_modules": ["k_proj", "v_proj"]}, "needs q_proj and v_proj together"),
+        ({"trainable": "full", "lora_layers": 4}, "need trainable='lora'"),
+        ({"update_rule": "adam"}, "unknown update_rule 'adam'"),
     ]
     for values, message in bad:
         with pytest.raises(ValueError, match=message):

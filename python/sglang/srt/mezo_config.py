@@ -208,6 +208,13 @@ class MeZOConfig:
         if unknown or not self.lora_target_modules:
             raise ValueError(f"LoRA target modules {unknown or list(self.lora_target_modules)} are not supported; "
                              f"choose among {list(SUPPORTED_TARGETS)} (RoBERTa: {list(ENCODER_TARGETS)})")
+        attention = {"q_proj", "k_proj", "v_proj"} & set(self.lora_target_modules)
+        if attention and not {"q_proj", "v_proj"} <= attention:
+            # SGLang stacks q/k/v into one qkv_proj adapter and fills in only a missing k_proj.
+            raise ValueError(f"LoRA target modules {list(self.lora_target_modules)}: SGLang's LoRA loader needs "
+                             "q_proj and v_proj together whenever one of q_proj/k_proj/v_proj is a target; "
+                             "add the missing one (e.g. q_proj,v_proj), or use lora_layers / lora_rank for fewer "
+                             "parameters")
         if self.template is not None and self.template != AUTO:
             check_template(self.template)
         if self.label_words is not None and self.label_words != AUTO:
