@@ -157,6 +157,20 @@ def test_nproc_runs_torchrun_with_identical_workers(tmp_path, reference, tiny_ll
     assert grads_2 == pytest.approx(grads_1[:12], rel=1e-3, abs=1e-6)
 
 
+def test_workers_that_search_the_prompt_agree_on_it(tmp_path, tiny_llama, toy_file):
+    """template/label_words 'auto' and calibrate: each worker searches; they must choose alike."""
+    out = tmp_path / "auto"
+    argv = _argv(tiny_llama, toy_file, out, "--template", "auto", "--label-words", "auto", "--calibrate",
+                 "--task", "sst-2")
+    argv[argv.index("--num-steps") + 1] = "4"
+    done = subprocess.run([sys.executable, "-m", "sglang.srt.mezo_mlm_trainer", *argv, "--nproc", "2"],
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    chosen = json.loads((out / "prompt.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["prompt"]["template"] == chosen["template"] and chosen["calibration"]
+
+
 # ---------------------------------------------------------------- no processes: the pieces
 
 

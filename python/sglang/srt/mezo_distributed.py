@@ -287,6 +287,13 @@ def start_worker_run(plan, group: DataParallelGroup, runner=None, callbacks=None
     plan = worker_plan(plan, group.rank)
     mezo_run = start_run(plan, runner, callbacks if group.rank == 0 else (callbacks or []))
     trainer = mezo_run.trainer
+    if plan.prompt_choice is not None:  # each worker searched on its own: they must have chosen alike
+        choice = plan.prompt_choice
+        mine = json.dumps([choice.template, choice.label_words]).encode()
+        choices = group._gather_bytes(mine, "prompt choice")
+        if any(c != choices[0] for c in choices):
+            raise ValueError("data-parallel workers chose different prompts (template='auto', label_words='auto' or "
+                             "calibrate): give the template and label words that worker 0 chose (its prompt.json)")
     trainer.data_parallel = group
     lora = getattr(trainer.trainable, "lora", None)
     payload = None

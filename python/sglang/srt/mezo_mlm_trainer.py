@@ -75,9 +75,9 @@ from sglang.srt.mezo_prompts import (  # noqa: F401  (re-exported: the prompt AP
 from sglang.srt.mezo_tasks import (  # noqa: F401
     DataFormatError,
     DataSource,
+    DataSplits,
     Example,
     TaskPreset,
-    DataSplits,
     compute_metric,
     get_task,
     prepare_data,
