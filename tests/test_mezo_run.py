@@ -32,6 +32,17 @@ def toy_spec(model, toy_file, **kw) -> MeZOConfig:
     return MeZOConfig(**base)
 
 
+def stop_after(spec: MeZOConfig, steps: int) -> None:
+    """Run ``spec`` for ``steps`` steps, save a checkpoint, and stop (trainer and runner thrown away)."""
+    mezo_run = start_run(prepare(spec))
+    try:
+        while mezo_run.step_count < steps:
+            mezo_run.advance()
+        mezo_run.save()
+    finally:
+        release_model_runner(mezo_run.trainer.runner)
+
+
 # ---------------------------------------------------------------- the spec
 
 
@@ -169,13 +180,7 @@ def test_stopping_between_steps_and_resuming_from_the_checkpoint_is_exact(tiny_l
         release_model_runner(run_a.trainer.runner)
 
     spec_b = toy_spec(tiny_llama, toy_file, output_dir=str(tmp_path / "b"), **common)
-    run_b = start_run(prepare(spec_b))
-    try:
-        while run_b.step_count < 3:
-            run_b.advance()
-        run_b.save()  # a checkpoint after step 3, then the run stops
-    finally:
-        release_model_runner(run_b.trainer.runner)
+    stop_after(spec_b, 3)
     state = json.loads((tmp_path / "b" / "checkpoints" / "step-000003" / RUN_STATE_FILE).read_text())
     assert state["step"] == 3
 
@@ -285,13 +290,7 @@ def test_update_rules_move_by_their_coefficients_and_resume_exactly(tiny_llama, 
     finally:
         release_model_runner(mezo_run.trainer.runner)
     spec_b = toy_spec(tiny_llama, toy_file, output_dir=str(tmp_path / "b"), **common)
-    run_b = start_run(prepare(spec_b))
-    try:
-        while run_b.step_count < 2:
-            run_b.advance()
-        run_b.save()
-    finally:
-        release_model_runner(run_b.trainer.runner)
+    stop_after(spec_b, 2)
     run_c = start_run(prepare(dataclasses.replace(spec_b, resume=True)))
     try:
         result_c = run_c.run_to_end()
