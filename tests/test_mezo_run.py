@@ -93,11 +93,11 @@ def test_cli_flags_are_made_from_the_spec():
     # No flags given: the spec's own defaults (bar the progress bar, which --quiet controls).
     assert config_from_arguments(parser.parse_args([]), progress_bar=True) == MeZOConfig()
     args = parser.parse_args(["--task", "rte", "--label-words", "entailment:yes,not_entailment:no",
-                              "--no-space-prefix", "--lora-target-modules", "q_proj,k_proj", "--no-eval-at-start",
+                              "--no-space-prefix", "--lora-target-modules", "q_proj,k_proj,v_proj", "--no-eval-at-start",
                               "--paired-forward", "--learning-rate", "1e-4"])
     spec = config_from_arguments(args)
     assert spec.task == "rte" and spec.label_words == {"entailment": "yes", "not_entailment": "no"}
-    assert spec.use_space_prefix is False and spec.lora_target_modules == ("q_proj", "k_proj")
+    assert spec.use_space_prefix is False and spec.lora_target_modules == ("q_proj", "k_proj", "v_proj")
     assert spec.eval_at_start is False and spec.paired_forward is True and spec.learning_rate == 1e-4
     import argparse
 
