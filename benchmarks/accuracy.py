@@ -135,6 +135,13 @@ def _from_auto() -> list[Run]:
     return runs
 
 
+def _targets_plan() -> list[Run]:
+    # The issue's targets with the defaults (MeZO-LoRA r 8, fp32, batch 16, lr 1e-3, eps 1e-2) from
+    # the chosen prompt: the third SST-2 16-shot data seed, SST-5 and TREC.
+    mezo = dict(method="mezo-lora", steps=500, lr=1e-3, eps=1e-2, batch=16, eval_every=250, prompt="auto")
+    return [Run("sst-2", 16, 21, **mezo), Run("trec", 16, 42, **mezo), Run("sst-5", 16, 42, **mezo)]
+
+
 def lever_options(lever: str) -> dict:
     """The spec options of a lever; "a+b" combines levers."""
     options: dict = {}
@@ -162,6 +169,7 @@ def _levers() -> list[Run]:
 
 PLANS = {
     "levers": _levers,
+    "targets": _targets_plan,
     "prompts": _prompts,
     "from-auto": _from_auto,
     "full": _grid,
