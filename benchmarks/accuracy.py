@@ -90,6 +90,10 @@ LEVERS = {
 }
 
 
+#: MeZO-LoRA from the chosen prompt: the settings every plan after `prompts` starts from.
+FROM_AUTO = dict(method="mezo-lora", steps=500, lr=1e-3, eps=1e-2, batch=16, eval_every=250, prompt="auto")
+
+
 def _grid() -> list[Run]:
     # Sized for about 2 h on 2 cores: a MeZO-LoRA step at batch 8 is ~1.3 s (SST-2), a full-weight
     # one ~5 s, an Adam step on HF ~3 s, an SGLang pass over SST-2 dev ~1.5 min. The issue's
@@ -130,8 +134,7 @@ def _prompts() -> list[Run]:
 def _from_auto() -> list[Run]:
     # MeZO-LoRA from the chosen prompt with the old defaults (rank 8, fp32), SST-2 16-shot data
     # seeds 42 and 13; the Adam-LoRA ceiling from the same prompts on the three seeds.
-    mezo = dict(method="mezo-lora", steps=500, lr=1e-3, eps=1e-2, batch=16, eval_every=250, prompt="auto")
-    runs = [Run("sst-2", 16, seed, **mezo) for seed in (42, 13)]
+    runs = [Run("sst-2", 16, seed, **FROM_AUTO) for seed in (42, 13)]
     runs += [Run("sst-2", 16, seed, "adam-lora", steps=100, lr=1e-3, batch=8, eval_every=50, prompt="auto")
              for seed in (42, 13, 21)]
     return runs
@@ -140,8 +143,7 @@ def _from_auto() -> list[Run]:
 def _targets_plan() -> list[Run]:
     # The targets with the defaults (MeZO-LoRA r 8, fp32, batch 16, lr 1e-3, eps 1e-2) from
     # the chosen prompt: the third SST-2 16-shot data seed, SST-5 and TREC.
-    mezo = dict(method="mezo-lora", steps=500, lr=1e-3, eps=1e-2, batch=16, eval_every=250, prompt="auto")
-    return [Run("sst-2", 16, 21, **mezo), Run("trec", 16, 42, **mezo), Run("sst-5", 16, 42, **mezo)]
+    return [Run("sst-2", 16, 21, **FROM_AUTO), Run("trec", 16, 42, **FROM_AUTO), Run("sst-5", 16, 42, **FROM_AUTO)]
 
 
 def lever_options(lever: str) -> dict:
@@ -157,25 +159,24 @@ def _levers() -> list[Run]:
     # (the baselines: from-auto's run of that seed in fp32, and the bf16 lever). The first runs are
     # fp32; after bf16 matched fp32 (80.8 vs 81.0) at half the time, the rest ran in bf16 against
     # the bf16 baseline. n-SPSA 4 at matched forwards (a quarter of the steps).
-    base = dict(method="mezo-lora", lr=1e-3, eps=1e-2, batch=16, prompt="auto")
     runs = []
     levers = ["bf16", "rank2"] + [f"bf16+{lever}" for lever in (
         "top8", "freeze-a", "normalized", "rank2", "rank2+freeze-a", "rank1", "sign", "lr3e-3",
         "linear-lr", "eps1e-3", "rademacher", "nspsa4")]
     for lever in levers:
         steps = 125 if lever.endswith("nspsa4") else 500
-        hp = {**base, "eps": 1e-3 if "eps1e-3" in lever else base["eps"], "lr": 3e-3 if "lr3e-3" in lever else base["lr"]}
-        runs.append(Run("sst-2", 16, 42, steps=steps, eval_every=steps // 2, lever=lever, **hp))
+        hp = {**FROM_AUTO, "steps": steps, "eval_every": steps // 2,
+              "eps": 1e-3 if "eps1e-3" in lever else FROM_AUTO["eps"], "lr": 3e-3 if "lr3e-3" in lever else FROM_AUTO["lr"]}
+        runs.append(Run("sst-2", 16, 42, lever=lever, **hp))
     return runs
 
 
 def _confirm() -> list[Run]:
     # The best lever of data seed 42 (bf16 + rank 2) on the other SST-2 data seeds and on SST-5;
     # TREC, which diverged at lr 1e-3 (train loss 1.37 -> 2.83), at smaller lr and with rank 2.
-    base = dict(method="mezo-lora", steps=500, eps=1e-2, batch=16, eval_every=250, prompt="auto")
-    runs = [Run("sst-2", 16, seed, lr=1e-3, lever="bf16+rank2", **base) for seed in (13, 21)]
-    runs += [Run("trec", 16, 42, lr=lr, lever=f"bf16+lr{tag}", **base) for lr, tag in ((3e-4, "3e-4"), (1e-4, "1e-4"))]
-    runs += [Run("trec", 16, 42, lr=1e-3, lever="bf16+rank2", **base), Run("sst-5", 16, 42, lr=1e-3, lever="bf16+rank2", **base)]
+    runs = [Run("sst-2", 16, seed, lever="bf16+rank2", **FROM_AUTO) for seed in (13, 21)]
+    runs += [Run("trec", 16, 42, **{**FROM_AUTO, "lr": lr}, lever=f"bf16+lr{tag}") for lr, tag in ((3e-4, "3e-4"), (1e-4, "1e-4"))]
+    runs += [Run(task, 16, 42, lever="bf16+rank2", **FROM_AUTO) for task in ("trec", "sst-5")]
     return runs
 
 
@@ -183,17 +184,16 @@ def _stable() -> list[Run]:
     # lr 1e-3 diverged late on some runs (SST-2 seed 21 at rank 2: train loss 0.30 -> 0.97 after
     # step ~350; TREC at rank 8): the normalized rule scales each step by a running RMS of g, so a
     # growing g no longer grows the step.
-    base = dict(method="mezo-lora", steps=500, lr=1e-3, eps=1e-2, batch=16, eval_every=250, prompt="auto")
-    runs = [Run("sst-2", 16, seed, lever="bf16+rank2+normalized", **base) for seed in (42, 13, 21)]
-    runs += [Run("sst-2", 16, seed, lever="bf16+normalized", **base) for seed in (13, 21)]
-    runs += [Run("trec", 16, 42, lever=lever, **base) for lever in ("bf16+normalized", "bf16+rank2+normalized")]
-    runs += [Run("sst-5", 16, 42, lever="bf16+rank2+normalized", **base)]
+    runs = [Run("sst-2", 16, seed, lever="bf16+rank2+normalized", **FROM_AUTO) for seed in (42, 13, 21)]
+    runs += [Run("sst-2", 16, seed, lever="bf16+normalized", **FROM_AUTO) for seed in (13, 21)]
+    runs += [Run("trec", 16, 42, lever=lever, **FROM_AUTO) for lever in ("bf16+normalized", "bf16+rank2+normalized")]
+    runs += [Run("sst-5", 16, 42, lever="bf16+rank2+normalized", **FROM_AUTO)]
     return runs
 
 
 def _bf16_1000() -> list[Run]:
     # bf16 against fp32 after 1,000 steps (the test for making bf16 the CPU default).
-    base = dict(method="mezo-lora", steps=1000, lr=1e-3, eps=1e-2, batch=16, eval_every=250, prompt="auto")
+    base = {**FROM_AUTO, "steps": 1000}
     return [Run("sst-2", 16, 42, **base), Run("sst-2", 16, 42, lever="bf16", **base)]
 
 
@@ -511,11 +511,21 @@ def _write_readme_section(text: str) -> None:
         f.write(readme)
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard takes I/N, e.g. 0/2, got {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"--shard {text}: I must be in 0..N-1")
+    return i, n
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--plan", choices=sorted(PLANS), default="full")
     parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--shard", default="0/1", metavar="I/N",
+    parser.add_argument("--shard", default=(0, 1), type=_shard, metavar="I/N",
                         help="run only the plan's runs i, i+N, i+2N, ... (N processes side by side, e.g. one a core)")
     args = parser.parse_args()
     names = {r["name"] for r in load_records()}
@@ -523,10 +533,9 @@ def main() -> None:
     command = "`, `".join(f"python benchmarks/accuracy.py --plan {plan}" for plan in PLANS
                           if plan != "sst2-k16" and any(run.name in names for run in PLANS[plan]()))
     if not args.report_only:
-        done = {r["name"] for r in load_records()}
-        shard, shards = (int(x) for x in args.shard.split("/"))
+        shard, shards = args.shard
         for run in PLANS[args.plan]()[shard::shards]:
-            if run.name in done:
+            if run.name in names:
                 print(f"[skip] {run.name} (already in {RESULTS})", flush=True)
                 continue
             t0 = time.perf_counter()
