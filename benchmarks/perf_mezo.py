@@ -118,7 +118,9 @@ def _encoded(batch):
 def _mezo_config(kind: str, scratch: str, max_total_tokens: int):
     from sglang.srt.mezo_trainer import MeZOConfig
 
-    common = dict(progress_bar=False, seed=0, output_dir=scratch, max_total_tokens=max_total_tokens)
+    # Rank 8 (the runner's) and plain SGD: the settings the committed results were measured with.
+    common = dict(progress_bar=False, seed=0, output_dir=scratch, max_total_tokens=max_total_tokens, lora_rank=8,
+                  update_rule="sgd")
     if kind == "lora_paired":
         return MeZOConfig(trainable="lora", learning_rate=LORA_LR, epsilon=LORA_EPS, paired_forward=True, **common)
     if kind == "lora_two":

@@ -87,7 +87,8 @@ def worker(dtype: str, model_path: str, threads: int, batch_size: int, seed: int
     scratch = tempfile.mkdtemp(prefix="perf-steps-")
 
     def trainer(task: str, **kw):
-        cfg = MeZOConfig(progress_bar=False, seed=0, output_dir=scratch, max_total_tokens=8192, dtype=dtype, **kw)
+        cfg = MeZOConfig(progress_bar=False, seed=0, output_dir=scratch, max_total_tokens=8192, dtype=dtype,
+                         lora_rank=8, update_rule="sgd", **kw)  # the runner's rank; the committed results' rule
         return MeZOMLMTrainer(config=cfg, task=task, runner=runner, tokenizer=tok)
 
     lora = {t: trainer(t, trainable="lora", learning_rate=LORA_LR, epsilon=LORA_EPS, paired_forward=True)

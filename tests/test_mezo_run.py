@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def toy_spec(model, toy_file, **kw) -> MeZOConfig:
     base = dict(model_path=model, task="sst-2", train_file=toy_file, eval_file=toy_file, device="cpu",
                 progress_bar=False, label_words={"0": "bad", "1": "good"}, learning_rate=5e-2, epsilon=1e-2,
-                batch_size=8, lora_rank=4)
+                batch_size=8, lora_rank=4, dtype="float32")  # checked against fp32 references
     base.update(kw)
     return MeZOConfig(**base)
 
@@ -79,8 +79,15 @@ def test_resolve_fills_the_per_kind_defaults_once():
     assert (causal.trainable, causal.learning_rate, causal.epsilon, causal.batch_size, causal.eval_steps) == \
         ("lora", 1e-3, 1e-2, 16, 100)
     assert causal.resolve("causal") == causal  # resolving twice changes nothing
+    # Causal-LM LoRA: the lever grid's winners (benchmarks/results/accuracy.md); the rest as in the paper.
+    assert (causal.lora_rank, causal.update_rule, causal.dtype) == (2, "normalized", "bfloat16")
+    full = MeZOConfig(trainable="full").resolve("causal")
+    assert (full.lora_rank, full.update_rule, full.dtype) == (8, "sgd", "float32")
     masked = MeZOConfig().resolve("masked")
     assert (masked.trainable, masked.batch_size, masked.num_steps) == ("full", 64, 100000)
+    assert (masked.update_rule, masked.dtype) == ("sgd", "float32")
+    given = MeZOConfig(lora_rank=8, update_rule="sgd", dtype="float32").resolve("causal")
+    assert (given.lora_rank, given.update_rule, given.dtype) == (8, "sgd", "float32")
     assert MeZOConfig(trainable="lora", learning_rate=0.5).resolve("masked").learning_rate == 0.5
 
 
@@ -162,12 +169,14 @@ def test_run_on_a_handed_runner_leaves_it_running(tiny_llama, toy_file, tmp_path
     assert summary["config"]["learning_rate"] == 5e-2 and summary["config"]["trainable"] == "lora"
 
 
-@pytest.mark.parametrize("trainable", ["lora", "full"])
-def test_stopping_between_steps_and_resuming_from_the_checkpoint_is_exact(tiny_llama, toy_file, tmp_path, trainable):
+@pytest.mark.parametrize("trainable,dtype", [("lora", "float32"), ("full", "float32"), ("lora", "bfloat16")])
+def test_stopping_between_steps_and_resuming_from_the_checkpoint_is_exact(tiny_llama, toy_file, tmp_path, trainable,
+                                                                          dtype):
     """Run A: 6 steps straight. Run B: 3 steps, a checkpoint, its trainer and runner thrown away;
     then resume=True goes on from the checkpoint (LoRA: the saved adapter; full weights: the base
-    model and the trajectory replayed). Same steps, same losses, same weights."""
-    common = dict(num_steps=6, eval_steps=3, eval_at_start=False, trainable=trainable)
+    model and the trajectory replayed). Same steps, same losses, same weights. bf16 LoRA with the
+    normalized rule is the causal-LM default."""
+    common = dict(num_steps=6, eval_steps=3, eval_at_start=False, trainable=trainable, dtype=dtype)
     if trainable == "full":
         common.update(learning_rate=1e-3, epsilon=1e-3)
     plan_a = prepare(toy_spec(tiny_llama, toy_file, output_dir=str(tmp_path / "a"), **common))
@@ -203,6 +212,26 @@ def test_stopping_between_steps_and_resuming_from_the_checkpoint_is_exact(tiny_l
     assert all(torch.equal(a, c) for a, c in zip(weights_a, weights_c))
 
 
+def test_a_run_recorded_before_a_default_moved_resumes_with_what_it_ran(tiny_llama, toy_file, tmp_path):
+    """Records written before update_rule existed and dtype had per-kind defaults carry neither:
+    they ran plain SGD in fp32, and resuming compares against that, not against today's defaults."""
+    from sglang.srt.mezo_trajectory import FILE
+
+    old = dict(num_steps=4, eval_steps=2, eval_at_start=False, update_rule="sgd", dtype="float32")
+    spec = toy_spec(tiny_llama, toy_file, output_dir=str(tmp_path / "old"), **old)
+    stop_after(spec, 2)
+    path = tmp_path / "old" / "checkpoints" / "step-000002" / FILE
+    record = json.loads(path.read_text())
+    for key in ("update_rule", "dtype", "noise", "freeze_lora_a"):
+        del record["config"][key]
+    path.write_text(json.dumps(record))
+    assert prepare(dataclasses.replace(spec, resume=True)).resume_from.endswith("step-000002")
+    today = dataclasses.replace(spec, resume=True, update_rule=None, dtype=None)
+    with pytest.raises(ValueError, match="other settings \\(dtype: 'float32' -> 'bfloat16', "
+                                         "update_rule: 'sgd' -> 'normalized'\\)"):
+        prepare(today)
+
+
 # ---------------------------------------------------------------- a pinned trajectory
 
 # The first three steps of a seeded run on the tiny Llama of conftest.py (seed 1234, rank 4, paired
@@ -226,7 +255,8 @@ def adapter_checksum(tensors) -> list[float]:
 
 def test_first_three_steps_are_pinned(tmp_path, tiny_llama):
     cfg = MeZOConfig(lora_rank=4, lora_alpha=8, batch_size=4, num_steps=3, learning_rate=1e-2, epsilon=1e-2,
-                     seed=1234, device="cpu", progress_bar=False, eval_at_start=False)
+                     seed=1234, device="cpu", progress_bar=False, eval_at_start=False, dtype="float32",
+                     update_rule="sgd")  # the settings the numbers were pinned with
     with trainer_for(MeZOTrainer, tiny_llama, cfg) as tr:
         assert tr.trainable.minus is not None  # the paired forward, the default on a fresh runner
         tr.train(TASK)

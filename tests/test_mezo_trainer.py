@@ -29,7 +29,9 @@ def hf_loss(model, batch):
 
 
 def small_config(tmp_path, **kw) -> MeZOConfig:
-    base = dict(lora_rank=4, lora_alpha=8, batch_size=4, progress_bar=False, output_dir=str(tmp_path / "out"))
+    # fp32 and plain SGD: the numbers are checked against PEFT's and against the MeZO update itself.
+    base = dict(lora_rank=4, lora_alpha=8, batch_size=4, progress_bar=False, output_dir=str(tmp_path / "out"),
+                dtype="float32", update_rule="sgd")
     base.update(kw)
     return MeZOConfig(**base)
 

@@ -26,7 +26,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def spec(model, toy_file, **kw) -> MeZOConfig:
     base = dict(model_path=model, task="sst-2", train_file=toy_file, eval_file=toy_file, k_shot=4, device="cpu",
                 progress_bar=False, learning_rate=5e-2, epsilon=1e-2, batch_size=8, lora_rank=4, num_steps=2,
-                eval_steps=2, template="auto", label_words="auto", calibrate=True)
+                eval_steps=2, template="auto", label_words="auto", calibrate=True, dtype="float32")  # HF cross-checks
     base.update(kw)
     return MeZOConfig(**base)
 

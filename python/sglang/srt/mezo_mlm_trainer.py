@@ -277,7 +277,8 @@ class RunPlan:
         }
 
 
-def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: DataSource = None) -> RunPlan:
+def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: DataSource = None, *,
+            runner=None) -> RunPlan:
     """Resolve ``config`` into a :class:`RunPlan`; builds no model.
 
     Reads the tokenizer and the model's config, fills in the defaults for its kind, checks the
@@ -285,6 +286,8 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
     problem with the input raises here with a message that says what to fix (``ValueError``,
     :class:`DataFormatError`, ``FileNotFoundError``). ``train_dataset``/``eval_dataset``
     (paths or lists of :class:`Example`) take the place of ``config.train_file``/``eval_file``.
+    ``runner``: the one :func:`start_run` will be given, if the run does not build its own; the run
+    takes that runner's dtype (a resumed run is checked against it, too).
 
     >>> plan = prepare(MeZOConfig(task="sst-2", num_steps=400))  # doctest: +SKIP
     >>> plan.kind, plan.config.learning_rate, len(plan.train)  # doctest: +SKIP
@@ -295,6 +298,7 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
     from sglang.srt.mezo_models import resolve_model_path
 
     from sglang.srt.mezo_run import check_resumable
+    from sglang.srt.mezo_runner import runner_dtype
 
     started = time.perf_counter()
     preset = get_task(config.task)
@@ -303,6 +307,8 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
     tokenizer = AutoTokenizer.from_pretrained(path)
     kind = model_kind(tokenizer, model_architectures(path))
     config = config.resolve(kind)
+    if runner is not None:
+        config = dataclasses.replace(config, dtype=runner_dtype(runner))
     check_trainable(kind, config.trainable)
     # The prompt is checked against the tokenizer before any data is read or model loaded.
     # "auto" parts start as the preset's; start_run searches once a model is there.
@@ -335,7 +341,11 @@ def start_run(plan: RunPlan, runner=None, callbacks=None):
     """The plan's :class:`~sglang.srt.mezo_run.MeZORun`, on ``runner`` if given (a live server's:
     the run loads its adapter into that runner's LoRA pool and never releases the runner), else
     on a ModelRunner built for it (release it with ``mezo_runner.release_model_runner``)."""
+    from sglang.srt.mezo_runner import runner_dtype
+
     started = time.perf_counter()
+    if runner is not None:  # the runner's dtype is the run's (prepare(runner=...) already says so)
+        plan.config = dataclasses.replace(plan.config, dtype=runner_dtype(runner))
     trainer = MeZOMLMTrainer(plan.model_path if runner is None else None, plan.trainer_config(),
                              task=plan.preset, prompt=plan.prompt, runner=runner)
     if plan.searches_prompt and plan.prompt_choice is None:

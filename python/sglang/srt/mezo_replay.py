@@ -72,7 +72,7 @@ def replay(run_dir: str, out_dir: str, *, base_model: Optional[str] = None, devi
     import torch
 
     trajectory = Trajectory.load(run_dir)
-    config = MeZOConfig.from_dict(trajectory.config)
+    config = MeZOConfig.from_record(trajectory.config)
     base_model = base_model or trajectory.model.get("path")
     check_base(trajectory, base_model)
     if torch.device(device).type != trajectory.device_type:

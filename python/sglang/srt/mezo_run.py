@@ -67,9 +67,10 @@ def check_resumable(config) -> Optional[str]:
         raise ValueError(f"output_dir {config.output_dir!r} already holds a run (checkpoint at step "
                          f"{int(os.path.basename(checkpoint)[5:])}): pass resume=True (--resume) to continue it, "
                          "or choose another output_dir")
+    from sglang.srt.mezo_config import with_record_fallbacks
     from sglang.srt.mezo_trajectory import Trajectory
 
-    recorded = Trajectory.load(checkpoint).config
+    recorded = with_record_fallbacks(Trajectory.load(checkpoint).config)
     wanted = config.to_dict()
     changed = sorted(k for k in set(recorded) | set(wanted)
                      if k not in RESUMABLE_CHANGES and recorded.get(k) != wanted.get(k))

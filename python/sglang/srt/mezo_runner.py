@@ -53,6 +53,11 @@ class RunnerSpec:
     extra_server_args: dict = field(default_factory=dict)
 
 
+def runner_dtype(runner: ModelRunner) -> str:
+    """The dtype a runner's weights are in, as a run spec names it ("float32", "bfloat16", ...)."""
+    return str(runner.model_config.dtype).removeprefix("torch.")
+
+
 def resolve_device(device: Optional[str]) -> str:
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -78,6 +83,9 @@ def build_model_runner(spec: RunnerSpec) -> ModelRunner:
     from sglang.srt.server_args import PortArgs, ServerArgs
 
     device = resolve_device(spec.device)
+    if device == "cpu" and spec.dtype == "bfloat16" and not torch.cpu._is_avx512_bf16_supported():
+        # Without bf16 instructions PyTorch emulates bf16 matmuls, and they run slower than fp32.
+        logger.warning("this CPU has no bf16 instructions (avx512_bf16/AMX): dtype='float32' will be faster")
     # Our plugin (CPU LoRA fix, model classes) must be in place before the model is built, and
     # a hand-built runner is not a process where SGLang loads plugins by itself.
     load_plugins()

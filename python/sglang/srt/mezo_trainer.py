@@ -17,6 +17,7 @@ Example (a tiny next-token task; any Llama/Qwen2 checkpoint path works):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -40,7 +41,7 @@ from sglang.srt.mezo_noise import AddZ, Decay, NoiseKind, Op, ShardLayout, draw_
 from sglang.srt.mezo_run import MeZORun  # noqa: E402
 from sglang.srt.mezo_trajectory import FILE as TRAJECTORY_FILE  # noqa: E402
 from sglang.srt.mezo_trajectory import Trajectory, weights_hash  # noqa: E402
-from sglang.srt.mezo_runner import ExtendForward, RunnerSpec, build_model_runner  # noqa: E402
+from sglang.srt.mezo_runner import ExtendForward, RunnerSpec, build_model_runner, runner_dtype  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -269,6 +270,8 @@ class MeZOTrainer:
         masked = kind == "masked"
         # Hyperparameters left to their defaults depend on the kind of model: resolved once, here.
         self.config = config = config.resolve(kind)
+        if runner is not None:  # a runner the run does not own sets the dtype (a server's, say)
+            config = self.config = dataclasses.replace(config, dtype=runner_dtype(runner))
         if runner is None:
             use_lora = config.trainable == "lora"
             runner = build_model_runner(

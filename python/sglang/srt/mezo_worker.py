@@ -84,7 +84,9 @@ class JobWorker:
         output_dir = os.path.join(self.dir, "run")
         config = MeZOConfig.from_dict({**req["config"], "output_dir": output_dir, "progress_bar": False,
                                        "resume": self.resuming})
-        self.plan = plan = prepare(config, req["train_path"], req["eval_path"] if req.get("eval_path") else [])
+        # The job trains in the dtype the server serves in (dtype is server-owned).
+        self.plan = plan = prepare(config, req["train_path"], req["eval_path"] if req.get("eval_path") else [],
+                                   runner=self.runner)
         self.run = start_run(plan, runner=self.runner, callbacks=[self._on_event])
         cfg = plan.config
         self.state.update(num_steps=cfg.num_steps, step=self.run.step_count,
