@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -226,6 +227,8 @@ def test_a_run_recorded_before_a_default_moved_resumes_with_what_it_ran(tiny_lla
         del record["config"][key]
     path.write_text(json.dumps(record))
     assert prepare(dataclasses.replace(spec, resume=True)).resume_from.endswith("step-000002")
+    moved = shutil.copytree(tmp_path / "old", tmp_path / "moved")  # a run folder moved elsewhere resumes too
+    assert prepare(dataclasses.replace(spec, resume=True, output_dir=str(moved))).resume_from.startswith(str(moved))
     today = dataclasses.replace(spec, resume=True, update_rule=None, dtype=None)
     with pytest.raises(ValueError, match="other settings \\(dtype: 'float32' -> 'bfloat16', "
                                          "update_rule: 'sgd' -> 'normalized'\\)"):

@@ -36,7 +36,7 @@ RUN_STATE_FILE = "run_state.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 #: Settings that may differ between a run and its resumption.
-RESUMABLE_CHANGES = ("resume", "progress_bar")
+RESUMABLE_CHANGES = ("resume", "progress_bar", "output_dir")  # a run folder may be moved or copied
 
 
 def checkpoint_dirs(output_dir: str) -> list[str]:
