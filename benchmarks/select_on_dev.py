@@ -27,6 +27,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "accuracy")
 OUT = os.path.join(HERE, "results", "select_on_dev.json")
+COMMAND = "python benchmarks/select_on_dev.py"
 
 
 def score_checkpoints(run_dir: str) -> list[dict]:
@@ -86,11 +87,17 @@ def main() -> None:
         print(name, done[name]["chosen_step"], [(s["step"], round(100 * s["dev_split_accuracy"], 1),
                                                   round(100 * (s["whole_dev_accuracy"] or 0), 1)) for s in scores],
               file=sys.stderr)
-    report(done)
+    text = report(done)
+    with open(OUT.replace(".json", ".md"), "w") as f:
+        f.write(text + "\n")
+    print(text)
 
 
-def report(done: dict) -> None:
-    rows = ["| run | checkpoints: step dev-split acc / whole-dev acc | chosen step | whole dev: chosen | final |",
+def report(done: dict) -> str:
+    rows = ["# Checkpoints chosen on the k-shot dev split", "",
+            f"Command: `{COMMAND}` (scores: `select_on_dev.json`). Accuracy in %; the dev split is the run's "
+            "k-shot dev split (training data, 16 a class), whole dev is the task's dev set the run reports.", "",
+            "| run | checkpoints: step dev-split acc / whole-dev acc | chosen step | whole dev: chosen | final |",
             "|---|---|---|---|---|"]
     chosen_all, final_all = [], []
     for name, d in sorted(done.items()):
@@ -105,7 +112,7 @@ def report(done: dict) -> None:
     if chosen_all:
         rows.append(f"\nMean over {len(chosen_all)} runs, whole dev: chosen on the dev split "
                     f"{100 * statistics.mean(chosen_all):.1f}, final {100 * statistics.mean(final_all):.1f}.")
-    print("\n".join(rows))
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":
