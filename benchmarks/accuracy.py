@@ -208,12 +208,11 @@ DEFAULTS_LEVER = "bf16+rank2+normalized"
 
 def _defaults_1000() -> list[Run]:
     # The issue's targets with the new defaults at its budget (1,000 steps): SST-2 16-shot on the
-    # three data seeds, SST-5, TREC; and the same settings in fp32 on a second SST-2 seed, so the
-    # bf16 default rests on two seeds (seed 42's pair is in bf16-1000).
+    # three data seeds, SST-5, TREC. (bf16 against fp32 on a second data seed is not in here yet:
+    # the fp32 run was cut for time; seed 42's pairs are in bf16-1000 and levers.)
     base = {**FROM_AUTO, "steps": 1000}
     runs = [Run("sst-2", 16, seed, lever=DEFAULTS_LEVER, **base) for seed in (42, 13, 21)]
     runs += [Run(task, 16, 42, lever=DEFAULTS_LEVER, **base) for task in ("sst-5", "trec")]
-    runs += [Run("sst-2", 16, 13, lever="rank2+normalized", **base)]
     return runs
 
 
@@ -225,8 +224,15 @@ def _k512() -> list[Run]:
             Run("sst-2", 512, 42, "adam-lora", steps=1000, lr=1e-3, batch=16, eval_every=250, prompt="auto")]
 
 
+def _adam_rank2() -> list[Run]:
+    # The Adam-LoRA ceiling for the configuration kept (rank 2), as from-auto has it for rank 8.
+    return [Run("sst-2", 16, seed, "adam-lora", steps=100, lr=1e-3, batch=8, eval_every=50, prompt="auto",
+                lever="rank2") for seed in (42, 13, 21)]
+
+
 PLANS = {
     "defaults-1000": _defaults_1000,
+    "adam-rank2": _adam_rank2,
     "k512": _k512,
     "levers": _levers,
     "confirm": _confirm,
@@ -291,7 +297,8 @@ def run_adam_lora(run: Run) -> dict:
     label_ids = torch.tensor(prompt.label_token_ids)
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+    rank = {**BASE, **lever_options(run.lever)}["lora_rank"]  # the MeZO run's rank (lever rank2: 2)
+    model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=16, target_modules=["q_proj", "v_proj"],
                                              lora_dropout=0.0, task_type="CAUSAL_LM"))
     body, head = model.get_base_model().model, model.get_base_model().lm_head
 
