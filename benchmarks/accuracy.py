@@ -152,8 +152,8 @@ def _targets_plan() -> list[Run]:
 
 
 def lever_options(lever: str) -> dict:
-    """The spec options of a lever; "a+b" combines levers."""
-    options: dict = {}
+    """The spec options of a run with this lever: BASE, then the lever's; "a+b" combines levers."""
+    options: dict = dict(BASE)
     for part in filter(None, lever.split("+")):
         options.update(LEVERS[part])
     return options
@@ -260,7 +260,7 @@ def run_mezo(run: Run, out_dir: str) -> dict:
         batch_size=run.batch, learning_rate=run.lr, epsilon=run.eps, trainable=trainable or "lora",
         eval_steps=run.eval_every, output_dir=out_dir if run.steps else None, progress_bar=sys.stderr.isatty(),
         max_eval_examples=run.eval_n, eval_at_start=False,  # step 0 is the zero-shot run's, not repeated
-        **PROMPTS[run.prompt], **{**BASE, **lever_options(run.lever)},
+        **PROMPTS[run.prompt], **lever_options(run.lever),
     )
     return {
         "prompt": result["prompt"], "prompt_search": result.get("prompt_search"),
@@ -298,7 +298,7 @@ def run_adam_lora(run: Run) -> dict:
     label_ids = torch.tensor(prompt.label_token_ids)
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    rank = {**BASE, **lever_options(run.lever)}["lora_rank"]  # the MeZO run's rank (lever rank2: 2)
+    rank = lever_options(run.lever)["lora_rank"]  # the MeZO run's rank (lever rank2: 2)
     model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=16, target_modules=["q_proj", "v_proj"],
                                              lora_dropout=0.0, task_type="CAUSAL_LM"))
     body, head = model.get_base_model().model, model.get_base_model().lm_head

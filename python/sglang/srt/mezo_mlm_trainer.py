@@ -84,6 +84,7 @@ from sglang.srt.mezo_tasks import (  # noqa: F401
     prepare_splits,
 )
 from sglang.srt.mezo_trainer import ForwardInputs, MeZOTrainer
+from sglang.srt.mezo_runner import runner_dtype  # noqa: E402  (after mezo_trainer: the CPU runtime first)
 from sglang.srt.mezo_prompt_search import PromptChoice, search_prompt  # noqa: E402
 
 import torch  # noqa: E402  (after mezo_trainer, which sets up SGLang's CPU runtime first)
@@ -298,7 +299,6 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
     from sglang.srt.mezo_models import resolve_model_path
 
     from sglang.srt.mezo_run import check_resumable
-    from sglang.srt.mezo_runner import runner_dtype
 
     started = time.perf_counter()
     preset = get_task(config.task)
@@ -341,13 +341,11 @@ def start_run(plan: RunPlan, runner=None, callbacks=None):
     """The plan's :class:`~sglang.srt.mezo_run.MeZORun`, on ``runner`` if given (a live server's:
     the run loads its adapter into that runner's LoRA pool and never releases the runner), else
     on a ModelRunner built for it (release it with ``mezo_runner.release_model_runner``)."""
-    from sglang.srt.mezo_runner import runner_dtype
-
     started = time.perf_counter()
-    if runner is not None:  # the runner's dtype is the run's (prepare(runner=...) already says so)
-        plan.config = dataclasses.replace(plan.config, dtype=runner_dtype(runner))
     trainer = MeZOMLMTrainer(plan.model_path if runner is None else None, plan.trainer_config(),
                              task=plan.preset, prompt=plan.prompt, runner=runner)
+    # A runner handed in sets the dtype (the trainer decides); the plan's record says what ran.
+    plan.config = dataclasses.replace(plan.config, dtype=trainer.config.dtype)
     if plan.searches_prompt and plan.prompt_choice is None:
         plan.use_prompt(_recorded_or_searched_prompt(plan, trainer))
     if plan.prompt_choice is not None:
