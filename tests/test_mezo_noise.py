@@ -83,8 +83,10 @@ def test_add_subtract_run_draws_z_three_times_a_step_and_replays_bit_for_bit(sma
         assert torch.equal(pieces, t[: pieces.shape[0]]), name
 
 
-def test_tensors_shared_out_among_threads_move_exactly_as_on_one(small_chunks):
-    """Large tensors go to torch's threads side by side, each with its own stream: the same numbers."""
+@pytest.mark.parametrize("kind", ["gaussian", "rademacher"])
+def test_tensors_shared_out_among_threads_move_exactly_as_on_one(small_chunks, kind):
+    """Gaussian: large tensors go to threads side by side, each with its own stream. Rademacher: one
+    lane whose ops use torch's threads. Either way, the same numbers as on one thread."""
     shapes = [(40, 30), (7, 100), (500,), (33, 33), (64,)]
     ops = [AddZ(11, 0.5), Decay(0.9), AddZ(12, -0.25)]
     decay = [True, False, True, True, False]
@@ -94,9 +96,11 @@ def test_tensors_shared_out_among_threads_move_exactly_as_on_one(small_chunks):
         for threads in (1, 2):
             torch.set_num_threads(threads)
             tensors = [torch.linspace(-1, 1, torch.Size(s).numel()).view(s).clone() for s in shapes]
-            move(tensors, ops, decay, {})
+            if threads == 2:
+                assert noise._lanes(tensors, kind) == (2 if kind == "gaussian" else 1)
+            move(tensors, ops, decay, {}, kind=kind)
             results.append(tensors)
     finally:
         torch.set_num_threads(before)
     assert all(torch.equal(a, b) for a, b in zip(*results))
-    assert noise._lanes([torch.zeros(100), torch.zeros(100)]) == 1  # one thread here again
+    assert noise._lanes([torch.zeros(100), torch.zeros(100)], "gaussian") == min(before, 2)  # threads restored
