@@ -79,6 +79,7 @@ MEMORY_LABELS = {
     "sgl_inference_base": "SGLang inference forward (base runner)",
     "mezo_full_exact": "MeZO full step, exact restore",
     "mezo_full_inexact": "MeZO full step, add/subtract restore",
+    "mezo_full_rademacher": "MeZO full step, add/subtract restore, Rademacher z",
     "hf_inference": "HF forward (reference objective, no grad)",
     "adam_lora": "Adam backprop LoRA (reference objective)",
     "adam_lora_lean": "Adam backprop LoRA (last-position label logits)",
@@ -87,10 +88,10 @@ MEMORY_LABELS = {
 }
 MEMORY_KINDS_QUICK = ["sgl_inference_lora", "mezo_lora_paired", "mezo_lora_two", "hf_inference", "adam_lora",
                       "adam_lora_lean"]
-MEMORY_KINDS = MEMORY_KINDS_QUICK + ["sgl_inference_base", "mezo_full_exact", "mezo_full_inexact", "adam_full",
-                                     "adam_full_lean"]
+MEMORY_KINDS = MEMORY_KINDS_QUICK + ["sgl_inference_base", "mezo_full_exact", "mezo_full_inexact",
+                                     "mezo_full_rademacher", "adam_full", "adam_full_lean"]
 SGL_MEMORY_KINDS = {"sgl_inference_lora", "mezo_lora_paired", "mezo_lora_two", "sgl_inference_base",
-                    "mezo_full_exact", "mezo_full_inexact"}
+                    "mezo_full_exact", "mezo_full_inexact", "mezo_full_rademacher"}
 
 
 def log(msg: str) -> None:
@@ -129,6 +130,9 @@ def _mezo_config(kind: str, scratch: str, max_total_tokens: int):
         return MeZOConfig(trainable="full", learning_rate=FULL_LR, epsilon=FULL_EPS, exact_restore=True, **common)
     if kind == "full_inexact":
         return MeZOConfig(trainable="full", learning_rate=FULL_LR, epsilon=FULL_EPS, exact_restore=False, **common)
+    if kind == "full_rademacher":
+        return MeZOConfig(trainable="full", learning_rate=FULL_LR, epsilon=FULL_EPS, exact_restore=False,
+                          noise="rademacher", **common)
     raise ValueError(kind)
 
 
@@ -313,7 +317,8 @@ def memory_worker(args) -> int:
             torch.set_num_threads(args.threads)
             tkind = {"sgl_inference_lora": "lora_paired", "mezo_lora_paired": "lora_paired",
                      "mezo_lora_two": "lora_two", "sgl_inference_base": "full_exact",
-                     "mezo_full_exact": "full_exact", "mezo_full_inexact": "full_inexact"}[kind]
+                     "mezo_full_exact": "full_exact", "mezo_full_inexact": "full_inexact",
+                     "mezo_full_rademacher": "full_rademacher"}[kind]
             trainer = _make_trainer(_mezo_config(tkind, scratch, args.max_total_tokens), runner, tok)
             encoded = _encoded(batch)
             op = (lambda: trainer.compute_loss(encoded)) if kind.startswith("sgl_inference") else (lambda: trainer.step(encoded))
@@ -500,7 +505,64 @@ def render_steps_markdown(data: dict) -> str:
     return "\n".join(L)
 
 
+def render_memory(mem: dict) -> list[str]:
+    """Section 3 of perf.md: peak memory of each measurement and the factors between them."""
+    L: list[str] = []
+    if mem:
+        mb = mem.get("batch_size")
+        rows = mem.get("results", {})
+        L.append(f"## 3. Peak memory (batch {mb}, one fresh process per measurement)")
+        L.append("")
+        L.append(f"RSS in MB. \"after import\": libraries imported, no model (an SGLang process imports far more than an "
+                 f"HF-only one); \"after load\": model, runner, adapters, optimizer built; \"peak\": VmHWM over "
+                 f"{mem.get('iterations')} operations (the first included), reset after load. SGLang allocates its KV pool "
+                 f"(max_total_tokens = {mem.get('max_total_tokens')}, just enough for this batch's paired forward) and "
+                 "request pools up front, at load: they are part of its baseline.")
+        L.append("")
+        L.append("| measurement | after import | after load | peak | peak − load | peak − import |")
+        L.append("|---|---|---|---|---|---|")
+        for kind, label in MEMORY_LABELS.items():
+            r = rows.get(kind)
+            if not r:
+                continue
+            if "error" in r:
+                L.append(f"| {label} | failed | | | | |")
+                continue
+            L.append(f"| {label} | {r['rss_after_import_mb']:.0f} | {r['rss_after_load_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
+                     f"{r['peak_rss_mb'] - r['rss_after_load_mb']:.0f} | {r['peak_rss_mb'] - r['rss_after_import_mb']:.0f} |")
+        L.append("")
+
+        def fac(a, b, target=None):
+            ra, rb = rows.get(a), rows.get(b)
+            if not ra or not rb or "error" in ra or "error" in rb:
+                return None
+            peak = ra["peak_rss_mb"] / rb["peak_rss_mb"]
+            net = (ra["peak_rss_mb"] - ra["rss_after_import_mb"]) / (rb["peak_rss_mb"] - rb["rss_after_import_mb"])
+            ok = lambda x: f"**{x:.2f}**" if target is not None and x <= target else f"{x:.2f}"  # noqa: E731
+            return f"| {MEMORY_LABELS[a]} / {MEMORY_LABELS[b]} | {ok(peak)} | {ok(net)} | {target or ''} |"
+
+        pairs = [("mezo_lora_paired", "sgl_inference_lora", 1.1), ("mezo_lora_two", "sgl_inference_lora", 1.1),
+                 ("mezo_full_exact", "sgl_inference_base", 1.1), ("mezo_full_inexact", "sgl_inference_base", 1.1),
+                 ("mezo_full_rademacher", "sgl_inference_base", 1.1),
+                 ("adam_lora", "mezo_lora_paired", None), ("adam_lora", "mezo_lora_two", None),
+                 ("adam_lora_lean", "mezo_lora_two", None), ("adam_full", "mezo_full_exact", None),
+                 ("adam_full", "mezo_full_inexact", None), ("adam_full_lean", "mezo_full_inexact", None),
+                 ("hf_inference", "sgl_inference_base", None)]
+        frows = [f for f in (fac(*p) for p in pairs) if f]
+        if frows:
+            L.append("| factor | peak / peak | (peak − import) / (peak − import) | target |")
+            L.append("|---|---|---|---|")
+            L += frows
+            L.append("")
+    return L
+
 def render_markdown(data: dict) -> str:
+    if not data.get("timing") and not data.get("steps"):  # --memory-only
+        meta = data["meta"]
+        return "\n".join([f"# sglang-mezo peak memory", "", "```", meta["command"], "```", "",
+                          f"- date: {meta['date']}; git {meta['machine']['git_commit']}"
+                          f"{' (+ uncommitted changes)' if meta['machine']['git_dirty'] else ''}", ""]
+                         + render_memory(data.get("memory") or {}))
     if not data.get("timing"):
         return render_steps_markdown(data)
     R = Results(data)
@@ -529,8 +591,11 @@ def render_markdown(data: dict) -> str:
              "ratios are medians of per-repeat ratios (min–max in parentheses); **bold** = meets the target")
     tp = t.get("trainable_parameters") or {}
     rtp = t.get("reference_trainable_parameters") or {}
-    L.append(f"- trainable sets: LoRA r=8, alpha=16, q_proj+v_proj ({tp.get('lora', '?'):,} parameters; reference PEFT "
-             f"{rtp.get('lora', '?'):,}), full ({tp.get('full', '?'):,}; reference {rtp.get('full', '?'):,}); "
+    def count(n) -> str:  # "?" when that side did not run (--no-reference)
+        return f"{n:,}" if isinstance(n, int) else "?"
+
+    L.append(f"- trainable sets: LoRA r=8, alpha=16, q_proj+v_proj ({count(tp.get('lora'))} parameters; reference PEFT "
+             f"{count(rtp.get('lora'))}), full ({count(tp.get('full'))}; reference {count(rtp.get('full'))}); "
              f"MeZO LoRA lr {LORA_LR} eps {LORA_EPS}, full lr {FULL_LR} eps {FULL_EPS}")
     lc = t.get("loss_check") or {}
     if lc:
@@ -582,52 +647,7 @@ def render_markdown(data: dict) -> str:
         L.append("")
 
     # ---- 3. memory
-    mem = data.get("memory") or {}
-    if mem:
-        mb = mem.get("batch_size")
-        rows = mem.get("results", {})
-        L.append(f"## 3. Peak memory (batch {mb}, one fresh process per measurement)")
-        L.append("")
-        L.append(f"RSS in MB. \"after import\": libraries imported, no model (an SGLang process imports far more than an "
-                 f"HF-only one); \"after load\": model, runner, adapters, optimizer built; \"peak\": VmHWM over "
-                 f"{mem.get('iterations')} operations (the first included), reset after load. SGLang allocates its KV pool "
-                 f"(max_total_tokens = {mem.get('max_total_tokens')}, just enough for this batch's paired forward) and "
-                 "request pools up front, at load: they are part of its baseline.")
-        L.append("")
-        L.append("| measurement | after import | after load | peak | peak − load | peak − import |")
-        L.append("|---|---|---|---|---|---|")
-        for kind, label in MEMORY_LABELS.items():
-            r = rows.get(kind)
-            if not r:
-                continue
-            if "error" in r:
-                L.append(f"| {label} | failed | | | | |")
-                continue
-            L.append(f"| {label} | {r['rss_after_import_mb']:.0f} | {r['rss_after_load_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
-                     f"{r['peak_rss_mb'] - r['rss_after_load_mb']:.0f} | {r['peak_rss_mb'] - r['rss_after_import_mb']:.0f} |")
-        L.append("")
-
-        def fac(a, b, target=None):
-            ra, rb = rows.get(a), rows.get(b)
-            if not ra or not rb or "error" in ra or "error" in rb:
-                return None
-            peak = ra["peak_rss_mb"] / rb["peak_rss_mb"]
-            net = (ra["peak_rss_mb"] - ra["rss_after_import_mb"]) / (rb["peak_rss_mb"] - rb["rss_after_import_mb"])
-            ok = lambda x: f"**{x:.2f}**" if target is not None and x <= target else f"{x:.2f}"  # noqa: E731
-            return f"| {MEMORY_LABELS[a]} / {MEMORY_LABELS[b]} | {ok(peak)} | {ok(net)} | {target or ''} |"
-
-        pairs = [("mezo_lora_paired", "sgl_inference_lora", 1.1), ("mezo_lora_two", "sgl_inference_lora", 1.1),
-                 ("mezo_full_exact", "sgl_inference_base", 1.1), ("mezo_full_inexact", "sgl_inference_base", 1.1),
-                 ("adam_lora", "mezo_lora_paired", None), ("adam_lora", "mezo_lora_two", None),
-                 ("adam_lora_lean", "mezo_lora_two", None), ("adam_full", "mezo_full_exact", None),
-                 ("adam_full", "mezo_full_inexact", None), ("adam_full_lean", "mezo_full_inexact", None),
-                 ("hf_inference", "sgl_inference_base", None)]
-        frows = [f for f in (fac(*p) for p in pairs) if f]
-        if frows:
-            L.append("| factor | peak / peak | (peak − import) / (peak − import) | target |")
-            L.append("|---|---|---|---|")
-            L += frows
-            L.append("")
+    L += render_memory(data.get("memory") or {})
 
     # ---- 4. paired vs two
     L.append("## 4. Paired +/-eps (both passes as two adapter slots of one batch) vs two forwards")
@@ -716,7 +736,8 @@ def write_outputs(data: dict, out_dir: str) -> tuple[str, str, str]:
         data["meta"].pop("_fresh", None)
         with open(json_path, "w") as f:
             json.dump(data, f, indent=1)
-    md_path = os.path.join(out_dir, "perf.md" if data.get("timing") else "perf_steps.md")
+    md_path = os.path.join(out_dir, "perf.md" if data.get("timing") else "perf_steps.md" if data.get("steps")
+                           else "perf_memory.md")
     with open(md_path, "w") as f:
         f.write(render_markdown(data))
     png_path = os.path.join(out_dir, "perf_scaling.png")
@@ -742,6 +763,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-batch-size", type=int, default=16)
     p.add_argument("--mem-iters", type=int, default=3, help="operations per memory measurement")
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--memory-kinds", nargs="+", default=None, choices=MEMORY_KINDS,
+                   help="only these memory measurements (default: all; --quick: the LoRA ones)")
     p.add_argument("--no-reference", action="store_true")
     p.add_argument("--reference-seq-lens", action="store_true",
                    help="also time the reference in the sequence-length scaling (adds ~5 min)")
@@ -753,6 +776,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-only", action="store_true",
                    help="only sections 6-8 (full-weight step variants, RTE vs SST-2, dtypes): perf_steps.md")
     p.add_argument("--no-steps", action="store_true", help="skip sections 6-8")
+    p.add_argument("--memory-only", action="store_true",
+                   help="only the peak-memory measurements (section 3; with --memory-kinds, some of them)")
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="dtypes of sections 6-8")
     # internal: one memory measurement
     p.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
@@ -791,7 +816,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "command": command_line(), "date": now.strftime("%Y-%m-%d %H:%M:%S"), "quick": args.quick,
         "repeats": args.repeats, "batch_sizes": args.batch_sizes, "seq_lens": args.seq_lens, "seed": args.seed,
         "threads": args.threads, "ref_attn": args.ref_attn, "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "json_name": f"perf{'_steps' if args.steps_only else ''}_{now.strftime('%Y%m%d-%H%M%S')}"
+        "json_name": f"perf{'_steps' if args.steps_only else '_memory' if args.memory_only else ''}_{now.strftime('%Y%m%d-%H%M%S')}"
                      f"{'_quick' if args.quick else ''}.json",
     }
     log(f"command: {meta['command']}")
@@ -815,7 +840,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     fixed = ref.fixed_length_batches(tok, rows, 16, sorted(args.seq_lens), args.seed)
 
     timing = None
-    if not args.steps_only:
+    if not args.steps_only and not args.memory_only:
         scratch = tempfile.mkdtemp(prefix="perf-mezo-")
         try:
             timing = run_timings(args, tok, model_path, nat, fixed, scratch)
@@ -825,7 +850,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     memory = None
     if not args.no_memory and not args.steps_only:
         mbatch = nat_all[args.memory_batch_size]
-        kinds = MEMORY_KINDS_QUICK if args.quick else MEMORY_KINDS
+        kinds = args.memory_kinds or (MEMORY_KINDS_QUICK if args.quick else MEMORY_KINDS)
         mtokens = kv_tokens_needed([mbatch])
         log(f"memory: {len(kinds)} subprocesses, batch {len(mbatch)}, max_total_tokens {mtokens}")
         t0 = time.perf_counter()
@@ -834,7 +859,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   "seconds": time.perf_counter() - t0}
 
     steps = None
-    if not args.no_steps:
+    if not args.no_steps and not args.memory_only:
         steps = perf_steps.run(os.path.abspath(__file__), model_path, args.dtypes, args.threads,
                                args.repeats, seed=args.seed, log=log)
     meta["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
