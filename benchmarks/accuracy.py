@@ -231,7 +231,17 @@ def _adam_rank2() -> list[Run]:
                 lever="rank2") for seed in (42, 13, 21)]
 
 
+def _noise_1000() -> list[Run]:
+    # Rademacher z against the defaults' Gaussian at the issue's budget, same data seeds: random
+    # signs are Spall's original SPSA and 3x cheaper to draw, which is what a full-weight step
+    # needs to stay near two forwards; a LoRA step draws too few numbers to care.
+    base = {**FROM_AUTO, "steps": 1000}
+    runs = [Run("sst-2", 16, seed, lever=DEFAULTS_LEVER + "+rademacher", **base) for seed in (42, 13, 21)]
+    return runs + [Run("sst-5", 16, 42, lever=DEFAULTS_LEVER + "+rademacher", **base)]
+
+
 PLANS = {
+    "noise-1000": _noise_1000,
     "defaults-1000": _defaults_1000,
     "adam-rank2": _adam_rank2,
     "k512": _k512,
