@@ -60,7 +60,7 @@ def test_add_subtract_run_draws_z_three_times_a_step_and_replays_bit_for_bit(sma
                      device="cpu", progress_bar=False, output_dir=str(tmp_path / "run"), seed=5)
     fills = []
     real_fill = noise._fill
-    monkeypatch.setattr(noise, "_fill", lambda out, gen, kind: fills.append(out.numel()) or real_fill(out, gen, kind))
+    monkeypatch.setattr(noise, "_fill", lambda out, gen, kind, *scratch: fills.append(out.numel()) or real_fill(out, gen, kind, *scratch))
     with trainer_for(MeZOTrainer, tiny_llama, cfg) as tr:
         assert tr.restore == "add-subtract"
         tr._perturb(1, 0.0)

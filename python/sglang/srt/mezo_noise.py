@@ -80,16 +80,25 @@ def _generator(cache: dict, device: torch.device, slot: int = 0) -> torch.Genera
 _SIGN_TABLE = torch.tensor([[1.0 if (b >> k) & 1 else -1.0 for k in range(8)] for b in range(256)])
 
 
-def _fill(out: torch.Tensor, gen: torch.Generator, kind: str) -> None:
-    """Fill the 1-D float32 ``out`` with the next ``out.numel()`` values of ``gen``'s z stream."""
+def _fill(out: torch.Tensor, gen: torch.Generator, kind: str, scratch: Optional[dict] = None) -> None:
+    """Fill the 1-D float32 ``out`` with the next ``out.numel()`` values of ``gen``'s z stream.
+    ``scratch``: a dict (one per thread) where Rademacher's random words and indices are kept
+    between calls of the same size; a chunked pass calls this hundreds of times."""
     if kind == "gaussian":
         out.normal_(generator=gen)
         return
     n = out.numel()
-    words = torch.empty((n + 63) // 64, dtype=torch.int64, device=out.device)
+    nwords = (n + 63) // 64
+    bufs = scratch.get(nwords) if scratch is not None else None
+    if bufs is None:
+        bufs = (torch.empty(nwords, dtype=torch.int64, device=out.device),
+                torch.empty(nwords * 8, dtype=torch.int32, device=out.device))
+        if scratch is not None:
+            scratch[nwords] = bufs
+    words, index = bufs
     words.random_(-(2**63), None, generator=gen)  # all 64 bits random (the default range has 63)
-    index = words.view(torch.uint8).long()
-    table = _SIGN_TABLE.to(out.device)
+    index.copy_(words.view(torch.uint8))
+    table = _SIGN_TABLE if out.device.type == "cpu" else _SIGN_TABLE.to(out.device)
     if n % 8 == 0:  # straight into out, 8 signs a byte
         torch.index_select(table, 0, index[: n // 8], out=out.view(-1, 8))
     else:
@@ -161,11 +170,12 @@ def move(tensors: Sequence[torch.Tensor], ops: Sequence[Op], decay: Sequence[boo
         if group:
             device = tensors[group[0]].device
             gens = [_generator(generators, device, lane * len(seeds) + k + 1) for k in range(len(seeds))]
-            work.append((group, gens, _buffers(generators, device, len(seeds), lane)))
+            work.append((group, gens, _buffers(generators, device, len(seeds), lane),
+                         generators.setdefault(("fill scratch", device, lane), {})))
 
-    def run(group, gens, bufs) -> None:
+    def run(group, gens, bufs, scratch) -> None:
         for i in group:
-            _move_chunked(tensors[i], i, _ops_for(ops, decay[i]), seeds, gens, bufs, kind)
+            _move_chunked(tensors[i], i, _ops_for(ops, decay[i]), seeds, gens, bufs, kind, scratch)
 
     if len(work) <= 1:
         for item in work:
@@ -206,7 +216,8 @@ def _pool(n: int):
 
 
 def _move_chunked(t: torch.Tensor, index: int, ops: Sequence[Op], seeds: Sequence[int],
-                  gens: Sequence[torch.Generator], bufs: Sequence[torch.Tensor], kind: str) -> None:
+                  gens: Sequence[torch.Generator], bufs: Sequence[torch.Tensor], kind: str,
+                  scratch: Optional[dict] = None) -> None:
     for s, gen in zip(seeds, gens):
         gen.manual_seed(tensor_seed(s, index))
     flat = t.view(-1)
@@ -214,7 +225,7 @@ def _move_chunked(t: torch.Tensor, index: int, ops: Sequence[Op], seeds: Sequenc
         z = {}
         for s, gen, buf in zip(seeds, gens, bufs):
             chunk = buf[:length]
-            _fill(chunk, gen, kind)
+            _fill(chunk, gen, kind, scratch)
             z[s] = chunk if t.dtype == torch.float32 else chunk.to(t.dtype)
         _apply(flat[start : start + length], ops, z)
 
