@@ -272,6 +272,11 @@ def test_defaults_table():
     assert (m["trainable"], m["learning_rate"], m["epsilon"], m["batch_size"], m["num_steps"]) == \
         ("full", 1e-6, 1e-3, 64, 100000)
     assert resolve_hyperparameters("masked", "lora")["weight_decay"] == 0.1
+    # Random-sign z where drawing z is a step's main overhead (all weights); MeZO's Gaussian for LoRA.
+    assert {key: resolve_hyperparameters(*key)["noise"] for key in DEFAULTS} == {
+        ("causal", "lora"): "gaussian", ("masked", "lora"): "gaussian",
+        ("causal", "full"): "rademacher", ("masked", "full"): "rademacher"}
+    assert resolve_hyperparameters("causal", "full", noise="gaussian")["noise"] == "gaussian"
     assert resolve_hyperparameters("masked", num_steps=5000)["eval_steps"] == 500
     assert resolve_hyperparameters("causal", learning_rate=0.5)["learning_rate"] == 0.5
     with pytest.raises(ValueError, match="trainable"):

@@ -218,7 +218,7 @@ def test_a_run_recorded_before_a_default_moved_resumes_with_what_it_ran(tiny_lla
     they ran plain SGD in fp32, and resuming compares against that, not against today's defaults."""
     from sglang.srt.mezo_trajectory import FILE
 
-    old = dict(num_steps=4, eval_steps=2, eval_at_start=False, update_rule="sgd", dtype="float32")
+    old = dict(num_steps=4, eval_steps=2, eval_at_start=False, update_rule="sgd", dtype="float32", noise="gaussian")
     spec = toy_spec(tiny_llama, toy_file, output_dir=str(tmp_path / "old"), **old)
     stop_after(spec, 2)
     path = tmp_path / "old" / "checkpoints" / "step-000002" / FILE
@@ -229,7 +229,7 @@ def test_a_run_recorded_before_a_default_moved_resumes_with_what_it_ran(tiny_lla
     assert prepare(dataclasses.replace(spec, resume=True)).resume_from.endswith("step-000002")
     moved = shutil.copytree(tmp_path / "old", tmp_path / "moved")  # a run folder moved elsewhere resumes too
     assert prepare(dataclasses.replace(spec, resume=True, output_dir=str(moved))).resume_from.startswith(str(moved))
-    today = dataclasses.replace(spec, resume=True, update_rule=None, dtype=None)
+    today = dataclasses.replace(spec, resume=True, update_rule=None, dtype=None, noise=None)
     with pytest.raises(ValueError, match="other settings \\(dtype: 'float32' -> 'bfloat16', "
                                          "update_rule: 'sgd' -> 'normalized'\\)"):
         prepare(today)
@@ -242,9 +242,14 @@ def test_a_run_recorded_before_a_default_moved_resumes_with_what_it_ran(tiny_lla
 # the order of the trainable tensors, or the step seeds changed: old trajectories no longer replay.
 # z comes from torch.Generator on the tensor's device; CPU and CUDA generators draw different numbers
 # from the same seed, so a trajectory replays bit for bit only on the kind of device that recorded it.
+# Pinned for both kinds of z: Gaussian (the MeZO paper's, LoRA's default) and Rademacher (full weights').
 PINNED_SEEDS = [[1077755812133460511], [836039650763798036], [322137023740435929]]
-PINNED_GRADS = [0.3012657165527344, -1.733994483947754, -0.9564876556396484]
-PINNED_CHECKSUM = [-1.3131249051803024, 74.28441135942558, -9.298823199317386]
+PINNED = {  # noise: (projected gradients, adapter checksum after the three steps)
+    "gaussian": ([0.3012657165527344, -1.733994483947754, -0.9564876556396484],
+                 [-1.3131249051803024, 74.28441135942558, -9.298823199317386]),
+    "rademacher": ([2.8438803972345994, 1.341879181968686, 1.9723652367427125],
+                   [-0.5791404955089092, 92.23977379500866, -10.431469542554389]),
+}
 
 
 def adapter_checksum(tensors) -> list[float]:
@@ -256,10 +261,11 @@ def adapter_checksum(tensors) -> list[float]:
     return [sum(t.sum().item() for t in flat), sum(t.abs().sum().item() for t in flat), weighted]
 
 
-def test_first_three_steps_are_pinned(tmp_path, tiny_llama):
+@pytest.mark.parametrize("noise", sorted(PINNED))
+def test_first_three_steps_are_pinned(tmp_path, tiny_llama, noise):
     cfg = MeZOConfig(lora_rank=4, lora_alpha=8, batch_size=4, num_steps=3, learning_rate=1e-2, epsilon=1e-2,
                      seed=1234, device="cpu", progress_bar=False, eval_at_start=False, dtype="float32",
-                     update_rule="sgd")  # the settings the numbers were pinned with
+                     update_rule="sgd", noise=noise)  # the settings the numbers were pinned with
     with trainer_for(MeZOTrainer, tiny_llama, cfg) as tr:
         assert tr.trainable.minus is not None  # the paired forward, the default on a fresh runner
         tr.train(TASK)
@@ -267,8 +273,8 @@ def test_first_three_steps_are_pinned(tmp_path, tiny_llama):
         grads = [g[0] for _, g in tr.trajectory.steps]
         checksum = adapter_checksum(tr.trainable.tensors)
     assert seeds == PINNED_SEEDS
-    assert grads == pytest.approx(PINNED_GRADS, rel=1e-3)
-    assert checksum == pytest.approx(PINNED_CHECKSUM, rel=1e-5)
+    assert grads == pytest.approx(PINNED[noise][0], rel=1e-3)
+    assert checksum == pytest.approx(PINNED[noise][1], rel=1e-5)
 
 
 @pytest.mark.parametrize("top_layers,freeze_a", [(1, False), (None, True)])
