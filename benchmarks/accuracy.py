@@ -70,10 +70,10 @@ PROMPTS = {
 }
 
 
-#: What every MeZO run starts from before its lever: the library's causal-LoRA defaults when the
-#: lever grid ran (rank 8, fp32, plain SGD), pinned so a record's name keeps meaning the same
-#: settings after the defaults moved to its best lever (bf16 + rank 2 + normalized).
-BASE = {"lora_rank": 8, "dtype": "float32", "update_rule": "sgd"}
+#: What every MeZO run starts from before its lever: the library's defaults when the lever grid ran
+#: (rank 8, fp32, plain SGD, Gaussian z), pinned so a record's name keeps meaning the same settings
+#: after the defaults moved (causal LoRA to bf16 + rank 2 + normalized, full weights to random signs).
+BASE = {"lora_rank": 8, "dtype": "float32", "update_rule": "sgd", "noise": "gaussian"}
 
 #: The lever column: spec options a MeZO run adds to BASE.
 LEVERS = {

@@ -119,9 +119,9 @@ def _encoded(batch):
 def _mezo_config(kind: str, scratch: str, max_total_tokens: int):
     from sglang.srt.mezo_trainer import MeZOConfig
 
-    # Rank 8 (the runner's) and plain SGD: the settings the committed results were measured with.
+    # Rank 8 (the runner's), plain SGD and Gaussian z: the settings the committed results were measured with.
     common = dict(progress_bar=False, seed=0, output_dir=scratch, max_total_tokens=max_total_tokens, lora_rank=8,
-                  update_rule="sgd")
+                  update_rule="sgd", noise="rademacher" if kind == "full_rademacher" else "gaussian")
     if kind == "lora_paired":
         return MeZOConfig(trainable="lora", learning_rate=LORA_LR, epsilon=LORA_EPS, paired_forward=True, **common)
     if kind == "lora_two":
@@ -131,8 +131,7 @@ def _mezo_config(kind: str, scratch: str, max_total_tokens: int):
     if kind == "full_inexact":
         return MeZOConfig(trainable="full", learning_rate=FULL_LR, epsilon=FULL_EPS, exact_restore=False, **common)
     if kind == "full_rademacher":
-        return MeZOConfig(trainable="full", learning_rate=FULL_LR, epsilon=FULL_EPS, exact_restore=False,
-                          noise="rademacher", **common)
+        return MeZOConfig(trainable="full", learning_rate=FULL_LR, epsilon=FULL_EPS, exact_restore=False, **common)
     raise ValueError(kind)
 
 
