@@ -128,9 +128,7 @@ def _mezo_config(kind: str, scratch: str, max_total_tokens: int):
         return MeZOConfig(trainable="lora", learning_rate=LORA_LR, epsilon=LORA_EPS, paired_forward=False, **common)
     if kind == "full_exact":
         return MeZOConfig(trainable="full", learning_rate=FULL_LR, epsilon=FULL_EPS, exact_restore=True, **common)
-    if kind == "full_inexact":
-        return MeZOConfig(trainable="full", learning_rate=FULL_LR, epsilon=FULL_EPS, exact_restore=False, **common)
-    if kind == "full_rademacher":
+    if kind in ("full_inexact", "full_rademacher"):  # the noise in common tells them apart
         return MeZOConfig(trainable="full", learning_rate=FULL_LR, epsilon=FULL_EPS, exact_restore=False, **common)
     raise ValueError(kind)
 
@@ -555,10 +553,11 @@ def render_memory(mem: dict) -> list[str]:
             L.append("")
     return L
 
+
 def render_markdown(data: dict) -> str:
     if not data.get("timing") and not data.get("steps"):  # --memory-only
         meta = data["meta"]
-        return "\n".join([f"# sglang-mezo peak memory", "", "```", meta["command"], "```", "",
+        return "\n".join(["# sglang-mezo peak memory", "", "```", meta["command"], "```", "",
                           f"- date: {meta['date']}; git {meta['machine']['git_commit']}"
                           f"{' (+ uncommitted changes)' if meta['machine']['git_dirty'] else ''}", ""]
                          + render_memory(data.get("memory") or {}))

@@ -82,20 +82,20 @@ _SIGN_TABLE = torch.tensor([[1.0 if (b >> k) & 1 else -1.0 for k in range(8)] fo
 
 def _fill(out: torch.Tensor, gen: torch.Generator, kind: str, scratch: Optional[dict] = None) -> None:
     """Fill the 1-D float32 ``out`` with the next ``out.numel()`` values of ``gen``'s z stream.
-    ``scratch``: a dict (one per thread) where Rademacher's random words and indices are kept
-    between calls of the same size; a chunked pass calls this hundreds of times."""
+    ``scratch``: a dict (one per thread) that keeps Rademacher's random words and indices, sized
+    for the largest call so far, between calls; a chunked pass calls this hundreds of times."""
     if kind == "gaussian":
         out.normal_(generator=gen)
         return
     n = out.numel()
     nwords = (n + 63) // 64
-    bufs = scratch.get(nwords) if scratch is not None else None
-    if bufs is None:
+    bufs = scratch.get("rademacher") if scratch is not None else None
+    if bufs is None or bufs[0].numel() < nwords:
         bufs = (torch.empty(nwords, dtype=torch.int64, device=out.device),
                 torch.empty(nwords * 8, dtype=torch.int32, device=out.device))
         if scratch is not None:
-            scratch[nwords] = bufs
-    words, index = bufs
+            scratch["rademacher"] = bufs
+    words, index = bufs[0][:nwords], bufs[1][: nwords * 8]  # random_ fills a slice as a fresh tensor
     words.random_(-(2**63), None, generator=gen)  # all 64 bits random (the default range has 63)
     index.copy_(words.view(torch.uint8))
     table = _SIGN_TABLE if out.device.type == "cpu" else _SIGN_TABLE.to(out.device)
