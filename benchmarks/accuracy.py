@@ -88,10 +88,16 @@ LEVERS = {
     "bf16": {"dtype": "bfloat16"},  # weights and activations; this CPU has bf16 matrix units
     "rademacher": {"noise": "rademacher"},
     "lr3e-3": {},  # the run's lr column says 3e-3
+    "lr4e-3": {},
+    "lr2e-3": {},
+    "lr8e-3": {},
     "lr3e-4": {},
     "lr1e-4": {},  # the paper's MeZO-LoRA lr
     "sign": {"update_rule": "sign"},
     "normalized": {"update_rule": "normalized"},  # g / RMS(g): the step length no longer follows |g|
+    # n directions from the forwards of one: each direction on its own 1/n of the batch (16: per example)
+    "split4": {"n_spsa": 4, "split_batch": True},
+    "split16": {"n_spsa": 16, "split_batch": True},
 }
 
 
@@ -248,7 +254,27 @@ def _seeds_1000() -> list[Run]:
     return runs + [Run(task, 16, seed, lever=DEFAULTS_LEVER, **base) for task in ("sst-5", "trec") for seed in (13, 21)]
 
 
+def _split_1000() -> list[Run]:
+    # More directions from the same two forwards: the defaults with the batch split over 4
+    # directions, and over 16 (one per example), at the defaults' budget (the same forwards).
+    base = {**FROM_AUTO, "steps": 1000}
+    return [Run("sst-2", 16, 42, lever=DEFAULTS_LEVER + f"+split{n}", **base) for n in (4, 16)]
+
+
+def _split_k512() -> list[Run]:
+    # Where steps, not examples, are short: SST-2 512-shot (the defaults' train loss still falls at
+    # step 1,000). n directions average away SPSA's noise, so the lr rises by sqrt(n) (the update's
+    # length as with one direction); 1,000 steps, the same forwards as the defaults.
+    # Then the control, the defaults at a raised lr without the split, and a split at a higher lr.
+    base = {**FROM_AUTO, "steps": 1000}
+    runs = [Run("sst-2", 512, 42, lever=DEFAULTS_LEVER + f"+split{n}+lr{tag}", **{**base, "lr": lr})
+            for n, lr, tag in ((16, 4e-3, "4e-3"), (4, 2e-3, "2e-3"), (16, 8e-3, "8e-3"))]
+    return runs[:2] + [Run("sst-2", 512, 42, lever=DEFAULTS_LEVER + "+lr2e-3", **{**base, "lr": 2e-3}), runs[2]]
+
+
 PLANS = {
+    "split-k512": _split_k512,
+    "split-1000": _split_1000,
     "seeds-1000": _seeds_1000,
     "noise-1000": _noise_1000,
     "defaults-1000": _defaults_1000,

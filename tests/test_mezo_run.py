@@ -170,14 +170,16 @@ def test_run_on_a_handed_runner_leaves_it_running(tiny_llama, toy_file, tmp_path
     assert summary["config"]["learning_rate"] == 5e-2 and summary["config"]["trainable"] == "lora"
 
 
-@pytest.mark.parametrize("trainable,dtype", [("lora", "float32"), ("full", "float32"), ("lora", "bfloat16")])
+@pytest.mark.parametrize("trainable,dtype,extra", [("lora", "float32", {}), ("full", "float32", {}),
+                                                  ("lora", "bfloat16", {}),
+                                                  ("lora", "float32", {"n_spsa": 2, "split_batch": True})])
 def test_stopping_between_steps_and_resuming_from_the_checkpoint_is_exact(tiny_llama, toy_file, tmp_path, trainable,
-                                                                          dtype):
+                                                                          dtype, extra):
     """Run A: 6 steps straight. Run B: 3 steps, a checkpoint, its trainer and runner thrown away;
     then resume=True goes on from the checkpoint (LoRA: the saved adapter; full weights: the base
     model and the trajectory replayed). Same steps, same losses, same weights. bf16 LoRA with the
-    normalized rule is the causal-LM default."""
-    common = dict(num_steps=6, eval_steps=3, eval_at_start=False, trainable=trainable, dtype=dtype)
+    normalized rule is the causal-LM default; a split batch's steps are n-SPSA steps in the record."""
+    common = dict(num_steps=6, eval_steps=3, eval_at_start=False, trainable=trainable, dtype=dtype, **extra)
     if trainable == "full":
         common.update(learning_rate=1e-3, epsilon=1e-3)
     plan_a = prepare(toy_spec(tiny_llama, toy_file, output_dir=str(tmp_path / "a"), **common))
@@ -196,8 +198,9 @@ def test_stopping_between_steps_and_resuming_from_the_checkpoint_is_exact(tiny_l
 
     with pytest.raises(ValueError, match="already holds a run .* pass resume=True"):
         prepare(spec_b)
-    with pytest.raises(ValueError, match="started with other settings \\(n_spsa: 1 -> 2\\)"):
-        prepare(dataclasses.replace(spec_b, resume=True, n_spsa=2))
+    n = spec_b.n_spsa
+    with pytest.raises(ValueError, match=f"started with other settings \\(n_spsa: {n} -> {n + 1}\\)"):
+        prepare(dataclasses.replace(spec_b, resume=True, n_spsa=n + 1))
     plan_c = prepare(dataclasses.replace(spec_b, resume=True))
     assert plan_c.resume_from.endswith("step-000003")
     run_c = start_run(plan_c)
@@ -208,7 +211,7 @@ def test_stopping_between_steps_and_resuming_from_the_checkpoint_is_exact(tiny_l
         trajectory_c = list(run_c.trainer.trajectory.steps)
     finally:
         release_model_runner(run_c.trainer.runner)
-    assert trajectory_c == trajectory_a
+    assert trajectory_c == trajectory_a and all(len(seeds) == spec_b.n_spsa for seeds, _ in trajectory_a)
     assert result_c["train_loss"] == result_a["train_loss"]
     assert all(torch.equal(a, c) for a, c in zip(weights_a, weights_c))
 

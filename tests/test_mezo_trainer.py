@@ -332,6 +332,50 @@ def test_paired_forward_gives_the_same_step_as_two_forwards(tmp_path, tiny_llama
     assert all((x - y).abs().max().item() < 1e-5 for x, y in zip(a[4], b[4]))
 
 
+def test_split_batch_estimates_each_direction_on_its_own_part_in_one_forward(tmp_path, tiny_llama):
+    from sglang.srt.mezo_trainer import replay_steps, split_evenly
+
+    # Direction k's (L+, L-) is what a plain paired trainer measures for seed k on part k alone.
+    cfg = small_config(tmp_path / "split", n_spsa=2, split_batch=True, num_steps=2, learning_rate=1e-2)
+    with trainer_for(MeZOTrainer, tiny_llama, cfg) as tr:
+        assert len(tr.trainable.probe_slots) == 2 and tr.runner.lora_manager.max_loras_per_batch == 5
+        start = [t.clone() for t in tr.trainable.tensors]
+        forwards = []
+        original = tr.forward
+        tr.forward = lambda *a: forwards.append(len(a[0])) or original(*a)
+        split = tr._split_losses(TASK, [11, 12])
+        assert forwards == [2 * len(TASK)]  # both directions, both signs: one forward of the batch twice
+        assert all(torch.equal(a, b) for a, b in zip(start, tr.trainable.tensors))
+        tr.forward = original
+        tr.train(TASK)
+        trained = [t.clone() for t in tr.trainable.tensors]
+        steps = tr.trajectory.steps
+        tr.close()
+    assert [len(s) for s, _ in steps] == [2, 2]
+    plain_cfg = small_config(tmp_path / "plain", num_steps=2, learning_rate=1e-2)
+    with trainer_for(MeZOTrainer, tiny_llama, plain_cfg) as plain:
+        assert all(torch.equal(a, b) for a, b in zip(start, plain.trainable.tensors))  # the same init
+        parts = split_evenly(len(TASK), 2)
+        for (lp, lm), seed, rows in zip(split, [11, 12], parts):
+            ref_p, ref_m = plain.perturbed_losses([TASK[r] for r in rows], seed)
+            assert abs(lp - ref_p) < 1e-5 and abs(lm - ref_m) < 1e-5 and lp != lm
+        # The run's trajectory replays to its weights: n-SPSA's (seeds, grads) record, as it is.
+        replay_steps(steps, tr.config, plain.trainable.tensors, plain.decay, {})
+        assert all(torch.equal(a, b) for a, b in zip(trained, plain.trainable.tensors))
+        assert not all(torch.equal(a, b) for a, b in zip(start, trained))
+
+
+def test_split_batch_bad_settings_are_refused(tmp_path, tiny_llama):
+    with pytest.raises(ValueError, match="needs trainable='lora'"):
+        small_config(tmp_path, trainable="full", split_batch=True)
+    with pytest.raises(ValueError, match="batch_size \\(4\\) must be >= n_spsa"):
+        small_config(tmp_path, n_spsa=5, split_batch=True)
+    spec = RunnerSpec(tiny_llama, lora_rank=4, lora_target_modules=["q_proj", "v_proj"], max_loras_per_batch=4)
+    with runner_for(spec) as runner:
+        with pytest.raises(ValueError, match="needs 4 free LoRA slots \\(this runner has 3"):
+            MeZOTrainer(config=small_config(tmp_path, n_spsa=2, split_batch=True), runner=runner)
+
+
 def test_trains_on_a_runner_it_is_handed(tmp_path, tiny_llama):
     # A live server's runner: built elsewhere, with room for its own adapters; the trainer loads
     # its adapter next to them and frees nothing of theirs.

@@ -305,6 +305,8 @@ def test_base_outputs_identical_before_during_after_a_job_pause_resume_cancel_qu
     ({"method": {"type": "dpo"}}, 400, "method type 'dpo' is not supported", "method.type"),
     ({"lora_rank": 64}, 400, "more than this server's --max-lora-rank 8", "lora_rank"),
     ({"output_dir": "/tmp/x"}, 400, "cannot be set in a job", "output_dir"),
+    ({"split_batch": True, "n_spsa": 4}, 400, "not one pair per direction", "split_batch"),
+    ({"hyperparameters": {"split_batch": True}}, 400, "cannot be set in a job", "hyperparameters.split_batch"),
     ({"training_file": "file-000000000000000000000000"}, 404, "no such file", "training_file"),
     ({"training_file": "missing.jsonl"}, 404, "no such file", "training_file"),
 ])

@@ -168,6 +168,10 @@ class MeZOConfig:
     weight_decay: Optional[float] = _spec(None, "weight decay, never on biases or norms (default: 0.1 for "
                                           "masked-LM LoRA, else 0)", group="hyperparameters")
     n_spsa: int = _spec(1, "perturbation directions averaged per step (n-SPSA)", group="hyperparameters")
+    split_batch: bool = _spec(
+        False, "LoRA: estimate each of the n_spsa directions on its own 1/n_spsa of the batch, all in the batch's "
+        "one paired forward: n directions for the forwards of one (n_spsa = batch_size: one direction per example, "
+        "like Flipout's per-example perturbations); needs 2 * n_spsa + 1 LoRA slots", group="hyperparameters")
     lr_schedule: Schedule = _spec("constant", "learning-rate schedule", group="hyperparameters")
     update_rule: Optional[UpdateRuleName] = _spec(
         None, "how a projected gradient g moves theta along z: sgd, by lr * g (MeZO); sign, by lr * sign(g); "
@@ -249,6 +253,12 @@ class MeZOConfig:
             raise ValueError("lora_layers and freeze_lora_a choose LoRA tensors: they need trainable='lora'")
         if self.paired_forward and self.trainable == "full":
             raise ValueError("paired_forward runs the two passes on two LoRA slots: it needs trainable='lora'")
+        if self.split_batch and (self.trainable == "full" or self.paired_forward is False):
+            raise ValueError("split_batch runs every direction's +/- eps passes in one forward, on LoRA slots of "
+                             "their own: it needs trainable='lora' and the paired forward (paired_forward not False)")
+        if self.split_batch and self.batch_size is not None and self.n_spsa > self.batch_size:
+            raise ValueError(f"split_batch gives each of the n_spsa={self.n_spsa} directions its own examples: "
+                             f"batch_size ({self.batch_size}) must be >= n_spsa")
 
     # ---- resolving the defaults
 

@@ -308,6 +308,7 @@ SERVER_OWNED = {
     "device": "the job runs on the server's device", "dtype": "the job runs in the server's dtype",
     "max_total_tokens": "the job shares the server's KV cache", "progress_bar": "a server job has no progress bar",
     "exact_restore": "a server job always restores exactly", "paired_forward": "the server decides",
+    "split_batch": "a server job gets two LoRA slots (its adapter and its -eps twin), not one pair per direction",
     "resume": "the server resumes an interrupted job by itself",
 }
 #: The run-spec fields a request may set (OpenAI's own keys aside): all that the server does not own.
@@ -357,6 +358,8 @@ def _hyperparameter_sources(body: dict) -> dict:
         sources.append(("method.supervised.hyperparameters", hp))
     for where, hp in sources:
         for key, value in hp.items():
+            if key in SERVER_OWNED:
+                raise RequestError(f"{key!r} cannot be set in a job: {SERVER_OWNED[key]}", f"{where}.{key}")
             if key not in OPENAI_HYPERPARAMETERS and key not in MEZO_KEYS:
                 import difflib
 

@@ -14,8 +14,10 @@ PEFT's, and ``peft_task_type`` is the ``task_type`` written into a saved adapter
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -185,6 +187,24 @@ def save_peft_adapter(directory: str, tensors: dict[str, torch.Tensor], config: 
     atomic_write(os.path.join(directory, "adapter_model.safetensors"),
                  lambda path: save_file(cpu, path, metadata={"format": "pt"}))
     return directory
+
+
+class _DropCopyWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "another copy is being loaded" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def copies_expected() -> Iterator[None]:
+    """Silence SGLang's warning that an adapter folder is being loaded under a second name: MeZO's
+    -eps twin and a split batch's probe slots are such copies by design (one per slot)."""
+    manager_log = logging.getLogger("sglang.srt.lora.lora_manager")
+    quiet = _DropCopyWarnings()
+    manager_log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        manager_log.removeFilter(quiet)
 
 
 class PoolLoRA:

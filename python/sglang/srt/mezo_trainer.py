@@ -7,6 +7,12 @@ theta -= lr * (g z + wd theta). Forwards only, no autograd, no optimizer state, 
 stored, so training costs what inference costs. How z is drawn and how weights move (a chunk at a
 time, every pass through one function) is :mod:`sglang.srt.mezo_noise`.
 
+With LoRA, the +eps and -eps passes are one forward: SGLang's LoRA manager serves each sequence of
+a batch with its own adapter, so theta + eps z and theta - eps z sit in two pool slots and every
+example runs once on each. ``split_batch`` takes that further: n directions z_1..z_n (n-SPSA)
+get a slot pair each and direction k is measured on part k of the batch, so one forward of the
+batch gives n projected gradients instead of one.
+
 Example (a tiny next-token task; any Llama/Qwen2 checkpoint path works):
     >>> from sglang.srt.mezo_trainer import MeZOConfig, MeZOTrainer  # doctest: +SKIP
     >>> trainer = MeZOTrainer("smollm2-135m", MeZOConfig(num_steps=100, learning_rate=1e-3, epsilon=1e-2))  # doctest: +SKIP
@@ -35,7 +41,7 @@ import torch  # noqa: E402
 
 from sglang.srt.mezo_config import MeZOConfig  # noqa: E402
 from sglang.srt.mezo_io import atomic_json  # noqa: E402
-from sglang.srt.mezo_lora import LoRASettings, PoolLoRA, decay_mask  # noqa: E402
+from sglang.srt.mezo_lora import LoRASettings, PoolLoRA, copies_expected, decay_mask  # noqa: E402
 from sglang.srt.mezo_models import check_model_path, is_masked_lm, model_architectures  # noqa: E402
 from sglang.srt.mezo_noise import AddZ, Decay, NoiseKind, Op, ShardLayout, draw_z, move, tensor_seed  # noqa: E402,F401
 from sglang.srt.mezo_run import MeZORun  # noqa: E402
@@ -90,10 +96,12 @@ class FullWeights:
 
 class LoRAWeights:
     """An adapter's tensors, as views into its SGLang memory-pool slot. ``minus`` is a second slot
-    of the same shape that holds theta - eps z while the adapter's own slot holds theta + eps z."""
+    of the same shape that holds theta - eps z while the adapter's own slot holds theta + eps z.
+    ``probes``: more (plus, minus) slot pairs, for the other directions of a split batch, which
+    hold theta +/- eps z_k for directions k = 1, 2, ... in the same forward."""
 
     def __init__(self, lora: PoolLoRA, minus: Optional[PoolLoRA] = None, *, top_layers: Optional[int] = None,
-                 freeze_a: bool = False):
+                 freeze_a: bool = False, probes: Sequence[tuple[PoolLoRA, PoolLoRA]] = ()):
         self.lora = lora
         self.lora_id = lora.lora_id
         # The tensors MeZO perturbs; the others keep their initial values (B = 0: no effect) in
@@ -103,6 +111,11 @@ class LoRAWeights:
         self.tensors = [lora.tensors[i].pool for i in keep]
         self.minus = minus
         self.minus_tensors = [minus.tensors[i].pool for i in keep] if minus else None
+        self.probes = list(probes)
+        # Direction k's (lora id, tensors) for +eps and -eps; direction 0 is the adapter and its twin.
+        self.probe_slots = [((lora.lora_id, self.tensors), (minus.lora_id, self.minus_tensors))] if minus else []
+        self.probe_slots += [((p.lora_id, [p.tensors[i].pool for i in keep]),
+                              (m.lora_id, [m.tensors[i].pool for i in keep])) for p, m in self.probes]
 
     def after_update(self) -> None:
         self.lora.sync_host_copy()
@@ -227,6 +240,20 @@ class UpdateRule:
         return v, t
 
 
+def split_evenly(n: int, parts: int) -> list[range]:
+    """Rows 0..n-1 in ``parts`` consecutive runs whose sizes differ by at most one (a split batch's
+    parts, one per direction).
+
+    >>> split_evenly(7, 3)
+    [range(0, 3), range(3, 5), range(5, 7)]
+    """
+    size, extra = divmod(n, parts)
+    bounds = [0]
+    for k in range(parts):
+        bounds.append(bounds[-1] + size + (k < extra))
+    return [range(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
 def learning_rate_at(config: MeZOConfig, step: int) -> float:
     """The learning rate of step ``step`` (0-based) under the spec's schedule."""
     lr = config.learning_rate
@@ -282,6 +309,8 @@ class MeZOTrainer:
                     max_total_tokens=config.max_total_tokens,
                     lora_rank=config.lora_rank if use_lora else None,
                     lora_target_modules=list(config.lora_target_modules) if use_lora else None,
+                    # Slot 0 is the base model; each direction's +/- eps adapters take two more.
+                    max_loras_per_batch=1 + 2 * (config.n_spsa if config.split_batch else 1),
                     is_embedding=masked,
                     seed=config.seed,
                 )
@@ -339,12 +368,16 @@ class MeZOTrainer:
         lora = PoolLoRA.create(
             self.runner, settings, name, init_dir, self.model_path, init_from=cfg.init_adapter
         )
-        minus = None
-        if paired:
-            minus = PoolLoRA.create(
-                self.runner, settings, f"{name}-minus", init_dir, self.model_path, init_from=lora.ref.lora_path
-            )
-        return LoRAWeights(lora, minus, top_layers=cfg.lora_layers, freeze_a=cfg.freeze_lora_a)
+        minus, probes = None, []
+        with copies_expected():  # slots that hold perturbed copies of the adapter, loaded from its folder
+            if paired:
+                minus = PoolLoRA.create(
+                    self.runner, settings, f"{name}-minus", init_dir, self.model_path, init_from=lora.ref.lora_path
+                )
+            probes = [tuple(PoolLoRA.create(self.runner, settings, f"{name}-{sign}{k}", init_dir, self.model_path,
+                                            init_from=lora.ref.lora_path) for sign in ("plus", "minus"))
+                      for k in range(1, cfg.n_spsa if cfg.split_batch else 1)]
+        return LoRAWeights(lora, minus, top_layers=cfg.lora_layers, freeze_a=cfg.freeze_lora_a, probes=probes)
 
     def _wants_paired_forward(self) -> bool:
         if self.config.paired_forward is False:
@@ -355,6 +388,15 @@ class MeZOTrainer:
         free = manager.max_loras_per_batch - 1 - manager.num_pinned_loras
         # A subclass that overrides compute_loss as a whole cannot have its two passes merged.
         split_hooks = type(self).compute_loss is MeZOTrainer.compute_loss
+        if self.config.split_batch:
+            needed = 2 * self.config.n_spsa
+            if not (free >= needed and split_hooks):
+                raise ValueError(
+                    f"split_batch with n_spsa={self.config.n_spsa} needs {needed} free LoRA slots (this runner "
+                    f"has {free}: max_loras_per_batch >= {needed + 1} with no other adapter pinned) and an "
+                    "objective given as forward_inputs + loss_from_logits; lower n_spsa or turn split_batch off"
+                )
+            return True
         if self.config.paired_forward and not (free >= 2 and split_hooks):
             raise ValueError(
                 "paired_forward=True needs two free LoRA slots (max_loras_per_batch >= 3 with no other "
@@ -468,6 +510,41 @@ class MeZOTrainer:
             self._copy_back(snapshot)
         return self.loss_from_logits(logits[:n], batch), self.loss_from_logits(logits[n:], batch)
 
+    def _split_losses(self, batch: Sequence[Any], seeds: Sequence[int]) -> list[tuple[float, float]]:
+        """(L+, L-) of direction k = seed k on its own part k of ``batch``, for every k, from one
+        forward over the batch: each example runs once at theta + eps z_k and once at theta - eps z_k,
+        on the slots of its direction. The adapter's slot is restored from a copy (bitwise exact)."""
+        if len(batch) < len(seeds):  # a data-parallel worker's share of the batch, say
+            raise ValueError(f"split_batch: a batch of {len(batch)} examples cannot give each of n_spsa={len(seeds)} "
+                             "directions its own; raise batch_size or lower n_spsa")
+        eps = self.config.epsilon
+        theta = [t.clone() for t in self.trainable.tensors]
+        parts = split_evenly(len(batch), len(seeds))
+        inputs = self.forward_inputs(batch)
+        sequences, positions, plus_ids, minus_ids = [], [], [], []
+        try:
+            for seed, rows, ((plus_id, plus), (minus_id, minus)) in zip(seeds, parts, self.trainable.probe_slots):
+                for i, (t, p, m) in enumerate(zip(theta, plus, minus)):
+                    z = self._z(seed, i, t)
+                    m.copy_(t).add_(z, alpha=-eps)
+                    p.copy_(t).add_(z, alpha=eps)
+                sequences += [inputs.sequences[r] for r in rows]
+                positions += [inputs.positions[r] for r in rows]
+                plus_ids += [plus_id] * len(rows)
+                minus_ids += [minus_id] * len(rows)
+            n = len(sequences)
+            logits = self.logits(sequences * 2, positions * 2, inputs.vocab_ids, plus_ids + minus_ids)
+        finally:
+            self._copy_back(theta)
+        losses, start = [], 0
+        for rows in parts:
+            part = [batch[r] for r in rows]
+            end = start + len(rows)
+            losses.append((self.loss_from_logits(logits[start:end], part),
+                           self.loss_from_logits(logits[n + start:n + end], part)))
+            start = end
+        return losses
+
     @torch.no_grad()
     def step(self, batch: Sequence[Any]) -> StepResult:
         """One MeZO step (n-SPSA over ``config.n_spsa`` seeds) on ``batch``."""
@@ -479,8 +556,12 @@ class MeZOTrainer:
         # Add/subtract restore: the last seed's +eps z restore waits for the update's pass (z drawn
         # 3 times a step instead of 4); replay repeats the same arithmetic (restore_ops).
         pending = AddZ(seeds[-1], self.config.epsilon) if self.restore == "add-subtract" and batch else None
-        losses = [self._perturbed_losses(batch, s, restore=pending is None or k < len(seeds) - 1)
-                  if batch else (0.0, 0.0) for k, s in enumerate(seeds)]
+        if self.config.split_batch and batch:
+            pending = None  # the adapter's slot never moves: the directions live in slots of their own
+            losses = self._split_losses(batch, seeds)
+        else:
+            losses = [self._perturbed_losses(batch, s, restore=pending is None or k < len(seeds) - 1)
+                      if batch else (0.0, 0.0) for k, s in enumerate(seeds)]
         try:
             losses = self.combine_losses(losses, len(batch))
             for lp, lm in losses:
@@ -587,7 +668,7 @@ class MeZOTrainer:
         """Unload this trainer's adapters from the runner's LoRA pool (a runner it was handed keeps
         running; one it built is released with ``mezo_runner.release_model_runner``)."""
         if isinstance(self.trainable, LoRAWeights):
-            for lora in (self.trainable.lora, self.trainable.minus):
+            for lora in (self.trainable.lora, self.trainable.minus, *(s for pair in self.trainable.probes for s in pair)):
                 if lora is not None:
                     lora.unload()
 
