@@ -13,8 +13,8 @@ position):
    backprop Adam fine-tuning of the same LoRA and of all weights;
 4. paired +/-eps (one forward over two adapter slots) versus two forwards;
 5. scaling of step time with batch size and with sequence length;
-6-8. (``perf_steps.py``, worker processes per dtype) full-weight step variants, RTE against SST-2
-   scaled by tokens, bf16 against fp32.
+6-9. (``perf_steps.py``, worker processes per dtype) full-weight step variants, RTE against SST-2
+   scaled by tokens, bf16 against fp32, a LoRA step with its batch split over n directions.
 
 All timings happen in one process and one ModelRunner, round-robin over every (batch, config)
 within each repeat (the start rotates between repeats), so drift hits all configs alike; each
@@ -25,7 +25,7 @@ ratios. Writes ``benchmarks/results/perf_<date>.json`` (every repeat), ``perf.md
     .venv/bin/python benchmarks/perf_mezo.py                 # the real run (~20-25 min, 2 cores)
     .venv/bin/python benchmarks/perf_mezo.py --quick         # smoke test (results/smoke/, not for commit)
     .venv/bin/python benchmarks/perf_mezo.py --from-json benchmarks/results/perf_<date>.json  # re-render
-    taskset -c 1 .venv/bin/python benchmarks/perf_mezo.py --steps-only --threads 1 --repeats 3  # 6-8 only (~6 min)
+    taskset -c 1 .venv/bin/python benchmarks/perf_mezo.py --steps-only --threads 1 --repeats 3  # 6-9 only (~6 min)
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import perf_reference as ref  # noqa: E402  (imports torch and never sglang)
-import perf_steps  # noqa: E402  (sections 6-8: full-weight step variants, long prompts, bf16)
+import perf_steps  # noqa: E402  (sections 6-9: full-weight step variants, long prompts, bf16)
 import torch  # noqa: E402
 
 # Hyperparameters only matter for keeping the weights sane over the timed steps.
@@ -485,9 +485,9 @@ def _r(r: Optional[tuple], target: Optional[float] = None) -> str:
 
 
 def render_steps_markdown(data: dict) -> str:
-    """perf_steps.md: the header and sections 6-8 of a ``--steps-only`` run."""
+    """perf_steps.md: the header and sections 6-9 of a ``--steps-only`` run."""
     meta, m = data["meta"], data["meta"]["machine"]
-    L = ["# sglang-mezo performance: cheaper steps (sections 6-8 of perf.md)", "", "```", meta["command"], "```", "",
+    L = ["# sglang-mezo performance: cheaper steps (sections 6-9 of perf.md)", "", "```", meta["command"], "```", "",
          f"- date: {meta['date']}; wall time {meta['wall_seconds'] / 60:.1f} min; git {m['git_commit']}"
          f"{' (+ uncommitted changes)' if m['git_dirty'] else ''}",
          f"- machine: nproc {m['nproc']} (affinity {m['affinity_cpus']}), {m['cpu_model']}; load average at start "
@@ -772,11 +772,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default=None, help="default benchmarks/results (--quick: benchmarks/results/smoke)")
     p.add_argument("--from-json", default=None, help="re-render perf.md and the PNG from a saved JSON, no measuring")
     p.add_argument("--steps-only", action="store_true",
-                   help="only sections 6-8 (full-weight step variants, RTE vs SST-2, dtypes): perf_steps.md")
-    p.add_argument("--no-steps", action="store_true", help="skip sections 6-8")
+                   help="only sections 6-9 (full-weight step variants, RTE vs SST-2, dtypes): perf_steps.md")
+    p.add_argument("--no-steps", action="store_true", help="skip sections 6-9")
     p.add_argument("--memory-only", action="store_true",
                    help="only the peak-memory measurements (section 3; with --memory-kinds, some of them)")
-    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="dtypes of sections 6-8")
+    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="dtypes of sections 6-9")
     # internal: one memory measurement
     p.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--batch-file", default=None, help=argparse.SUPPRESS)

@@ -1,6 +1,6 @@
 """Cheaper steps, measured side by side: full-weight step variants, long prompts, bf16 vs fp32.
 
-Part of ``perf_mezo.py`` (sections 6-8 of ``perf.md``); ``perf_mezo.py --steps-only`` runs just
+Part of ``perf_mezo.py`` (sections 6-9 of ``perf.md``); ``perf_mezo.py --steps-only`` runs just
 this. One worker process per dtype (a process holds one SGLang ModelRunner), all driven from here
 in lock step: one timed operation at a time, round-robin over every (dtype, case), the start
 rotated each round, so drift hits every case alike; medians over the rounds after a warm-up.
@@ -11,7 +11,8 @@ with the library's prompt objective (``MeZOMLMTrainer``):
 - full-weight steps at batch 16, SST-2: exact restore, add/subtract restore (z drawn a chunk at a
   time, restore fused with the update: 3 draws), the same with Rademacher z, and the add/subtract
   step as it was before (a fresh whole-tensor ``torch.randn`` per tensor and pass, 4 draws);
-- MeZO-LoRA paired steps on SST-2 and RTE (long prompts: ~80 tokens against ~10).
+- MeZO-LoRA paired steps on SST-2 and RTE (long prompts: ~80 tokens against ~10);
+- MeZO-LoRA steps with the batch split over 4 and 16 directions (``split_batch``), SST-2.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ FULL_LR, FULL_EPS = 1e-7, 1e-3
 LORA_LR, LORA_EPS = 1e-3, 1e-2
 TASK_FILES = {"sst-2": "sst2/train.tsv", "rte": "rte/train.jsonl"}
 CASES = ["fwd_base", "full_exact", "full_addsub", "full_rademacher", "full_addsub_legacy",
-         "fwd_lora:sst-2", "lora_paired:sst-2", "fwd_lora:rte", "lora_paired:rte"]
+         "fwd_lora:sst-2", "lora_paired:sst-2", "fwd_lora:rte", "lora_paired:rte", "lora_split4:sst-2",
+         "lora_split16:sst-2"]
+SPLITS = (4, 16)
 LABELS = {
     "fwd_base": "forward, base weights (SST-2)",
     "full_exact": "full step, exact restore",
@@ -40,6 +43,8 @@ LABELS = {
     "lora_paired:sst-2": "LoRA paired step (SST-2)",
     "fwd_lora:rte": "forward, LoRA (RTE)",
     "lora_paired:rte": "LoRA paired step (RTE)",
+    "lora_split4:sst-2": "LoRA step, batch split over 4 directions (SST-2)",
+    "lora_split16:sst-2": "LoRA step, batch split over 16 directions (SST-2)",
 }
 PREFIX = "PERF_STEPS "
 
@@ -82,7 +87,9 @@ def worker(dtype: str, model_path: str, threads: int, batch_size: int, seed: int
 
     tok = AutoTokenizer.from_pretrained(model_path)
     runner = build_model_runner(RunnerSpec(model_path, dtype=dtype, max_total_tokens=8192, lora_rank=8,
-                                           lora_target_modules=["q_proj", "v_proj"], max_loras_per_batch=6))
+                                           lora_target_modules=["q_proj", "v_proj"],
+                                           # two paired trainers, then a slot pair per split direction
+                                           max_loras_per_batch=1 + 2 * (2 + sum(SPLITS))))
     torch.set_num_threads(threads)
     scratch = tempfile.mkdtemp(prefix="perf-steps-")
 
@@ -93,6 +100,8 @@ def worker(dtype: str, model_path: str, threads: int, batch_size: int, seed: int
 
     lora = {t: trainer(t, trainable="lora", learning_rate=LORA_LR, epsilon=LORA_EPS, paired_forward=True)
             for t in TASK_FILES}
+    split = {n: trainer("sst-2", trainable="lora", learning_rate=LORA_LR, epsilon=LORA_EPS, n_spsa=n, split_batch=True)
+             for n in SPLITS}
     full = {k: trainer("sst-2", trainable="full", learning_rate=FULL_LR, epsilon=FULL_EPS, exact_restore=k == "exact",
                        noise="rademacher" if k == "rademacher" else "gaussian")
             for k in ("exact", "addsub", "rademacher")}
@@ -110,6 +119,8 @@ def worker(dtype: str, model_path: str, threads: int, batch_size: int, seed: int
     for t in TASK_FILES:
         ops[f"fwd_lora:{t}"] = lambda t=t: lora[t].compute_loss(batches[t])
         ops[f"lora_paired:{t}"] = lambda t=t: lora[t].step(batches[t])
+    for n in SPLITS:
+        ops[f"lora_split{n}:sst-2"] = lambda n=n: split[n].step(batches["sst-2"])
     info = {t: {"tokens": sum(len(e.input_ids) for e in b), "max_len": max(len(e.input_ids) for e in b)}
             for t, b in batches.items()}
     print(PREFIX + json.dumps({"ready": True, "batches": info, "threads": torch.get_num_threads()}), flush=True)
@@ -193,7 +204,7 @@ def _fmt(r: Optional[tuple], target: Optional[float] = None) -> str:
 
 
 def render(steps: dict) -> list[str]:
-    """Sections 6-8 of perf.md."""
+    """Sections 6-9 of perf.md (9 only for runs that timed the split batch)."""
     T, dtypes = steps["times"], steps["dtypes"]
     L = [f"## 6. Full-weight step variants (batch {steps['batch_size']}, SST-2; {steps['threads']} thread(s))", "",
          "Step / (2 x forward with the base weights, same runner, same dtype). Target <= 1.5 with the add/subtract "
@@ -227,8 +238,19 @@ def render(steps: dict) -> list[str]:
         a, b = dtypes[0], dtypes[1]
         L += ["", f"## 8. {b} against {a} (same cases, interleaved; time {b} / time {a})", "",
               f"| case | {a} (s) | {b} (s) | {b} / {a} |", "|---|---|---|---|"]
-        for c in CASES:
+        for c in [c for c in CASES if f"{a}:{c}" in T]:
             L.append(f"| {LABELS[c]} | {_med(T[f'{a}:{c}']):.3f} | {_med(T[f'{b}:{c}']):.3f} | "
                      f"{_fmt(_ratio(T[f'{b}:{c}'], T[f'{a}:{c}']))} |")
+    if all(f"{d}:lora_split{n}:sst-2" in T for d in dtypes for n in SPLITS):  # runs before the split had none
+        L += ["", f"## 9. A batch split over n directions (MeZO-LoRA, batch {steps['batch_size']}, SST-2)", "",
+              "Step with the batch split over n directions (`split_batch`, n_spsa = n) / the paired step with one "
+              "direction (same rank, same forwards).", "",
+              "| dtype | paired step (s) | " + " | ".join(f"split {n} (s) | ratio" for n in SPLITS) + " |",
+              "|---|---|" + "---|---|" * len(SPLITS)]
+        for d in dtypes:
+            paired = T[f"{d}:lora_paired:sst-2"]
+            L.append(f"| {d} | {_med(paired):.3f} | " + " | ".join(
+                f"{_med(T[f'{d}:lora_split{n}:sst-2']):.3f} | {_fmt(_ratio(T[f'{d}:lora_split{n}:sst-2'], paired))}"
+                for n in SPLITS) + " |")
     L.append("")
     return L

@@ -183,7 +183,8 @@ def search_prompt(trainer, prompt: PromptEncoder, preset: TaskPreset, *, templat
     ``template``/``label_words`` are the spec's values ("auto", given, or None for the preset's);
     ``prompt`` is the encoder :func:`~sglang.srt.mezo_mlm_trainer.prepare` built, whose template
     and words stand where the spec says "auto". Candidates are scored on ``dev`` (the k-shot dev
-    split), or on ``train`` when there is none; ties keep the preset's template and words.
+    split), or on ``train`` when there is none, by accuracy; ties go to the lower loss there, then
+    to the preset's template and words.
     """
     started = time.perf_counter()
     tokenizer, kind, n_labels = prompt.tokenizer, prompt.kind, len(prompt.labels)
