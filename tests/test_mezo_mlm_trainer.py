@@ -321,6 +321,10 @@ def test_bad_input_fails_before_any_model_is_built(tiny_llama, tmp_path, toy_fil
     with pytest.raises(ValueError, match="training set .* is empty"):
         mezo_mlm_finetune(tiny_llama, "sst-2", [], toy_file, num_steps=5)
     mm.check_trainable("masked", "lora")  # masked-LM LoRA runs in SGLang's LoRA manager now: no refusal
+    with pytest.raises(TypeError, match="takes task as task_name=..., got task='sst-5'"):
+        mezo_mlm_finetune(tiny_llama, task="sst-5")  # the run spec's name for it
+    with pytest.raises(TypeError, match="takes train_file as train_dataset="):
+        mezo_mlm_finetune(tiny_llama, train_file=toy_file)
 
 
 # ---------------------------------------------------------------- on SGLang runners

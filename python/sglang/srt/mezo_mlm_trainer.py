@@ -460,6 +460,11 @@ def mezo_mlm_finetune(
         >>> r["best_eval_accuracy"]  # doctest: +SKIP
         0.87
     """
+    # Spec fields this function takes under the paper code's names.
+    renamed = {"task": "task_name", "train_file": "train_dataset", "eval_file": "eval_dataset"}
+    for field_name in set(config_overrides) & set(renamed):
+        raise TypeError(f"mezo_mlm_finetune takes {field_name} as {renamed[field_name]}=..., "
+                        f"got {field_name}={config_overrides[field_name]!r}")
     known = {f.name for f in dataclasses.fields(MeZOConfig)}
     unknown = set(config_overrides) - known
     if unknown:
