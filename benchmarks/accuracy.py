@@ -282,7 +282,15 @@ def _split_confirm() -> list[Run]:
             Run("sst-2", 16, 42, **split)]
 
 
+def _full_noise_1000() -> list[Run]:
+    # The full-weight default's z (random signs) against the paper's Gaussian z at the paper's
+    # full-weight lr and eps, from the chosen prompt: 1,000 steps of 16, SST-2 16-shot, seed 42.
+    full = dict(method="mezo-full", steps=1000, lr=1e-6, eps=1e-3, batch=16, eval_every=250, prompt="auto")
+    return [Run("sst-2", 16, 42, **full), Run("sst-2", 16, 42, lever="rademacher", **full)]
+
+
 PLANS = {
+    "full-noise-1000": _full_noise_1000,
     "split-confirm": _split_confirm,
     "split-k512": _split_k512,
     "split-1000": _split_1000,
