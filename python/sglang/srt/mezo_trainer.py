@@ -490,25 +490,7 @@ class MeZOTrainer:
         return loss_plus, loss_minus
 
     def _paired_losses(self, batch: Sequence[Any], step_seed: int) -> tuple[float, float]:
-        eps = self.config.epsilon
-        plus, minus = self.trainable.tensors, self.trainable.minus_tensors
-        snapshot = [t.clone() for t in plus]
-        for i, (p, m) in enumerate(zip(plus, minus)):
-            z = self._z(step_seed, i, p)
-            m.copy_(p).add_(z, alpha=-eps)
-            p.add_(z, alpha=eps)
-        inputs = self.forward_inputs(batch)
-        n = len(inputs.sequences)
-        try:
-            logits = self.logits(
-                inputs.sequences * 2,
-                inputs.positions * 2,
-                inputs.vocab_ids,
-                [self.trainable.lora_id] * n + [self.trainable.minus.lora_id] * n,
-            )
-        finally:
-            self._copy_back(snapshot)
-        return self.loss_from_logits(logits[:n], batch), self.loss_from_logits(logits[n:], batch)
+        return self._split_losses(batch, [step_seed])[0]  # one direction: the whole batch is its part
 
     def _split_losses(self, batch: Sequence[Any], seeds: Sequence[int]) -> list[tuple[float, float]]:
         """(L+, L-) of direction k = seed k on its own part k of ``batch``, for every k, from one
