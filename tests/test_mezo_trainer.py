@@ -365,6 +365,64 @@ def test_split_batch_estimates_each_direction_on_its_own_part_in_one_forward(tmp
         assert not all(torch.equal(a, b) for a, b in zip(start, trained))
 
 
+def test_a_full_weight_step_puts_the_next_perturbation_on_in_its_update_pass(tmp_path, tiny_llama, monkeypatch):
+    """Told the next step's batch (MeZORun tells it), a full-weight step with the add/subtract
+    restore (inference memory) makes two passes over the weights instead of three: its update pass also puts on the next step's theta + eps z. Weights
+    and trajectory are bit for bit those of steps taken one at a time. A forward in between (an
+    evaluation) takes the perturbation off first; the record says so, and replay repeats it."""
+    import sglang.srt.mezo_trainer as mt
+    from sglang.srt.mezo_trajectory import Trajectory
+
+    passes = []
+    real_move = mt.move
+    monkeypatch.setattr(mt, "move", lambda *a, **k: passes.append(1) or real_move(*a, **k))
+    batches = [TASK[:2], TASK[2:], TASK[1:3], TASK]
+    runs = {}
+    for mode in ("one at a time", "ahead", "interrupted"):
+        cfg = small_config(tmp_path / mode.replace(" ", "-"), trainable="full", learning_rate=1e-3, epsilon=1e-3,
+                           weight_decay=0.01, num_steps=len(batches), exact_restore=False)
+        with trainer_for(MeZOTrainer, tiny_llama, cfg) as tr:
+            assert tr.restore == "add-subtract"
+            start = [t.clone() for t in tr.trainable.tensors]
+            passes.clear()
+            for k, batch in enumerate(batches):
+                tr.step(batch, batches[k + 1] if mode != "one at a time" and k + 1 < len(batches) else None)
+                if mode == "interrupted" and k == 1:
+                    assert tr._ahead is not None
+                    evaluated = tr.evaluate(TASK)
+                    assert tr._ahead is None
+                    at_settle = [t.clone() for t in tr.trainable.tensors]  # what a save here holds
+            trained = [t.clone() for t in tr.trainable.tensors]
+            trajectory = Trajectory.from_dict(tr.trajectory.to_dict())  # what a checkpoint holds
+            # Replay from the start: the whole run, and its first two steps with and without the
+            # record of the interruption (a checkpoint saved at the interruption holds those).
+            replayed = {}
+            for name, steps, settled in (("all", trajectory.steps, trajectory.settled),
+                                         ("two", trajectory.steps[:2], trajectory.settled),
+                                         ("two, no record", trajectory.steps[:2], [])):
+                for t, s in zip(tr.trainable.tensors, start):
+                    t.copy_(s)
+                mt.replay_steps(steps, tr.config, tr.trainable.tensors, tr.decay, {},
+                                restore=trajectory.restore, noise=trajectory.noise, settled=settled)
+                replayed[name] = [t.clone() for t in tr.trainable.tensors]
+            runs[mode] = (len(passes) - (len(batches) + 2 + 2), trained, trajectory, replayed)
+    one, ahead, interrupted = runs["one at a time"], runs["ahead"], runs["interrupted"]
+    # Passes while stepping (the replays' one a step taken out: 4 + 2 + 2): 3 a step; 2 once the next is known;
+    # an interruption costs the pass that takes the perturbation off and the +eps pass it undid.
+    assert (one[0], ahead[0], interrupted[0]) == (12, 9, 11)
+    assert ahead[2].steps == one[2].steps and ahead[2].settled == one[2].settled == []
+    assert all(torch.equal(a, b) for a, b in zip(ahead[1], one[1]))
+    assert all(torch.equal(a, b) for a, b in zip(one[3]["all"], one[1]))
+    # The evaluation saw the trained weights, and only rounding tells the interrupted run apart.
+    seed_of_step_3 = interrupted[2].steps[2][0][0]
+    assert interrupted[2].settled == [(2, seed_of_step_3)] and interrupted[2].steps == one[2].steps
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=0) for a, b in zip(interrupted[1], one[1]))
+    assert all(torch.equal(a, b) for a, b in zip(interrupted[3]["all"], interrupted[1]))
+    assert all(torch.equal(a, b) for a, b in zip(interrupted[3]["two"], at_settle))
+    assert not all(torch.equal(a, b) for a, b in zip(interrupted[3]["two, no record"], at_settle))
+    assert evaluated["eval_loss"] > 0
+
+
 def test_split_batch_bad_settings_are_refused(tmp_path, tiny_llama):
     with pytest.raises(ValueError, match="needs trainable='lora'"):
         small_config(tmp_path, trainable="full", split_batch=True)

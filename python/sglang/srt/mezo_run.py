@@ -248,9 +248,14 @@ class MeZORun:
         from sglang.srt.mezo_trainer import MeZODivergedError
 
         batch = [self.train_data[i] for i in next(self.sampler)]
+        # When the next unit is a step too, the trainer may start it in this one (full weights: one
+        # pass over the weights fewer a step); anything run in between takes that back off.
+        every, after = self.trainer.config.eval_steps, self.step_count + 1
+        next_batch = [self.train_data[i] for i in self.sampler.peek()] \
+            if after < self.num_steps and not (every and after % every == 0) else None
         t0 = time.perf_counter()
         try:
-            result = self.trainer.step(batch)
+            result = self.trainer.step(batch, next_batch)
         except MeZODivergedError:
             # The weights are the last good ones (the failed step restored them): keep them.
             self.save()

@@ -188,15 +188,19 @@ def apply_update(tensors: Sequence[torch.Tensor], decay: Sequence[bool], seeds: 
 def replay_steps(steps: Sequence[tuple[Sequence[int], Sequence[float]]], config: MeZOConfig,
                  tensors: Sequence[torch.Tensor], decay: Sequence[bool], generators: dict,
                  layouts: Optional[Sequence[Optional[ShardLayout]]] = None, *, restore: str = "exact",
-                 noise: NoiseKind = "gaussian") -> None:
+                 noise: NoiseKind = "gaussian", settled: Sequence[tuple[int, int]] = ()) -> None:
     """Apply a trajectory's ``(seeds, grads)`` steps, from step 0, to the weights they started from:
     the updates of the run, with its learning-rate schedule (resume and replay both come here).
-    ``restore`` and ``noise``: the run's (:attr:`Trajectory.restore`, :attr:`Trajectory.noise`).
-    One pass (one draw of z) per step."""
+    ``restore``, ``noise`` and ``settled``: the run's (:attr:`Trajectory.restore`,
+    :attr:`Trajectory.noise`, :attr:`Trajectory.settled`). One pass (one draw of z) per step."""
     rule = UpdateRule(config.update_rule)
+    after = {}
+    for done, seed in settled:  # the +eps z put on ahead after step ``done`` and taken off again
+        after.setdefault(done, []).append(seed)
     for step, (seeds, grads) in enumerate(steps):
         ops = restore_ops(seeds, config.epsilon, restore) + step_ops(
             seeds, rule.coefficients(steps, step, grads), learning_rate_at(config, step), config.weight_decay)
+        ops += [AddZ(s, a) for s in after.get(step + 1, ()) for a in (config.epsilon, -config.epsilon)]
         move(tensors, ops, decay, generators, layouts, noise)
 
 
@@ -327,6 +331,9 @@ class MeZOTrainer:
             else "add-subtract"
         self.update_rule = UpdateRule(config.update_rule)
         self._seed_rng = random.Random(config.seed)
+        # The seed whose +eps z the last step's update pass already put on the weights, for the step
+        # after it (see :meth:`step`'s ``next_batch``); None: the weights are the trained ones.
+        self._ahead: Optional[int] = None
         self.step_count = 0
         self.trajectory = Trajectory(  # (seeds, g) per step: with the start, the whole run
             tensor_names=list(self.trainable.names), tensor_shapes=[list(t.shape) for t in self.trainable.tensors],
@@ -409,6 +416,8 @@ class MeZOTrainer:
     def logits(self, sequences: Sequence[Sequence[int]], positions: Sequence[int], vocab_ids=None,
                lora_ids: Optional[Sequence[Optional[str]]] = None):
         """Logits at ``positions`` of ``sequences`` under the current (possibly perturbed) weights."""
+        if self._ahead is not None:  # a forward between steps sees the trained weights
+            self.settle()
         if lora_ids is None:
             lora_ids = [self.trainable.lora_id] * len(sequences)
         return self.forward(sequences, positions, vocab_ids, lora_ids)
@@ -475,7 +484,10 @@ class MeZOTrainer:
             return self._paired_losses(batch, step_seed)
         eps = self.config.epsilon
         snapshot = [t.clone() for t in self.trainable.tensors] if self.config.exact_restore else None
-        self._perturb(step_seed, eps)
+        if self._ahead == step_seed:  # the last step's update pass put theta + eps z on already
+            self._ahead = None
+        else:
+            self._perturb(step_seed, eps)
         loss_plus = self.compute_loss(batch)
         if snapshot is None:
             self._perturb(step_seed, -2 * eps)
@@ -528,13 +540,23 @@ class MeZOTrainer:
         return losses
 
     @torch.no_grad()
-    def step(self, batch: Sequence[Any]) -> StepResult:
-        """One MeZO step (n-SPSA over ``config.n_spsa`` seeds) on ``batch``."""
+    def step(self, batch: Sequence[Any], next_batch: Optional[Sequence[Any]] = None) -> StepResult:
+        """One MeZO step (n-SPSA over ``config.n_spsa`` seeds) on ``batch``.
+
+        ``next_batch``: the batch of the step that comes right after this one, with no evaluation or
+        save in between (:class:`~sglang.srt.mezo_run.MeZORun` knows). With the add/subtract restore
+        (full weights), the update pass then also puts on the next step's theta + eps z, so a step
+        makes two passes over the weights instead of three; the per-element arithmetic, and so the
+        trajectory and replay, are the same. Until that step runs, the weights stay perturbed: any
+        other forward, :meth:`save` or :meth:`settle` takes the perturbation off first."""
         lr = self.lr_at(self.step_count)
         seeds = [self._seed_rng.randrange(2**62) for _ in range(self.config.n_spsa)]
         if self.data_parallel is not None:  # this worker's part of the global batch
             self.data_parallel.step = self.step_count
             batch = self.data_parallel.shard(batch)
+            next_batch = self.data_parallel.shard(next_batch) if next_batch is not None else None
+        if self._ahead is not None and (self._ahead != seeds[0] or not batch or self.config.split_batch):
+            self.settle()  # the steps did not go as announced (a seed state set by hand, say)
         # Add/subtract restore: the last seed's +eps z restore waits for the update's pass (z drawn
         # 3 times a step instead of 4); replay repeats the same arithmetic (restore_ops).
         pending = AddZ(seeds[-1], self.config.epsilon) if self.restore == "add-subtract" and batch else None
@@ -559,12 +581,36 @@ class MeZOTrainer:
         grads = [(lp - lm) / (2 * self.config.epsilon) for lp, lm in losses]
         past = self.trajectory.steps
         coefficients = self.update_rule.coefficients(past, len(past), grads)
-        self._move(step_ops(seeds, coefficients, lr, self.config.weight_decay, restore=pending))
+        # The next step's first +eps pass, done in this one (restore is add/subtract exactly when
+        # pending is set and the trainable tensors have no copies to be restored from).
+        ahead = self._next_seeds()[0] if pending is not None and next_batch and not self.config.split_batch \
+            else None
+        ops = step_ops(seeds, coefficients, lr, self.config.weight_decay, restore=pending)
+        self._move(ops + ([AddZ(ahead, self.config.epsilon)] if ahead is not None else []))
+        self._ahead = ahead
         self.trainable.after_update()
         self.step_count += 1
         self.trajectory.append(seeds, grads)
         return StepResult(loss=sum(lp + lm for lp, lm in losses) / (2 * len(losses)), projected_grads=grads,
                           seeds=seeds, lr=lr)
+
+    def _next_seeds(self) -> list[int]:
+        # The seeds the next step will draw, without drawing them (the run's saved RNG state stays put).
+        rng = random.Random()
+        rng.setstate(self._seed_rng.getstate())
+        return [rng.randrange(2**62) for _ in range(self.config.n_spsa)]
+
+    @torch.no_grad()
+    def settle(self) -> None:
+        """Take off the next step's +eps perturbation that :meth:`step` put on ahead, if any: the
+        weights become the trained ones. Putting z on and taking it off rounds, so the trajectory
+        records it (:attr:`Trajectory.settled`) and replay repeats it."""
+        if self._ahead is None:
+            return
+        seed, self._ahead = self._ahead, None
+        self._move([AddZ(seed, -self.config.epsilon)])
+        self.trainable.after_update()
+        self.trajectory.settled.append((len(self.trajectory.steps), seed))
 
     def combine_losses(self, losses: list[tuple[float, float]], batch_size: int) -> list[tuple[float, float]]:
         """(L+, L-) per seed of this process's batch -> those of the whole step's batch. One
@@ -604,6 +650,7 @@ class MeZOTrainer:
         directory = directory or self.config.output_dir
         if directory is None:
             return None
+        self.settle()
         if "sha256" not in self.trajectory.model:
             self.trajectory.model["sha256"] = weights_hash(self.model_path)
         atomic_json(os.path.join(directory, TRAJECTORY_FILE), self.trajectory.to_dict())
@@ -618,6 +665,7 @@ class MeZOTrainer:
         """Put the weights of ``checkpoint`` (a folder :meth:`save` wrote) in place: a LoRA adapter is
         copied in; full weights, which a checkpoint does not hold, are rebuilt from the base model
         by replaying ``trajectory`` (this trainer must not have stepped yet)."""
+        self.settle()
         if trajectory.tensor_names != self.trainable.names:
             raise ValueError(f"the checkpoint in {checkpoint} trains other tensors than this trainer "
                              f"({len(trajectory.tensor_names)} vs {len(self.trainable.names)})")
@@ -632,7 +680,7 @@ class MeZOTrainer:
                 raise RuntimeError("replaying a trajectory needs the starting weights: a fresh trainer")
             replay_steps(trajectory.steps, self.config, self.trainable.tensors, self.decay, self._generators,
                          getattr(self.trainable, "layouts", None), restore=trajectory.restore,
-                         noise=trajectory.noise)
+                         noise=trajectory.noise, settled=trajectory.settled)
         self.trainable.after_update()
 
     def start_run(self, train_data: Sequence[Any], eval_data: Optional[Sequence[Any]] = None, *,
@@ -649,6 +697,7 @@ class MeZOTrainer:
     def close(self) -> None:
         """Unload this trainer's adapters from the runner's LoRA pool (a runner it was handed keeps
         running; one it built is released with ``mezo_runner.release_model_runner``)."""
+        self.settle()  # full weights: the runner's model goes back with the trained weights
         if isinstance(self.trainable, LoRAWeights):
             for lora in (self.trainable.lora, self.trainable.minus, *(s for pair in self.trainable.probes for s in pair)):
                 if lora is not None:

@@ -50,6 +50,11 @@ class Trajectory:
     # replay repeats) and how z was drawn ("gaussian" or "rademacher"); absent in older records.
     restore: str = "exact"
     noise: str = "gaussian"
+    # (steps done, seed): a step's update pass also put on the next step's +eps z (full weights,
+    # ``MeZOTrainer.step(next_batch=...)``) and it was taken off again before that step (a save or
+    # an evaluation came first). Both rounded, so replay repeats them; a run that was not
+    # interrupted so has none.
+    settled: list[tuple[int, int]] = field(default_factory=list)
     steps: list[tuple[list[int], list[float]]] = field(default_factory=list)
 
     def append(self, seeds: list[int], grads: list[float]) -> None:
@@ -59,6 +64,7 @@ class Trajectory:
 
     def truncate(self, num_steps: int) -> None:
         del self.steps[num_steps:]
+        self.settled = [(done, seed) for done, seed in self.settled if done <= num_steps]
 
     def to_dict(self) -> dict[str, Any]:
         seeds = np.array([s for s, _ in self.steps], dtype="<u8").reshape(-1)
@@ -68,6 +74,7 @@ class Trajectory:
             "dtype": self.dtype, "device_type": self.device_type, "n_spsa": self.n_spsa,
             "tensor_names": self.tensor_names, "tensor_shapes": self.tensor_shapes,
             "restore": self.restore, "noise": self.noise, "num_steps": len(self.steps),
+            **({"settled": [[done, seed] for done, seed in self.settled]} if self.settled else {}),
             "seeds_u64le": base64.b64encode(seeds.tobytes()).decode(),
             "grads_f64le": base64.b64encode(grads.tobytes()).decode(),
         }
@@ -83,7 +90,7 @@ class Trajectory:
         steps = [([int(s) for s in seeds[i]], [float(g) for g in grads[i]]) for i in range(n)]
         return cls(d["tensor_names"], d["tensor_shapes"], d["dtype"], d["device_type"], k, d.get("model", {}),
                    d.get("config", {}), d.get("start", {}), d.get("restore", "exact"), d.get("noise", "gaussian"),
-                   steps)
+                   [(int(done), int(seed)) for done, seed in d.get("settled", [])], steps)
 
     @classmethod
     def load(cls, path: str) -> "Trajectory":
