@@ -423,6 +423,34 @@ def test_a_full_weight_step_puts_the_next_perturbation_on_in_its_update_pass(tmp
     assert evaluated["eval_loss"] > 0
 
 
+def test_zo_adam_is_pytorch_adam_on_the_estimate_g_z_and_replays(tmp_path, tiny_llama):
+    """update_rule="adam": three steps move the adapter as torch.optim.Adam moves a copy given
+    g z as its gradient; the trajectory replays to the same weights bit for bit (the moments are
+    recomputed from the record); every weight is refused (the moments would double the model)."""
+    from sglang.srt.mezo_trainer import replay_steps
+
+    cfg = small_config(tmp_path, update_rule="adam", learning_rate=1e-2, num_steps=3)
+    with trainer_for(MeZOTrainer, tiny_llama, cfg) as tr:
+        start = [t.clone() for t in tr.trainable.tensors]
+        copy = [torch.nn.Parameter(t.clone()) for t in start]
+        reference = torch.optim.Adam(copy, lr=cfg.learning_rate)
+        for _ in range(3):
+            result = tr.step(TASK)
+            (g,), (seed,) = result.projected_grads, result.seeds
+            for i, (p, t) in enumerate(zip(copy, tr.trainable.tensors)):
+                p.grad = g * tr._z(seed, i, t)
+            reference.step()
+        assert all(torch.allclose(t, p, rtol=1e-5, atol=1e-7) for t, p in zip(tr.trainable.tensors, copy))
+        assert not all(torch.equal(t, s) for t, s in zip(tr.trainable.tensors, start))
+        trained = [t.clone() for t in tr.trainable.tensors]
+        for t, s in zip(tr.trainable.tensors, start):
+            t.copy_(s)
+        replay_steps(tr.trajectory.steps, tr.config, tr.trainable.tensors, tr.decay, {})
+        assert all(torch.equal(a, b) for a, b in zip(trained, tr.trainable.tensors))
+    with pytest.raises(ValueError, match="update_rule='adam' keeps Adam's two moments.*use trainable='lora'"):
+        small_config(tmp_path, update_rule="adam", trainable="full")
+
+
 def test_split_batch_bad_settings_are_refused(tmp_path, tiny_llama):
     with pytest.raises(ValueError, match="needs trainable='lora'"):
         small_config(tmp_path, trainable="full", split_batch=True)

@@ -45,7 +45,11 @@ Trainable = Literal["lora", "full"]
 Objective = Literal["ce", "accuracy"]
 Schedule = Literal["constant", "linear"]
 Noise = Literal["gaussian", "rademacher"]  # mezo_noise.NoiseKind
-UpdateRuleName = Literal["sgd", "sign", "normalized"]
+#: Why update_rule="adam" is refused for every weight.
+ADAM_NEEDS_LORA = ("update_rule='adam' keeps Adam's two moments, fp32 tensors the size of the trainable ones: with "
+                   "trainable='full' that is twice the model's memory again, and MeZO's point is inference memory; "
+                   "use trainable='lora', or update_rule='normalized' (no state of the weights' size)")
+UpdateRuleName = Literal["sgd", "sign", "normalized", "adam"]
 DType = Literal["float32", "float16", "bfloat16"]
 
 # Hyperparameters a user who only names the task gets, by (model kind, trainable set). They are
@@ -176,7 +180,8 @@ class MeZOConfig:
     update_rule: Optional[UpdateRuleName] = _spec(
         None, "how a projected gradient g moves theta along z: sgd, by lr * g (MeZO); sign, by lr * sign(g); "
         "normalized, by lr * g / RMS(g), the RMS a running mean over the steps so far (Adam's second moment "
-        "for the one number g: no state of the weights' size) (default: normalized for causal-LM LoRA, "
+        "for the one number g: no state of the weights' size); adam, Adam on the estimate g z (ZO-Adam: two fp32 "
+        "moments the size of the trainable tensors, LoRA only) (default: normalized for causal-LM LoRA, "
         "sgd otherwise)", group="hyperparameters")
     noise: Optional[Noise] = _spec(
         None, "the perturbation z: rademacher, random signs (Spall's SPSA; unbiased, and ~3x cheaper to draw on a "
@@ -251,6 +256,8 @@ class MeZOConfig:
             raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}")
         if self.trainable == "full" and (self.lora_layers is not None or self.freeze_lora_a):
             raise ValueError("lora_layers and freeze_lora_a choose LoRA tensors: they need trainable='lora'")
+        if self.update_rule == "adam" and self.trainable == "full":
+            raise ValueError(ADAM_NEEDS_LORA)
         if self.paired_forward and self.trainable == "full":
             raise ValueError("paired_forward runs the two passes on two LoRA slots: it needs trainable='lora'")
         if self.split_batch and (self.trainable == "full" or self.paired_forward is False):

@@ -39,7 +39,8 @@ ensure_cpu_runtime()
 
 import torch  # noqa: E402
 
-from sglang.srt.mezo_config import MeZOConfig  # noqa: E402
+from sglang.srt.mezo_adam import ZOAdam  # noqa: E402
+from sglang.srt.mezo_config import ADAM_NEEDS_LORA, MeZOConfig  # noqa: E402
 from sglang.srt.mezo_io import atomic_json  # noqa: E402
 from sglang.srt.mezo_lora import LoRASettings, PoolLoRA, copies_expected, decay_mask  # noqa: E402
 from sglang.srt.mezo_models import check_model_path, is_masked_lm, model_architectures  # noqa: E402
@@ -194,12 +195,20 @@ def replay_steps(steps: Sequence[tuple[Sequence[int], Sequence[float]]], config:
     ``restore``, ``noise`` and ``settled``: the run's (:attr:`Trajectory.restore`,
     :attr:`Trajectory.noise`, :attr:`Trajectory.settled`). One pass (one draw of z) per step."""
     rule = UpdateRule(config.update_rule)
+    adam = ZOAdam(tensors) if config.update_rule == "adam" else None
     after = {}
     for done, seed in settled:  # the +eps z put on ahead after step ``done`` and taken off again
         after.setdefault(done, []).append(seed)
     for step, (seeds, grads) in enumerate(steps):
+        lr = learning_rate_at(config, step)
+        if adam is not None:  # the run's restore arithmetic, then Adam's update (one more draw of z)
+            if restore != "exact":
+                move(tensors, restore_ops(seeds, config.epsilon, restore), decay, generators, layouts, noise)
+            adam.step(tensors, seeds, grads, lr=lr, weight_decay=config.weight_decay, decay=decay,
+                      z=lambda s, i, t: draw_z(s, i, t, generators, layouts[i] if layouts else None, noise))
+            continue
         ops = restore_ops(seeds, config.epsilon, restore) + step_ops(
-            seeds, rule.coefficients(steps, step, grads), learning_rate_at(config, step), config.weight_decay)
+            seeds, rule.coefficients(steps, step, grads), lr, config.weight_decay)
         ops += [AddZ(s, a) for s in after.get(step + 1, ()) for a in (config.epsilon, -config.epsilon)]
         move(tensors, ops, decay, generators, layouts, noise)
 
@@ -225,7 +234,7 @@ class UpdateRule:
     def coefficients(self, history: Sequence[tuple[Sequence[int], Sequence[float]]], upto: int,
                      grads: Sequence[float]) -> list[float]:
         """For a step whose earlier steps are ``history[:upto]`` (``(seeds, grads)`` pairs)."""
-        if self.name == "sgd":
+        if self.name in ("sgd", "adam"):  # adam: the trainer's ZOAdam moves theta, from the raw g
             return list(grads)
         if self.name == "sign":
             return [math.copysign(1.0, g) if g else 0.0 for g in grads]
@@ -330,6 +339,9 @@ class MeZOTrainer:
         self.restore = "exact" if config.exact_restore or getattr(self.trainable, "minus", None) is not None \
             else "add-subtract"
         self.update_rule = UpdateRule(config.update_rule)
+        if config.update_rule == "adam" and config.trainable == "full":
+            raise ValueError(ADAM_NEEDS_LORA)
+        self.adam = ZOAdam(self.trainable.tensors) if config.update_rule == "adam" else None
         self._seed_rng = random.Random(config.seed)
         # The seed whose +eps z the last step's update pass already put on the weights, for the step
         # after it (see :meth:`step`'s ``next_batch``); None: the weights are the trained ones.
@@ -584,9 +596,15 @@ class MeZOTrainer:
         # The next step's first +eps pass, done in this one (restore is add/subtract exactly when
         # pending is set and the trainable tensors have no copies to be restored from).
         ahead = self._next_seeds()[0] if pending is not None and next_batch and not self.config.split_batch \
-            else None
-        ops = step_ops(seeds, coefficients, lr, self.config.weight_decay, restore=pending)
-        self._move(ops + ([AddZ(ahead, self.config.epsilon)] if ahead is not None else []))
+            and self.adam is None else None
+        if self.adam is not None:
+            if pending is not None:
+                self._move([pending])
+            self.adam.step(self.trainable.tensors, seeds, grads, lr=lr, weight_decay=self.config.weight_decay,
+                           decay=self.decay, z=self._z)
+        else:
+            ops = step_ops(seeds, coefficients, lr, self.config.weight_decay, restore=pending)
+            self._move(ops + ([AddZ(ahead, self.config.epsilon)] if ahead is not None else []))
         self._ahead = ahead
         self.trainable.after_update()
         self.step_count += 1
@@ -681,6 +699,8 @@ class MeZOTrainer:
             replay_steps(trajectory.steps, self.config, self.trainable.tensors, self.decay, self._generators,
                          getattr(self.trainable, "layouts", None), restore=trajectory.restore,
                          noise=trajectory.noise, settled=trajectory.settled)
+        if self.adam is not None:  # Adam's moments follow from the record alone
+            self.adam.rebuild(trajectory.steps, self.trainable.tensors, self._z)
         self.trainable.after_update()
 
     def start_run(self, train_data: Sequence[Any], eval_data: Optional[Sequence[Any]] = None, *,
