@@ -68,7 +68,8 @@ def test_spec_round_trips_through_a_dict_and_names_what_is_wrong():
         ({"lora_target_modules": ["q_proj"]}, "needs q_proj and v_proj together"),
         ({"lora_target_modules": ["k_proj", "v_proj"]}, "needs q_proj and v_proj together"),
         ({"trainable": "full", "lora_layers": 4}, "need trainable='lora'"),
-        ({"update_rule": "adam"}, "unknown update_rule 'adam'"),
+        ({"update_rule": "lion"}, "unknown update_rule 'lion'"),
+        ({"update_rule": "adam", "trainable": "full"}, "update_rule='adam' keeps Adam's two moments"),
     ]
     for values, message in bad:
         with pytest.raises(ValueError, match=message):
