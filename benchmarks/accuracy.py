@@ -301,12 +301,14 @@ def _adam_k512_seeds() -> list[Run]:
 def _zo_adam() -> list[Run]:
     # ZO-Adam in place of the defaults' normalized rule, same lr and budget: SST-2 512-shot (where the
     # defaults' train loss still falls at step 1,000) and 16-shot, data seed 42; then 512-shot on the
-    # other two data seeds.
+    # other two data seeds, and 16-shot on them.
     base = {**FROM_AUTO, "steps": 1000}
     return [Run("sst-2", 512, 42, lever=DEFAULTS_LEVER + "+adam", **base),
             Run("sst-2", 16, 42, lever=DEFAULTS_LEVER + "+adam", **base),
             Run("sst-2", 512, 13, lever=DEFAULTS_LEVER + "+adam", **base),
-            Run("sst-2", 512, 21, lever=DEFAULTS_LEVER + "+adam", **base)]
+            Run("sst-2", 512, 21, lever=DEFAULTS_LEVER + "+adam", **base),
+            Run("sst-2", 16, 13, lever=DEFAULTS_LEVER + "+adam", **base),
+            Run("sst-2", 16, 21, lever=DEFAULTS_LEVER + "+adam", **base)]
 
 
 PLANS = {
