@@ -449,6 +449,8 @@ def test_zo_adam_is_pytorch_adam_on_the_estimate_g_z_and_replays(tmp_path, tiny_
         assert all(torch.equal(a, b) for a, b in zip(trained, tr.trainable.tensors))
     with pytest.raises(ValueError, match="update_rule='adam' keeps Adam's two moments.*use trainable='lora'"):
         small_config(tmp_path, update_rule="adam", trainable="full")
+    with pytest.raises(ValueError, match="update_rule='adam' keeps Adam's two moments"):  # full by default
+        MeZOConfig(update_rule="adam").resolve("masked")
 
 
 def test_split_batch_bad_settings_are_refused(tmp_path, tiny_llama):

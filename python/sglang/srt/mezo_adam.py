@@ -36,7 +36,7 @@ class ZOAdam:
 
     def __init__(self, tensors: Sequence[torch.Tensor]):
         self.m = [torch.zeros(t.shape, dtype=torch.float32, device=t.device) for t in tensors]
-        self.v = [torch.zeros(t.shape, dtype=torch.float32, device=t.device) for t in tensors]
+        self.v = [torch.zeros_like(m) for m in self.m]
         self.t = 0
 
     @torch.no_grad()
@@ -65,6 +65,9 @@ class ZOAdam:
     def rebuild(self, steps: Sequence[tuple[Sequence[int], Sequence[float]]], tensors: Sequence[torch.Tensor],
                 z: DrawZ) -> None:
         """The state after ``steps`` (a trajectory's), from zero; ``tensors`` give z's shapes only."""
-        self.__init__(tensors)
+        for m, v in zip(self.m, self.v):
+            m.zero_()
+            v.zero_()
+        self.t = 0
         for seeds, grads in steps:
             self.absorb(tensors, seeds, grads, z)

@@ -45,10 +45,6 @@ Trainable = Literal["lora", "full"]
 Objective = Literal["ce", "accuracy"]
 Schedule = Literal["constant", "linear"]
 Noise = Literal["gaussian", "rademacher"]  # mezo_noise.NoiseKind
-#: Why update_rule="adam" is refused for every weight.
-ADAM_NEEDS_LORA = ("update_rule='adam' keeps Adam's two moments, fp32 tensors the size of the trainable ones: with "
-                   "trainable='full' that is twice the model's memory again, and MeZO's point is inference memory; "
-                   "use trainable='lora', or update_rule='normalized' (no state of the weights' size)")
 UpdateRuleName = Literal["sgd", "sign", "normalized", "adam"]
 DType = Literal["float32", "float16", "bfloat16"]
 
@@ -257,7 +253,11 @@ class MeZOConfig:
         if self.trainable == "full" and (self.lora_layers is not None or self.freeze_lora_a):
             raise ValueError("lora_layers and freeze_lora_a choose LoRA tensors: they need trainable='lora'")
         if self.update_rule == "adam" and self.trainable == "full":
-            raise ValueError(ADAM_NEEDS_LORA)
+            # Checked again after resolve(): a masked LM's default trainable set is every weight.
+            raise ValueError("update_rule='adam' keeps Adam's two moments, fp32 tensors the size of the trainable "
+                             "ones: with trainable='full' that is twice the model's memory again, and MeZO's point "
+                             "is inference memory; use trainable='lora', or update_rule='normalized' (no state of "
+                             "the weights' size)")
         if self.paired_forward and self.trainable == "full":
             raise ValueError("paired_forward runs the two passes on two LoRA slots: it needs trainable='lora'")
         if self.split_batch and (self.trainable == "full" or self.paired_forward is False):

@@ -250,9 +250,9 @@ class MeZORun:
         batch = [self.train_data[i] for i in next(self.sampler)]
         # When the next unit is a step too, the trainer may start it in this one (full weights: one
         # pass over the weights fewer a step); anything run in between takes that back off.
-        every, after = self.trainer.config.eval_steps, self.step_count + 1
+        after = self.step_count + 1
         next_batch = [self.train_data[i] for i in self.sampler.peek()] \
-            if after < self.num_steps and not (every and after % every == 0) else None
+            if after < self.num_steps and not self._checkpoint_after(after) else None
         t0 = time.perf_counter()
         try:
             result = self.trainer.step(batch, next_batch)
@@ -267,10 +267,14 @@ class MeZORun:
             "step_time_s": time.perf_counter() - t0,
             "tokens": sum(len(s) for s in self.trainer.forward_inputs(batch).sequences),
         })
-        every = self.trainer.config.eval_steps
-        if every and self.step_count % every == 0 and self.step_count < self.num_steps:
+        if self._checkpoint_after(self.step_count):
             self._checkpoint(final=False)
         return event
+
+    def _checkpoint_after(self, step: int) -> bool:
+        """Whether an evaluation and save come after ``step`` steps (before the last one's end)."""
+        every = self.trainer.config.eval_steps
+        return bool(every) and step % every == 0 and step < self.num_steps
 
     def _checkpoint(self, final: bool) -> Optional[dict]:
         """Evaluate (if there is eval data and these weights were not evaluated yet), then save."""

@@ -40,7 +40,7 @@ ensure_cpu_runtime()
 import torch  # noqa: E402
 
 from sglang.srt.mezo_adam import ZOAdam  # noqa: E402
-from sglang.srt.mezo_config import ADAM_NEEDS_LORA, MeZOConfig  # noqa: E402
+from sglang.srt.mezo_config import MeZOConfig  # noqa: E402
 from sglang.srt.mezo_io import atomic_json  # noqa: E402
 from sglang.srt.mezo_lora import LoRASettings, PoolLoRA, copies_expected, decay_mask  # noqa: E402
 from sglang.srt.mezo_models import check_model_path, is_masked_lm, model_architectures  # noqa: E402
@@ -339,8 +339,6 @@ class MeZOTrainer:
         self.restore = "exact" if config.exact_restore or getattr(self.trainable, "minus", None) is not None \
             else "add-subtract"
         self.update_rule = UpdateRule(config.update_rule)
-        if config.update_rule == "adam" and config.trainable == "full":
-            raise ValueError(ADAM_NEEDS_LORA)
         self.adam = ZOAdam(self.trainable.tensors) if config.update_rule == "adam" else None
         self._seed_rng = random.Random(config.seed)
         # The seed whose +eps z the last step's update pass already put on the weights, for the step
@@ -567,7 +565,7 @@ class MeZOTrainer:
             self.data_parallel.step = self.step_count
             batch = self.data_parallel.shard(batch)
             next_batch = self.data_parallel.shard(next_batch) if next_batch is not None else None
-        if self._ahead is not None and (self._ahead != seeds[0] or not batch or self.config.split_batch):
+        if self._ahead is not None and (self._ahead != seeds[0] or not batch):
             self.settle()  # the steps did not go as announced (a seed state set by hand, say)
         # Add/subtract restore: the last seed's +eps z restore waits for the update's pass (z drawn
         # 3 times a step instead of 4); replay repeats the same arithmetic (restore_ops).
@@ -593,10 +591,9 @@ class MeZOTrainer:
         grads = [(lp - lm) / (2 * self.config.epsilon) for lp, lm in losses]
         past = self.trajectory.steps
         coefficients = self.update_rule.coefficients(past, len(past), grads)
-        # The next step's first +eps pass, done in this one (restore is add/subtract exactly when
-        # pending is set and the trainable tensors have no copies to be restored from).
-        ahead = self._next_seeds()[0] if pending is not None and next_batch and not self.config.split_batch \
-            and self.adam is None else None
+        # The next step's first +eps pass, done in this one (pending is set exactly when the restore
+        # is add/subtract and this step's directions moved the trainable tensors themselves).
+        ahead = self._next_seeds()[0] if pending is not None and next_batch and self.adam is None else None
         if self.adam is not None:
             if pending is not None:
                 self._move([pending])
