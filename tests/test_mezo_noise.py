@@ -1,6 +1,6 @@
-"""z drawn a chunk at a time is the whole tensor's z; a full-weight step with the add/subtract
-restore draws z one time fewer (3 times with one seed), and its replay lands on the trained
-weights bit for bit."""
+"""z drawn a chunk at a time is the whole tensor's z; the random-sign kernel moves weights exactly
+as the torch path does; a full-weight step with the add/subtract restore draws z one time fewer (3
+times with one seed), and its replay lands on the trained weights bit for bit."""
 
 from __future__ import annotations
 
@@ -44,6 +44,42 @@ def test_chunks_hold_the_whole_tensors_z(small_chunks, kind, dtype):
         assert set(z.unique().tolist()) == {-1.0, 1.0} and abs(z.mean().item()) < 0.1
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_sign_kernel_moves_weights_bit_for_bit_as_the_torch_path(monkeypatch, dtype, threads):
+    """The compiled kernel (what a full-weight run uses) against the torch path that defines z: the
+    same weights after a pass of adds and decays, for sizes around its 32-value groups and across
+    its chunks, and for values where rounding is delicate (ties, tiny, huge, inf, NaN)."""
+    from sglang.srt.mezo_sign_kernel import sign_kernel
+
+    assert sign_kernel() is not None, "the kernel did not build (gcc and ninja are in CI's setup)"
+    monkeypatch.setattr(noise, "FUSED_CHUNK", 128)  # tensors cross chunks of the kernel's words
+    gen = torch.Generator().manual_seed(0)
+    sizes = [1, 31, 32, 33, 64, 65, 127, 128, 129, 1000, 4099]
+    start = [torch.randn(n, generator=gen) * 10.0 ** torch.randint(-6, 4, (n,), generator=gen) for n in sizes]
+    start[-1][:6] = torch.tensor([float("inf"), float("-inf"), float("nan"), 1e-40, 3e38, 0.109619140625])
+    ops = [AddZ(11, 1e-2), Decay(0.999), AddZ(11, -3.3e-3), AddZ(12, 1e-2), AddZ(13, 7e-4), Decay(0.9)]
+    decay = [i % 3 != 0 for i in range(len(sizes))]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        moved = {}
+        for path in ("kernel", "torch"):
+            if path == "torch":
+                monkeypatch.setattr(noise, "_fused", lambda t, kind: False)
+            tensors = [t.to(dtype) for t in start]
+            move(tensors, ops, decay, {}, kind="rademacher")
+            moved[path] = tensors
+    finally:
+        torch.set_num_threads(before)
+    bits = torch.int16 if dtype == torch.bfloat16 else torch.int32
+    for n, a, b in zip(sizes, moved["kernel"], moved["torch"]):
+        nan = a.isnan()
+        assert torch.equal(nan, b.isnan()), n  # a NaN stays a NaN (its payload bits may differ)
+        assert torch.equal(a[~nan].view(bits), b[~nan].view(bits)), n  # -0.0 and +0.0 told apart
+    assert not torch.equal(moved["kernel"][-1], start[-1].to(dtype))
+
+
 def test_ops_apply_in_order_with_decay_only_where_it_belongs(small_chunks):
     a, b = torch.ones(200), torch.ones(200)
     move([a, b], [Decay(0.5), AddZ(3, 0.25)], [True, False], {})
@@ -58,13 +94,18 @@ def test_add_subtract_run_draws_z_three_times_a_step_and_replays_bit_for_bit(sma
     cfg = MeZOConfig(trainable="full", exact_restore=False, dtype=dtype, noise=kind, batch_size=3, num_steps=3, n_spsa=2,
                      learning_rate=1e-3, epsilon=1e-2, weight_decay=0.1, eval_steps=3, eval_at_start=False,
                      device="cpu", progress_bar=False, output_dir=str(tmp_path / "run"), seed=5)
-    fills = []
-    real_fill = noise._fill
-    monkeypatch.setattr(noise, "_fill", lambda out, gen, kind, *scratch: fills.append(out.numel()) or real_fill(out, gen, kind, *scratch))
+    fills = []  # z drawn: Gaussian values, or random words (64 signs each, by the kernel or the torch path)
+    if kind == "gaussian":
+        real_fill = noise._fill
+        monkeypatch.setattr(noise, "_fill", lambda out, gen, kind, *scratch: fills.append(out.numel()) or real_fill(out, gen, kind, *scratch))
+    else:
+        real_words = noise._random_words
+        monkeypatch.setattr(noise, "_random_words", lambda words, gen: fills.append(words.numel()) or real_words(words, gen))
     with trainer_for(MeZOTrainer, tiny_llama, cfg) as tr:
         assert tr.restore == "add-subtract"
         tr._perturb(1, 0.0)
         one_draw = sum(fills)
+        assert one_draw > 0
         fills.clear()
         tr.step(TASK)
         # Per seed +eps, -2 eps, +eps and the update's draw, except that the last seed's restore and

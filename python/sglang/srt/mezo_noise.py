@@ -10,6 +10,10 @@ after the -eps pass and the update share one draw. The chunks hold the same numb
 generator's stream in order (and redraws a last partial block), so a stream cut at multiples of 16,
 with a last piece of at least 16 values, continues exactly where the whole tensor's would.
 
+Random-sign z on a CPU takes a shortcut with the same results: a compiled kernel
+(:mod:`sglang.srt.mezo_sign_kernel`) applies all of a pass's operations to a tensor at once, taking
+each sign straight from the random words' bits instead of building a float z per chunk.
+
 Training, replay and resume all move weights through :func:`move` with the same operations, in
 the same chunks, so they agree bit for bit.
 """
@@ -23,6 +27,7 @@ from typing import Iterator, Optional, Sequence, Union
 import torch
 
 from sglang.srt.mezo_config import Noise
+from sglang.srt.mezo_sign_kernel import DTYPES, apply_sign_ops, sign_kernel
 
 #: "gaussian": z ~ N(0, I) (MeZO's). "rademacher": z = +-1 with probability 1/2 each, from 64
 #: random bits per 64 values, ~3x cheaper to draw on a CPU; SPSA stays unbiased (E[z z^T] = I).
@@ -80,6 +85,12 @@ def _generator(cache: dict, device: torch.device, slot: int = 0) -> torch.Genera
 _SIGN_TABLE = torch.tensor([[1.0 if (b >> k) & 1 else -1.0 for k in range(8)] for b in range(256)])
 
 
+def _random_words(words: torch.Tensor, gen: torch.Generator) -> None:
+    """The next ``words.numel()`` 64-bit words of ``gen``'s stream: Rademacher z's signs, 64 a word.
+    The stream does not depend on how it is cut into calls, so chunks continue the whole tensor's."""
+    words.random_(-(2**63), None, generator=gen)  # all 64 bits random (the default range has 63)
+
+
 def _fill(out: torch.Tensor, gen: torch.Generator, kind: str, scratch: Optional[dict] = None) -> None:
     """Fill the 1-D float32 ``out`` with the next ``out.numel()`` values of ``gen``'s z stream.
     ``scratch``: a dict (one per thread) that keeps Rademacher's random words and indices, sized
@@ -96,7 +107,7 @@ def _fill(out: torch.Tensor, gen: torch.Generator, kind: str, scratch: Optional[
         if scratch is not None:
             scratch["rademacher"] = bufs
     words, index = bufs[0][:nwords], bufs[1][: nwords * 8]  # random_ fills a slice as a fresh tensor
-    words.random_(-(2**63), None, generator=gen)  # all 64 bits random (the default range has 63)
+    _random_words(words, gen)
     index.copy_(words.view(torch.uint8))
     table = _SIGN_TABLE if out.device.type == "cpu" else _SIGN_TABLE.to(out.device)
     if n % 8 == 0:  # straight into out, 8 signs a byte
@@ -151,7 +162,9 @@ def move(tensors: Sequence[torch.Tensor], ops: Sequence[Op], decay: Sequence[boo
     big = []
     for i, t in enumerate(tensors):
         layout = layouts[i] if layouts else None
-        if layout is not None or not t.is_contiguous() or t.numel() <= CHUNK:
+        if layout is None and _fused(t, kind):
+            _move_fused(t, i, _ops_for(ops, decay[i]), seeds, generators)
+        elif layout is not None or not t.is_contiguous() or t.numel() <= CHUNK:
             # Small, sharded or strided: whole-tensor z (a LoRA adapter's tensors are all small).
             z = {s: draw_z(s, i, t, generators, layout, kind) for s in seeds}
             _apply(t, _ops_for(ops, decay[i]), z)
@@ -184,6 +197,40 @@ def move(tensors: Sequence[torch.Tensor], ops: Sequence[Op], decay: Sequence[boo
     futures = [_pool(len(work)).submit(run, *item) for item in work]
     for f in futures:
         f.result()
+
+
+#: Elements per call of the random-sign kernel: its random words (64 signs each) for one seed take
+#: 512 KiB, whatever the size of the model's largest tensor. A multiple of 64: whole words.
+FUSED_CHUNK = 1 << 22
+
+
+def _fused(t: torch.Tensor, kind: str) -> bool:
+    # Random signs on a contiguous CPU tensor go through the compiled kernel when it is built.
+    return (kind == "rademacher" and t.device.type == "cpu" and t.is_contiguous() and t.dtype in DTYPES
+            and sign_kernel() is not None)
+
+
+def _move_fused(t: torch.Tensor, index: int, ops: Sequence[Op], seeds: Sequence[int], cache: dict) -> None:
+    """:func:`move` for one tensor with random-sign z, by the kernel: the same numbers as the torch
+    path (the signs of the same words; each op rounded as torch's in-place ops round it)."""
+    gens = [_generator(cache, t.device, k + 1) for k in range(len(seeds))]
+    for s, gen in zip(seeds, gens):
+        gen.manual_seed(tensor_seed(s, index))
+    slot = {s: k for k, s in enumerate(seeds)}
+    seed_index = [slot[op.seed] if isinstance(op, AddZ) else -1 for op in ops]
+    alpha = [op.alpha if isinstance(op, AddZ) else op.factor for op in ops]
+    key = ("sign words", t.device)
+    bufs = cache[key] = [b for b in cache.get(key, []) if b.numel() >= FUSED_CHUNK // 64]
+    while len(bufs) < len(seeds):
+        bufs.append(torch.empty(FUSED_CHUNK // 64, dtype=torch.int64))
+    flat = t.view(-1)
+    for start in range(0, flat.numel(), FUSED_CHUNK):
+        piece = flat[start : start + FUSED_CHUNK]
+        nwords = (piece.numel() + 63) // 64
+        words = [buf[:nwords] for buf in bufs[: len(seeds)]]
+        for w, gen in zip(words, gens):
+            _random_words(w, gen)
+        apply_sign_ops(piece, words, seed_index, alpha)
 
 
 def _ops_for(ops: Sequence[Op], decays: bool) -> list[Op]:
