@@ -57,8 +57,8 @@ DType = Literal["float32", "float16", "bfloat16"]
 #   some data seeds and on TREC, and bf16 halves the step time on a CPU with bf16 matrix units at
 #   the same accuracy. The Adam-LoRA baseline and a served adapter keep rank 8's memory budget.
 # - noise: z is Rademacher for full-weight runs, where drawing z is most of a step's overhead (a
-#   step at batch 16, add/subtract restore, costs 1.1-1.2x two forwards with the sign kernel against
-#   ~2.1x with Gaussian z; benchmarks/results/perf_steps.md); SPSA with random signs is unbiased like MeZO's Gaussian, and on causal-LM LoRA
+#   step at batch 16, add/subtract restore, costs 1.1-1.3x two forwards with the sign kernel against
+#   2.1-2.3x with Gaussian z; benchmarks/results/perf_steps.md); SPSA with random signs is unbiased like MeZO's Gaussian, and on causal-LM LoRA
 #   (SST-2 16-shot, 1,000 steps, data seeds 42/13/21) it reached 84.3/82.7/72.1 against Gaussian's
 #   81.5/80.4/79.5, and SST-5 34.3 against 31.7: no consistent difference (a mean of 79.7 against
 #   80.5 on SST-2). LoRA keeps Gaussian: there z costs next to nothing.
