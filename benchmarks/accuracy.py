@@ -238,6 +238,13 @@ def _adam_rank2() -> list[Run]:
                 lever="rank2") for seed in (42, 13, 21)]
 
 
+def _adam_sst5_trec() -> list[Run]:
+    # The Adam-LoRA ceiling for the SST-5 and TREC prompts kept, with the recipe adam-rank2 uses on
+    # SST-2 16-shot (rank 2, 100 steps of 8); it reuses each seed's zero-shot prompt choice.
+    return [Run(task, 16, seed, "adam-lora", steps=100, lr=1e-3, batch=8, eval_every=50, prompt="auto",
+                lever="rank2") for task in ("sst-5", "trec") for seed in (42, 13, 21)]
+
+
 def _noise_1000() -> list[Run]:
     # Rademacher z against the defaults' Gaussian at the issue's budget, same data seeds: random
     # signs are Spall's original SPSA and 3x cheaper to draw, which is what a full-weight step
@@ -312,6 +319,7 @@ def _zo_adam() -> list[Run]:
 
 
 PLANS = {
+    "adam-sst5-trec": _adam_sst5_trec,
     "zo-adam": _zo_adam,
     "adam-k512-seeds": _adam_k512_seeds,
     "full-noise-1000": _full_noise_1000,

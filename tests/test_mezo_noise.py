@@ -5,6 +5,8 @@ times with one seed), and its replay lands on the trained weights bit for bit.""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -78,6 +80,24 @@ def test_the_sign_kernel_moves_weights_bit_for_bit_as_the_torch_path(monkeypatch
         assert torch.equal(nan, b.isnan()), n  # a NaN stays a NaN (its payload bits may differ)
         assert torch.equal(a[~nan].view(bits), b[~nan].view(bits)), n  # -0.0 and +0.0 told apart
     assert not torch.equal(moved["kernel"][-1], start[-1].to(dtype))
+
+
+@pytest.mark.parametrize("env, says", [({"CXX": "/bin/false"}, "random-sign kernel did not build"),
+                                       ({"SGLANG_MEZO_SIGN_KERNEL": "0"}, "")])
+def test_without_the_kernel_random_signs_take_the_torch_path(tmp_path, env, says):
+    """A machine with no working compiler (or a user who turns the kernel off) gets the same z
+    through the torch path, with a warning that says why and what to do, not a crash."""
+    code = ("import torch\n"
+            "from sglang.srt.mezo_noise import AddZ, draw_z, move\n"
+            "from sglang.srt.mezo_sign_kernel import sign_kernel\n"
+            "t = torch.zeros(1000)\n"
+            "move([t], [AddZ(7, 1.0)], [False], {}, kind='rademacher')\n"
+            "print(sign_kernel() is None, torch.equal(t, draw_z(7, 0, t, {}, kind='rademacher')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path), **env})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == ["True", "True"]
+    assert says in out.stderr and ("gcc" in out.stderr) == bool(says)
 
 
 def test_ops_apply_in_order_with_decay_only_where_it_belongs(small_chunks):
