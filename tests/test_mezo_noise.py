@@ -100,6 +100,21 @@ def test_without_the_kernel_random_signs_take_the_torch_path(tmp_path, env, says
     assert says in out.stderr and ("gcc" in out.stderr) == bool(says)
 
 
+def test_the_kernel_finds_the_ninja_pip_installed_without_an_activated_environment(tmp_path):
+    """scripts/test.sh runs .venv/bin/python without activating .venv: torch looks for ninja on
+    PATH, and the one pip installed (scripts/requirements-cpu.txt) is in .venv/bin."""
+    code = ("import shutil\n"
+            "from sglang.srt.mezo_sign_kernel import _ninja_on_path\n"
+            "from torch.utils.cpp_extension import is_ninja_available\n"
+            "before = shutil.which('ninja')\n"
+            "_ninja_on_path()\n"
+            "print(before is None, is_ninja_available())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PATH": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == ["True", "True"]
+
+
 def test_ops_apply_in_order_with_decay_only_where_it_belongs(small_chunks):
     a, b = torch.ones(200), torch.ones(200)
     move([a, b], [Decay(0.5), AddZ(3, 0.25)], [True, False], {})

@@ -29,6 +29,8 @@ import functools
 import hashlib
 import logging
 import os
+import shutil
+import sys
 from typing import Optional, Sequence
 
 import torch
@@ -137,6 +139,14 @@ def _cpu_tag() -> str:
     return hashlib.sha256((platform.machine() + flags).encode()).hexdigest()[:10]
 
 
+def _ninja_on_path() -> None:
+    # torch runs `ninja` from PATH; pip puts it in this environment's bin folder, which is not on
+    # PATH when the environment's python runs without being activated (scripts/test.sh, say).
+    here = os.path.dirname(sys.executable)
+    if shutil.which("ninja") is None and os.access(os.path.join(here, "ninja"), os.X_OK):
+        os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
+
+
 @functools.lru_cache(maxsize=None)
 def sign_kernel():
     """The compiled module (built on first use), or None: turned off, or it would not build."""
@@ -150,6 +160,7 @@ def sign_kernel():
             from torch.utils.cpp_extension import load_inline
         finally:
             quiet.setLevel(level)
+        _ninja_on_path()
         return load_inline(f"sglang_mezo_sign_ops_{_cpu_tag()}", cpp_sources=[_SOURCE], functions=["apply_sign_ops"],
                            extra_cflags=["-O3", "-march=native", "-ffp-contract=off"], verbose=False)
     except Exception as e:  # no compiler or ninja, say: the torch path gives the same numbers, slower
