@@ -11,16 +11,17 @@ alone on an idle machine. Prints a Markdown table; ``--out FILE`` also writes it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
-import platform
 import statistics
 import sys
 import time
 
 import torch
 
-import sglang.srt.mezo_noise as noise
-from sglang.srt.mezo_noise import AddZ, move
+from perf_mezo import machine_info
+
+from sglang.srt.mezo_noise import AddZ, move, sign_kernel_off
 from sglang.srt.mezo_sign_kernel import sign_kernel
 
 #: SmolLM2-135M's weight matrices: the (tied) embedding, then 30 layers of q, k, v, o, gate, up, down.
@@ -29,14 +30,6 @@ PASSES = {"one add (1 seed)": [AddZ(1, -2e-3)],
           "update pass (3 adds, 2 seeds)": [AddZ(1, 1e-3), AddZ(1, -1e-7), AddZ(2, 1e-3)]}
 WAYS = [("gaussian", "gaussian", True), ("rademacher, sign kernel", "rademacher", True),
         ("rademacher, torch path", "rademacher", False)]
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def main() -> None:
@@ -52,18 +45,16 @@ def main() -> None:
     tensors = [torch.randn(s).to(getattr(torch, args.dtype)) for s in SHAPES]
     decay = [False] * len(tensors)
     generators: dict = {}
-    real = noise._fused
     times = {}
     for _ in range(args.repeats + 1):  # round-robin, so drift hits every cell alike
         for way, kind, kernel in WAYS:
-            noise._fused = real if kernel else (lambda t, kind: False)
-            for name, ops in PASSES.items():
-                t0 = time.perf_counter()
-                move(tensors, ops, decay, generators, kind=kind)
-                times.setdefault((way, name), []).append(time.perf_counter() - t0)
-    noise._fused = real
+            with contextlib.nullcontext() if kernel else sign_kernel_off():
+                for name, ops in PASSES.items():
+                    t0 = time.perf_counter()
+                    move(tensors, ops, decay, generators, kind=kind)
+                    times.setdefault((way, name), []).append(time.perf_counter() - t0)
     lines = [f"Command: `python {' '.join(sys.argv)}` ({datetime.datetime.now():%Y%m%d-%H%M%S}; "
-             f"{_cpu()}, torch {torch.__version__}). "
+             f"{machine_info()['cpu_model']}, torch {torch.__version__}). "
              f"{sum(t.numel() for t in tensors):,} {args.dtype} weights in SmolLM2-135M's shapes, {args.threads} "
              f"threads, median (min-max) of {args.repeats} rounds after 1 warm-up, seconds a pass.", "",
              "| z | " + " | ".join(PASSES) + " |", "|---|" + "---|" * len(PASSES)]

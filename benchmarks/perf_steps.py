@@ -79,15 +79,12 @@ def _legacy_addsub_step(trainer, batch, seed: int) -> None:
         perturb(-trainer.config.learning_rate * (lp - lm) / (2 * eps))
 
 
-def _without_sign_kernel(fn):
-    """Run ``fn`` with random-sign z through the torch path (what a machine without a compiler runs)."""
-    import sglang.srt.mezo_noise as noise
+def _without_sign_kernel(trainer, batch) -> None:
+    """The run's step with random-sign z through the torch path (what a machine without a compiler runs)."""
+    from sglang.srt.mezo_noise import sign_kernel_off
 
-    real, noise._fused = noise._fused, lambda t, kind: False
-    try:
-        return fn()
-    finally:
-        noise._fused = real
+    with sign_kernel_off():
+        trainer.step(batch, batch)
 
 
 def worker(dtype: str, model_path: str, threads: int, batch_size: int, seed: int) -> int:
@@ -133,8 +130,7 @@ def worker(dtype: str, model_path: str, threads: int, batch_size: int, seed: int
         "full_rademacher": lambda: full["rademacher"].step(batches["sst-2"]),
         # MeZORun passes the next batch when a step follows; the same batch stands in for it here.
         "full_rademacher_ahead": lambda: full["rademacher_ahead"].step(batches["sst-2"], batches["sst-2"]),
-        "full_rademacher_ahead_torch": lambda: _without_sign_kernel(
-            lambda: full["rademacher_ahead_torch"].step(batches["sst-2"], batches["sst-2"])),
+        "full_rademacher_ahead_torch": lambda: _without_sign_kernel(full["rademacher_ahead_torch"], batches["sst-2"]),
         "full_addsub_legacy": lambda: _legacy_addsub_step(full["addsub"], batches["sst-2"], seeds.randrange(2**62)),
     }
     for t in TASK_FILES:

@@ -4,6 +4,7 @@ times with one seed), and its replay lands on the trained weights bit for bit.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -67,10 +68,10 @@ def test_the_sign_kernel_moves_weights_bit_for_bit_as_the_torch_path(monkeypatch
     try:
         moved = {}
         for path in ("kernel", "torch"):
-            if path == "torch":
-                monkeypatch.setattr(noise, "_fused", lambda t, kind: False)
-            tensors = [t.to(dtype) for t in start]
-            move(tensors, ops, decay, {}, kind="rademacher")
+            with contextlib.nullcontext() if path == "kernel" else noise.sign_kernel_off():
+                assert noise._fused(start[0], "rademacher") == (path == "kernel")
+                tensors = [t.to(dtype) for t in start]
+                move(tensors, ops, decay, {}, kind="rademacher")
             moved[path] = tensors
     finally:
         torch.set_num_threads(before)

@@ -20,6 +20,7 @@ the same chunks, so they agree bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import typing
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence, Union
@@ -204,10 +205,25 @@ def move(tensors: Sequence[torch.Tensor], ops: Sequence[Op], decay: Sequence[boo
 FUSED_CHUNK = 1 << 22
 
 
+_KERNEL_OFF = False
+
+
+@contextlib.contextmanager
+def sign_kernel_off() -> Iterator[None]:
+    """Inside the block, random signs go through the torch path instead of the compiled kernel:
+    the same numbers, slower (what a machine without a compiler runs). For comparing the two."""
+    global _KERNEL_OFF
+    before, _KERNEL_OFF = _KERNEL_OFF, True
+    try:
+        yield
+    finally:
+        _KERNEL_OFF = before
+
+
 def _fused(t: torch.Tensor, kind: str) -> bool:
     # Random signs on a contiguous CPU tensor go through the compiled kernel when it is built.
-    return (kind == "rademacher" and t.device.type == "cpu" and t.is_contiguous() and t.dtype in DTYPES
-            and sign_kernel() is not None)
+    return (kind == "rademacher" and not _KERNEL_OFF and t.device.type == "cpu" and t.is_contiguous()
+            and t.dtype in DTYPES and sign_kernel() is not None)
 
 
 def _move_fused(t: torch.Tensor, index: int, ops: Sequence[Op], seeds: Sequence[int], cache: dict) -> None:
