@@ -118,7 +118,7 @@ def make_masked_lm(path: str, tokenizer_dir: str) -> str:
 @contextlib.contextmanager
 def runner_for(spec):
     """Build a ModelRunner for ``spec`` and release it afterwards (one at a time per process)."""
-    from sglang.srt.mezo_runner import build_model_runner, release_model_runner
+    from sglang.srt.mezo.engine.runner import build_model_runner, release_model_runner
 
     runner = build_model_runner(spec)
     try:
@@ -131,7 +131,7 @@ def runner_for(spec):
 @contextlib.contextmanager
 def trainer_for(trainer_cls, *args, **kwargs):
     """A trainer whose runner is released afterwards."""
-    from sglang.srt.mezo_runner import release_model_runner
+    from sglang.srt.mezo.engine.runner import release_model_runner
 
     trainer = trainer_cls(*args, **kwargs)
     try:

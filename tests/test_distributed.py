@@ -65,7 +65,7 @@ def _steps_logged(out) -> int:
 
 
 def _grads(out) -> tuple[list, list]:
-    from sglang.srt.mezo_trajectory import Trajectory
+    from sglang.srt.mezo.zo.trajectory import Trajectory
 
     t = Trajectory.load(str(out))
     return [s for s, _ in t.steps], [g[0] for _, g in t.steps]
@@ -139,7 +139,7 @@ def test_nproc_runs_torchrun_with_identical_workers(tmp_path, reference, tiny_ll
     # That digest is the saved adapter's: every rank ended with the tensors rank 0 saved.
     from safetensors.torch import load_file
 
-    from sglang.srt.mezo_trajectory import Trajectory
+    from sglang.srt.mezo.zo.trajectory import Trajectory
 
     names = Trajectory.load(str(out)).tensor_names
     saved = load_file(os.path.join(out, "adapter", "adapter_model.safetensors"))
@@ -175,7 +175,7 @@ def test_workers_that_search_the_prompt_agree_on_it(tmp_path, tiny_llama, toy_fi
 
 
 def test_worker_env_and_isolation(monkeypatch):
-    from sglang.srt.mezo_distributed import WorkerEnv, isolate_sglang
+    from sglang.srt.mezo.parallel.launch import WorkerEnv, isolate_sglang
 
     assert WorkerEnv.from_environ({"WORLD_SIZE": "1"}) is None
     with pytest.raises(ValueError, match="MASTER_ADDR"):
@@ -192,7 +192,8 @@ def test_worker_env_and_isolation(monkeypatch):
 
 
 def test_shard_of_the_noise_is_the_noise_of_the_shard():
-    from sglang.srt.mezo_trainer import ShardLayout, apply_update, draw_z
+    from sglang.srt.mezo.zo.noise import ShardLayout, draw_z
+    from sglang.srt.mezo.zo.update import apply_update
 
     seed, index = 123456789, 5
     full = torch.randn(12, 8)
@@ -234,8 +235,8 @@ def test_shard_of_the_noise_is_the_noise_of_the_shard():
 def test_layouts_from_sglang_parallel_layers():
     """The layouts read off SGLang's parallel-linear attributes (tp=2, rank 1), on stand-in modules
     (SGLang 0.5.23 does not start tp=2 on a CPU; see the report)."""
-    from sglang.srt.mezo_distributed import tensor_parallel_layouts
-    from sglang.srt.mezo_trainer import ShardLayout
+    from sglang.srt.mezo.engine.tensor_parallel import tensor_parallel_layouts
+    from sglang.srt.mezo.zo.noise import ShardLayout
 
     def layer(kind, shape, attr, **fields):
         m = type(kind, (torch.nn.Module,), {})()

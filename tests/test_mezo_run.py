@@ -12,11 +12,14 @@ import pytest
 import torch
 from conftest import runner_for, trainer_for
 
-from sglang.srt.mezo_config import MeZOConfig, add_config_arguments, config_from_arguments
-from sglang.srt.mezo_mlm_trainer import build_parser, prepare, run, start_run
-from sglang.srt.mezo_run import RUN_STATE_FILE, BatchSampler
-from sglang.srt.mezo_runner import RunnerSpec, release_model_runner
-from sglang.srt.mezo_trainer import MeZOTrainer
+from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.spec.flags import add_config_arguments, config_from_arguments
+from sglang.srt.mezo.cli.train import build_parser
+from sglang.srt.mezo.training.plan import prepare, run, start_run
+from sglang.srt.mezo.training.checkpoints import RUN_STATE_FILE
+from sglang.srt.mezo.training.run import BatchSampler
+from sglang.srt.mezo.engine.runner import RunnerSpec, release_model_runner
+from sglang.srt.mezo.training.trainer import MeZOTrainer
 
 TASK = [([0, 5, 7, 9, 11, 3, 40], 42), ([0, 8, 200, 4], 42), ([0, 300, 301, 302, 303, 304, 305, 306, 307], 42),
         ([0, 17, 18, 19], 42)]
@@ -159,7 +162,7 @@ def test_run_on_a_handed_runner_leaves_it_running(tiny_llama, toy_file, tmp_path
         assert parallel_state.model_parallel_is_initialized()
         assert runner.token_to_kv_pool_allocator.available_size() == free_before
         assert not runner.lora_manager.loras
-        from sglang.srt.mezo_runner import ExtendForward
+        from sglang.srt.mezo.engine.forward import ExtendForward
 
         assert ExtendForward(runner)([[0, 5, 7]], [2]).shape[0] == 1
     assert [e["event"] for e in events if e["event"] != "eval_progress"] == [
@@ -230,7 +233,7 @@ def test_stopping_between_steps_and_resuming_from_the_checkpoint_is_exact(tiny_l
 def test_a_run_recorded_before_a_default_moved_resumes_with_what_it_ran(tiny_llama, toy_file, tmp_path):
     """Records written before update_rule existed and dtype had per-kind defaults carry neither:
     they ran plain SGD in fp32, and resuming compares against that, not against today's defaults."""
-    from sglang.srt.mezo_trajectory import FILE
+    from sglang.srt.mezo.zo.trajectory import FILE
 
     old = dict(num_steps=4, eval_steps=2, eval_at_start=False, update_rule="sgd", dtype="float32", noise="gaussian")
     spec = toy_spec(tiny_llama, toy_file, output_dir=str(tmp_path / "old"), **old)
@@ -313,7 +316,7 @@ def test_fewer_lora_tensors_perturbed_leave_the_others_at_their_start(tiny_llama
         assert torch.equal(before[name], after[name]) == (name not in names), name
     from safetensors.torch import load_file
 
-    from sglang.srt.mezo_replay import replay
+    from sglang.srt.mezo.training.replay import replay
 
     saved = load_file(str(tmp_path / "run" / "adapter" / "adapter_model.safetensors"))
     assert set(saved) == set(before)
@@ -326,7 +329,7 @@ def test_fewer_lora_tensors_perturbed_leave_the_others_at_their_start(tiny_llama
 def test_update_rules_move_by_their_coefficients_and_resume_exactly(tiny_llama, toy_file, tmp_path, rule):
     """sign / normalized steps: the first step moves theta by -lr * coefficient * z (checked against
     z drawn again), and a run stopped and resumed ends where a straight run does."""
-    from sglang.srt.mezo_noise import draw_z
+    from sglang.srt.mezo.zo.noise import draw_z
 
     common = dict(num_steps=4, eval_steps=2, eval_at_start=False, update_rule=rule, paired_forward=False)
     mezo_run = start_run(prepare(toy_spec(tiny_llama, toy_file, output_dir=str(tmp_path / "a"), **common)))
@@ -353,7 +356,7 @@ def test_update_rules_move_by_their_coefficients_and_resume_exactly(tiny_llama, 
     assert result_c["train_loss"] == result_a["train_loss"]
     from safetensors.torch import load_file
 
-    from sglang.srt.mezo_replay import replay
+    from sglang.srt.mezo.training.replay import replay
 
     replayed = load_file(replay(str(tmp_path / "a"), str(tmp_path / "replayed")) + "/adapter_model.safetensors")
     saved = load_file(str(tmp_path / "a" / "adapter" / "adapter_model.safetensors"))

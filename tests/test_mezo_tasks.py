@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 
 from sglang.srt import mezo_tasks as mt
-from sglang.srt.mezo_tasks import (
-    LM_BFF_SEEDS, TASKS, DataFormatError, Example, accuracy, compute_metric, default_data_root,
-    fill_template, get_task, load_examples, macro_f1, resolve_task_data, sample_k_shot,
-)
+from sglang.srt.mezo.data import loaders
+from sglang.srt.mezo.data.sampling import LM_BFF_SEEDS, sample_k_shot
+from sglang.srt.mezo.data.presets import TASKS, fill_template, get_task
+from sglang.srt.mezo.errors import DataFormatError
+from sglang.srt.mezo.data.examples import Example
+from sglang.srt.mezo.data.metrics import accuracy, compute_metric, macro_f1
+from sglang.srt.mezo.data.loaders import default_data_root, load_examples, resolve_task_data
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -43,11 +46,15 @@ def assert_format_error(path: str, line: int | str, *parts: str, **kw) -> str:
 # ---------------------------------------------------------------- module hygiene and presets
 
 def test_module_imports_neither_torch_nor_sglang_internals():
-    # Load the file standalone: importing the `sglang` package itself pulls in torch.
-    code = ("import importlib.util, sys; p = sys.argv[1]; s = importlib.util.spec_from_file_location('m', p); "
-            "m = importlib.util.module_from_spec(s); sys.modules['m'] = m; s.loader.exec_module(m); "
-            "bad = [x for x in ('torch', 'sglang', 'datasets') if x in sys.modules]; assert not bad, bad")
-    subprocess.run([sys.executable, "-c", code, mt.__file__], check=True)
+    # Import data/ and spec/ from this checkout alone, without site-packages (-S): the upstream
+    # `sglang` package, whose __init__ pulls in torch, is then not there to be imported at all.
+    python_dir = str(Path(mt.__file__).resolve().parents[2])
+    code = ("import importlib, pkgutil, sys; sys.path.insert(0, sys.argv[1]); import sglang.srt.mezo.data as d, "
+            "sglang.srt.mezo.spec as s; import sglang.srt.mezo_tasks; "
+            "[importlib.import_module(m.name) for p in (d, s) for m in pkgutil.walk_packages(p.__path__, p.__name__ + '.')]; "
+            "bad = [x for x in ('torch', 'sglang.srt.utils', 'datasets', 'transformers') if x in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-S", "-c", code, python_dir], check=True)
 
 
 def test_docstring_examples_run():
@@ -311,13 +318,13 @@ def test_offline_hub_name_fails_clearly(monkeypatch):
 
 
 def test_hub_name_parsing():
-    assert mt._parse_hub_name("hub:glue:sst2") == ("glue", "sst2")
-    assert mt._parse_hub_name("glue/sst2") == ("glue", "sst2")
-    assert mt._parse_hub_name("hub:SetFit/sst5") == ("SetFit/sst5", None)
-    assert mt._parse_hub_name("SetFit/sst5") == ("SetFit/sst5", None)
-    assert mt._parse_hub_name("nyu-mll/glue/mnli") == ("nyu-mll/glue", "mnli")
-    assert mt._hub_split(get_task("mnli"), "dev") == "validation_matched"
-    assert mt._hub_split(get_task("rte"), "dev") == "validation"
+    assert loaders._parse_hub_name("hub:glue:sst2") == ("glue", "sst2")
+    assert loaders._parse_hub_name("glue/sst2") == ("glue", "sst2")
+    assert loaders._parse_hub_name("hub:SetFit/sst5") == ("SetFit/sst5", None)
+    assert loaders._parse_hub_name("SetFit/sst5") == ("SetFit/sst5", None)
+    assert loaders._parse_hub_name("nyu-mll/glue/mnli") == ("nyu-mll/glue", "mnli")
+    assert loaders._hub_split(get_task("mnli"), "dev") == "validation_matched"
+    assert loaders._hub_split(get_task("rte"), "dev") == "validation"
 
 
 # ---------------------------------------------------------------- data roots

@@ -10,8 +10,11 @@ import pytest
 import torch
 from conftest import make_causal_lm, runner_for, trainer_for
 
-from sglang.srt.mezo_runner import ExtendForward, RunnerSpec
-from sglang.srt.mezo_trainer import MeZOConfig, MeZODivergedError, MeZOTrainer
+from sglang.srt.mezo.engine.forward import ExtendForward
+from sglang.srt.mezo.engine.runner import RunnerSpec
+from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.errors import MeZODivergedError
+from sglang.srt.mezo.training.trainer import MeZOTrainer
 
 SEQS = [[0, 5, 7, 9, 11, 3, 40], [0, 8, 200, 4], [0, 300, 301, 302, 303, 304, 305, 306, 307]]
 # A fixed prompt -> a chosen next token: learnable by a rank-4 adapter in a few hundred steps.
@@ -333,7 +336,7 @@ def test_paired_forward_gives_the_same_step_as_two_forwards(tmp_path, tiny_llama
 
 
 def test_split_batch_estimates_each_direction_on_its_own_part_in_one_forward(tmp_path, tiny_llama):
-    from sglang.srt.mezo_trainer import replay_steps, split_evenly
+    from sglang.srt.mezo.zo.update import replay_steps, split_evenly
 
     # Direction k's (L+, L-) is what a plain paired trainer measures for seed k on part k alone.
     cfg = small_config(tmp_path / "split", n_spsa=2, split_batch=True, num_steps=2, learning_rate=1e-2)
@@ -370,12 +373,14 @@ def test_a_full_weight_step_puts_the_next_perturbation_on_in_its_update_pass(tmp
     restore (inference memory) makes two passes over the weights instead of three: its update pass also puts on the next step's theta + eps z. Weights
     and trajectory are bit for bit those of steps taken one at a time. A forward in between (an
     evaluation) takes the perturbation off first; the record says so, and replay repeats it."""
-    import sglang.srt.mezo_trainer as mt
-    from sglang.srt.mezo_trajectory import Trajectory
+    import sglang.srt.mezo.training.trainer as trainer_module
+    import sglang.srt.mezo.zo.update as mt
+    from sglang.srt.mezo.zo.trajectory import Trajectory
 
     passes = []
     real_move = mt.move
-    monkeypatch.setattr(mt, "move", lambda *a, **k: passes.append(1) or real_move(*a, **k))
+    for module in (trainer_module, mt):  # the trainer's steps and replay's
+        monkeypatch.setattr(module, "move", lambda *a, **k: passes.append(1) or real_move(*a, **k))
     batches = [TASK[:2], TASK[2:], TASK[1:3], TASK]
     runs = {}
     for mode in ("one at a time", "ahead", "interrupted"):
@@ -427,7 +432,7 @@ def test_zo_adam_is_pytorch_adam_on_the_estimate_g_z_and_replays(tmp_path, tiny_
     """update_rule="adam": three steps move the adapter as torch.optim.Adam moves a copy given
     g z as its gradient; the trajectory replays to the same weights bit for bit (the moments are
     recomputed from the record); every weight is refused (the moments would double the model)."""
-    from sglang.srt.mezo_trainer import replay_steps
+    from sglang.srt.mezo.zo.update import replay_steps
 
     cfg = small_config(tmp_path, update_rule="adam", learning_rate=1e-2, num_steps=3)
     with trainer_for(MeZOTrainer, tiny_llama, cfg) as tr:

@@ -13,11 +13,14 @@ import pytest
 import torch
 
 from sglang.srt import mezo_mlm_trainer as mm
-from sglang.srt.mezo_config import MeZOConfig, add_config_arguments, config_from_arguments
-from sglang.srt.mezo_mlm_trainer import PROMPT_FILE, prepare, start_run
-from sglang.srt.mezo_prompt_search import PromptChoice, _Rows, calibration_bias, rank_assignments
-from sglang.srt.mezo_runner import release_model_runner
-from sglang.srt.mezo_tasks import Example, get_task, prepare_splits, template_candidates
+from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.spec.flags import add_config_arguments, config_from_arguments
+from sglang.srt.mezo.training.plan import PROMPT_FILE, prepare, start_run
+from sglang.srt.mezo.training.prompt_search import PromptChoice, _Rows, calibration_bias, rank_assignments
+from sglang.srt.mezo.engine.runner import release_model_runner
+from sglang.srt.mezo.data.examples import Example
+from sglang.srt.mezo.data.presets import get_task, template_candidates
+from sglang.srt.mezo.data.sampling import prepare_splits
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -14,11 +14,11 @@ import pytest
 import torch
 from conftest import make_causal_lm, trainer_for
 
-from sglang.srt.mezo_config import MeZOConfig
-from sglang.srt.mezo_replay import hf_pieces, replay
-from sglang.srt.mezo_trainer import MeZOTrainer
+from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.training.replay import hf_pieces, replay
+from sglang.srt.mezo.training.trainer import MeZOTrainer
 from sglang.srt.mezo_trainer import main as trainer_main
-from sglang.srt.mezo_trajectory import Trajectory
+from sglang.srt.mezo.zo.trajectory import Trajectory
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -56,7 +56,8 @@ def test_full_weight_replay_gives_a_checkpoint_transformers_and_sglang_load(tmp_
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from sglang.srt.mezo_runner import ExtendForward, RunnerSpec
+    from sglang.srt.mezo.engine.forward import ExtendForward
+    from sglang.srt.mezo.engine.runner import RunnerSpec
     from conftest import runner_for
 
     cfg = config(tmp_path, trainable="full", learning_rate=1e-3, epsilon=1e-3, n_spsa=1, num_steps=4, dtype=dtype)

@@ -21,9 +21,10 @@ from safetensors.torch import load_file
 from transformers import RobertaConfig
 from transformers import RobertaForMaskedLM as HFRobertaForMaskedLM
 
-from sglang.srt import mezo_runner
-from sglang.srt.mezo_roberta_mlm import RobertaForMaskedLM
-from sglang.srt.mezo_runner import ExtendForward, RunnerSpec
+from sglang.srt.mezo.engine import forward as mezo_forward
+from sglang.srt.mezo.engine.roberta_mlm import RobertaForMaskedLM
+from sglang.srt.mezo.engine.forward import ExtendForward
+from sglang.srt.mezo.engine.runner import RunnerSpec
 
 VOCAB = 500  # not a multiple of 64: SGLang pads the embedding rows, the head must not show them
 PAD = 1
@@ -116,7 +117,7 @@ def test_vocab_subset_logits_match_hf(setup):
 def test_default_logits_processor_matches_hf(setup, monkeypatch):
     """Without the swap, SGLang's LogitsProcessor returns last-token logits with the MLM head."""
     hf, runner, fwd = setup
-    monkeypatch.setattr(mezo_runner, "_position_logits", lambda model, head: contextlib.nullcontext())
+    monkeypatch.setattr(mezo_forward, "_position_logits", lambda model, head: contextlib.nullcontext())
     last = [len(s) - 1 for s in SEQUENCES]
     ours = fwd(SEQUENCES, last)
     ref = hf_logits(hf, SEQUENCES, last)
@@ -186,7 +187,8 @@ def test_embedding_mode_runner_matches_hf(tmp_path):
     script = textwrap.dedent(
         f"""
         import json, torch
-        from sglang.srt.mezo_runner import ExtendForward, RunnerSpec, build_model_runner
+        from sglang.srt.mezo.engine.forward import ExtendForward
+        from sglang.srt.mezo.engine.runner import RunnerSpec, build_model_runner
         runner = build_model_runner(RunnerSpec({str(tmp_path)!r}, is_embedding=True, max_total_tokens=1024))
         assert type(runner.model).__name__ == "RobertaForMaskedLM" and not runner.model_config.is_generation
         out = ExtendForward(runner)({SEQUENCES!r}, {positions!r}, vocab_ids=torch.tensor({vocab_ids!r}))

@@ -423,8 +423,8 @@ def test_restart_lists_jobs_resumes_the_interrupted_one_exactly_and_serves_adapt
     assert adapters[0].keys() == adapters[1].keys()
     assert all(adapters[0][k].equal(adapters[1][k]) for k in adapters[0])
     # The job trained with the run spec's defaults, in the dtype the server serves in (float32 here).
-    from sglang.srt.mezo_config import MeZOConfig
-    from sglang.srt.mezo_trajectory import Trajectory
+    from sglang.srt.mezo.spec.config import MeZOConfig
+    from sglang.srt.mezo.zo.trajectory import Trajectory
 
     trajectory = Trajectory.load(os.path.join(dirs["out"], "jobs", running["id"], "run"))
     recorded = MeZOConfig.from_record(trajectory.config)

@@ -1,0 +1,27 @@
+"""``python -m sglang.srt.mezo_trainer replay RUN_DIR --out DIR``: rebuild a run's weights from its
+trajectory (:func:`sglang.srt.mezo.training.replay.replay`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from sglang.srt.mezo.training.replay import replay
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sglang.srt.mezo_trainer replay",
+                                description="Rebuild a MeZO run's trained weights from its trajectory (bit for bit).")
+    p.add_argument("run_dir", help="the run's output folder (or one of its checkpoints/step-N folders)")
+    p.add_argument("--out", required=True, help="where to write the adapter (LoRA) or the checkpoint (full weights)")
+    p.add_argument("--base-model", default=None, help="the base checkpoint (default: the path the run recorded)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda: the kind of device that recorded the run")
+    args = p.parse_args(argv)
+    try:
+        out = replay(args.run_dir, args.out, base_model=args.base_model, device=args.device)
+    except (ValueError, OSError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0

@@ -1,0 +1,5 @@
+"""``--enable-mezo``: a SGLang server that also trains. Launch flags (:mod:`.flags`), the
+OpenAI-shaped HTTP API (:mod:`.http_api`), the job store (:mod:`.store`), job requests
+(:mod:`.job_requests`), OpenAI's objects (:mod:`.openai_objects`), the worker that trains jobs in
+the scheduler between serving batches (:mod:`.scheduler_jobs`), and the hooks that plug it all into
+SGLang (:mod:`.hooks`)."""

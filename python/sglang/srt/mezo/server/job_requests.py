@@ -1,0 +1,336 @@
+"""MeZO fine-tuning jobs of a server: the job store on disk, job requests, and OpenAI's objects.
+
+The HTTP process and the scheduler process share one folder, ``--mezo-output-dir``, and each
+file in it has exactly one writer, so the two processes never race on a file:
+
+- ``files/<file-id>.json`` and ``files/<file-id><ext>``: uploads (HTTP process);
+- ``jobs/<job-id>/request.json``: what was asked, checked and resolved (HTTP process, once);
+- ``jobs/<job-id>/control.json``: cancel / pause / resume wishes (HTTP process);
+- ``jobs/<job-id>/state.json``, ``events.jsonl``, ``checkpoints/``, ``run/``: what the job did
+  (the scheduler process, the only place where training runs).
+
+Every JSON file is written atomically (a temporary file renamed into place), so a reader, a
+restart or a crash never sees half of one. This module imports neither torch nor SGLang.
+
+>>> parse_hyperparameter("n_epochs", "auto"), parse_hyperparameter("batch_size", 4)
+(None, 4)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Optional
+
+from sglang.srt.mezo.errors import RequestError
+from sglang.srt.mezo.server.settings import ServerSettings
+from sglang.srt.mezo.server.store import DATA_SUFFIXES, JobStore
+from sglang.srt.mezo.spec.config import MeZOConfig
+
+
+
+
+
+# ---------------------------------------------------------------- job requests
+
+
+# Settings a job body may carry (top level, via the openai client's extra_body, or inside
+# hyperparameters), besides OpenAI's own fields.
+OPENAI_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
+
+
+OPENAI_KEYS = ("model", "training_file", "validation_file", "hyperparameters", "method", "seed", "suffix",
+               "metadata", "integrations")
+
+
+# Run-spec fields that the server decides, never a request: where files are, what runs where.
+SERVER_OWNED = {
+    "model_path": "the model is the one this server serves: give it as 'model'",
+    "train_file": "give the training data as 'training_file' (a file id or a path under --mezo-data-dir)",
+    "eval_file": "give the validation data as 'validation_file' (a file id or a path under --mezo-data-dir)",
+    "output_dir": "the server writes every job under --mezo-output-dir",
+    "init_adapter": "a job starts from a new adapter",
+    "device": "the job runs on the server's device", "dtype": "the job runs in the server's dtype",
+    "max_total_tokens": "the job shares the server's KV cache", "progress_bar": "a server job has no progress bar",
+    "exact_restore": "a server job always restores exactly", "paired_forward": "the server decides",
+    "split_batch": "a server job gets two LoRA slots (its adapter and its -eps twin), not one pair per direction",
+    "resume": "the server resumes an interrupted job by itself",
+}
+
+
+#: The run-spec fields a request may set (OpenAI's own keys aside): all that the server does not own.
+MEZO_KEYS = tuple(f.name for f in dataclasses.fields(MeZOConfig)
+                  if f.name not in SERVER_OWNED and f.name not in OPENAI_KEYS)
+
+
+def parse_hyperparameter(name: str, value: Any) -> Any:
+    """OpenAI's n_epochs / batch_size / learning_rate_multiplier: "auto" (None here) or a number."""
+    if value is None or value == "auto":
+        return None
+    if name in ("n_epochs", "batch_size"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RequestError(f"{name} must be 'auto' or a whole number >= 1, got {value!r}",
+                               f"hyperparameters.{name}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise RequestError(f"{name} must be 'auto' or a number > 0, got {value!r}", f"hyperparameters.{name}")
+    return float(value)
+
+
+def _hyperparameter_sources(body: dict) -> dict:
+    """Merge the hyperparameters of ``method`` (current) and top-level ``hyperparameters`` (older)."""
+    merged: dict = {}
+    top = body.get("hyperparameters")
+    method = body.get("method")
+    if top is not None and not isinstance(top, dict):
+        raise RequestError("hyperparameters must be an object", "hyperparameters")
+    sources = [("hyperparameters", top or {})]
+    if method is not None:
+        if not isinstance(method, dict):
+            raise RequestError("method must be an object like {'type': 'supervised', 'supervised': {...}}", "method")
+        kind = method.get("type", "supervised")
+        if kind != "supervised":
+            raise RequestError(f"method type {kind!r} is not supported: MeZO jobs are 'supervised' (a prompt "
+                               "objective over label words)", "method.type")
+        unknown = set(method) - {"type", "supervised"}
+        if unknown:
+            raise RequestError(f"method has unknown keys {sorted(unknown)}", "method")
+        sup = method.get("supervised") or {}
+        if not isinstance(sup, dict) or set(sup) - {"hyperparameters"}:
+            raise RequestError("method.supervised must be {'hyperparameters': {...}}", "method.supervised")
+        hp = sup.get("hyperparameters") or {}
+        if not isinstance(hp, dict):
+            raise RequestError("method.supervised.hyperparameters must be an object",
+                               "method.supervised.hyperparameters")
+        sources.append(("method.supervised.hyperparameters", hp))
+    for where, hp in sources:
+        for key, value in hp.items():
+            if key in SERVER_OWNED:
+                raise RequestError(f"{key!r} cannot be set in a job: {SERVER_OWNED[key]}", f"{where}.{key}")
+            if key not in OPENAI_HYPERPARAMETERS and key not in MEZO_KEYS:
+                import difflib
+
+                known = OPENAI_HYPERPARAMETERS + tuple(k for k in MEZO_KEYS if k not in OPENAI_HYPERPARAMETERS)
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise RequestError(f"unknown hyperparameter {key!r} in {where}{hint}; known: {', '.join(known)}",
+                                   f"{where}.{key}")
+            if key in merged and merged[key] != value:
+                raise RequestError(f"hyperparameter {key!r} is given twice with different values "
+                                   f"({merged[key]!r} and {value!r}); give it once", where)
+            merged[key] = value
+    return merged
+
+
+def resolve_data_file(ref: Any, param: str, settings: ServerSettings, store: JobStore) -> tuple[str, str]:
+    """(absolute path, name to show) of a file id or a path relative to --mezo-data-dir.
+
+    Paths are only read from inside the data folder: absolute paths, ``..`` and symlinks that
+    lead out of it are refused.
+    """
+    if not isinstance(ref, str) or not ref.strip():
+        raise RequestError(f"{param} must be a file id (from POST /v1/files) or a path under the server's "
+                           f"data folder, got {ref!r}", param)
+    ref = ref.strip()
+    if ref.startswith("file-"):
+        meta = store.get_file(ref)
+        if meta is None:
+            raise RequestError(f"{param}: no such file {ref!r}; upload it with POST /v1/files", param, 404)
+        return store.file_path(meta), f"{ref} ({meta['filename']})"
+    if settings.data_dir is None:
+        raise RequestError(f"{param} {ref!r} is not a file id, and this server reads no paths (it was started "
+                           "without --mezo-data-dir): upload the file with POST /v1/files", param)
+    if os.path.isabs(ref) or ref.startswith("~"):
+        raise RequestError(f"{param} {ref!r}: absolute paths are not allowed; give a path relative to the "
+                           "server's data folder", param)
+    parts = re.split(r"[\\/]+", ref)
+    if ".." in parts:
+        raise RequestError(f"{param} {ref!r}: '..' is not allowed; give a path inside the server's data folder",
+                           param)
+    root = os.path.realpath(settings.data_dir)
+    path = os.path.realpath(os.path.join(root, ref))
+    if os.path.commonpath([root, path]) != root:
+        raise RequestError(f"{param} {ref!r} leads out of the server's data folder (a symlink?); only files "
+                           "inside it can be read", param)
+    if not os.path.isfile(path):
+        raise RequestError(f"{param} {ref!r}: no such file in the server's data folder", param, 404)
+    if os.path.splitext(path)[1].lower() not in DATA_SUFFIXES:
+        raise RequestError(f"{param} {ref!r}: unsupported file type; use one of {', '.join(DATA_SUFFIXES)}", param)
+    return path, ref
+
+
+@dataclass
+class JobRequest:
+    """A job body, checked: the run spec (``config``, a :class:`MeZOConfig` dict without server-owned
+    fields), the OpenAI fields, and what the data files are."""
+
+    config: dict
+    model: str
+    training_file: str
+    validation_file: Optional[str]
+    train_path: str
+    eval_path: Optional[str]
+    display_names: dict
+    seed: int
+    suffix: Optional[str]
+    metadata: Optional[dict]
+    n_epochs: Optional[int] = None
+    learning_rate_multiplier: Optional[float] = None
+    given_hyperparameters: dict = field(default_factory=dict)
+
+
+def parse_job_request(body: Any, settings: ServerSettings, store: JobStore) -> JobRequest:
+    """Check a ``POST /v1/fine_tuning/jobs`` body (no model or tokenizer needed: see :func:`plan_job`)."""
+
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object")
+    for key in body:
+        if key in SERVER_OWNED:
+            raise RequestError(f"{key!r} cannot be set in a job: {SERVER_OWNED[key]}", key)
+        if key not in OPENAI_KEYS and key not in MEZO_KEYS:
+            import difflib
+
+            close = difflib.get_close_matches(str(key), OPENAI_KEYS + MEZO_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise RequestError(f"unknown field {key!r}{hint}; known fields: {', '.join(OPENAI_KEYS + MEZO_KEYS)}", key)
+    model = body.get("model")
+    served = {settings.served_model_name, settings.model_path}
+    if not isinstance(model, str) or not model:
+        raise RequestError(f"model is required: this server fine-tunes {settings.served_model_name!r}", "model")
+    if model not in served:
+        raise RequestError(f"model {model!r} is not served here: this server fine-tunes "
+                           f"{settings.served_model_name!r}", "model")
+    if body.get("integrations"):
+        raise RequestError("integrations are not supported by this server", "integrations")
+    if "training_file" not in body:
+        raise RequestError("training_file is required", "training_file")
+    train_path, train_name = resolve_data_file(body["training_file"], "training_file", settings, store)
+    eval_path, eval_name = None, None
+    if body.get("validation_file") is not None:
+        eval_path, eval_name = resolve_data_file(body["validation_file"], "validation_file", settings, store)
+    seed = body.get("seed", 42)
+    if seed is None:
+        seed = 42
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+        raise RequestError(f"seed must be a whole number in [0, 2^31), got {seed!r}", "seed")
+    suffix = body.get("suffix")
+    if suffix is not None and (not isinstance(suffix, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", suffix)):
+        raise RequestError(f"suffix must be 1-40 letters, digits, '-', '_' or '.', got {suffix!r}", "suffix")
+    metadata = body.get("metadata")
+    if metadata is not None:
+        if not isinstance(metadata, dict) or len(metadata) > 16 or not all(
+                isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 512
+                for k, v in metadata.items()):
+            raise RequestError("metadata must be an object of at most 16 string keys (<= 64 chars) and string "
+                               "values (<= 512 chars)", "metadata")
+
+    hp = _hyperparameter_sources(body)
+    for key in MEZO_KEYS:
+        if key in body:
+            if key in hp and hp[key] != body[key]:
+                raise RequestError(f"{key!r} is given twice with different values; give it once", key)
+            hp[key] = body[key]
+    n_epochs = parse_hyperparameter("n_epochs", hp.pop("n_epochs", None))
+    multiplier = parse_hyperparameter("learning_rate_multiplier", hp.pop("learning_rate_multiplier", None))
+    if "batch_size" in hp:
+        hp["batch_size"] = parse_hyperparameter("batch_size", hp["batch_size"])
+    if n_epochs is not None and hp.get("num_steps") is not None:
+        raise RequestError("give n_epochs or num_steps, not both", "hyperparameters.n_epochs")
+    if multiplier is not None and hp.get("learning_rate") is not None:
+        raise RequestError("give learning_rate_multiplier or learning_rate, not both",
+                           "hyperparameters.learning_rate_multiplier")
+    if hp.get("trainable", "lora") == "full":
+        raise RequestError("trainable='full' is refused: full-weight training would change the base model that "
+                           "this server is serving to everyone. Server jobs train a LoRA adapter "
+                           "(trainable='lora')", "trainable")
+    if hp.get("lora_rank") is not None and isinstance(hp["lora_rank"], int) and hp["lora_rank"] > settings.max_lora_rank:
+        raise RequestError(f"lora_rank {hp['lora_rank']} is more than this server's --max-lora-rank "
+                           f"{settings.max_lora_rank}", "lora_rank")
+    targets = hp.get("lora_target_modules")
+    if targets is not None:
+        names = [targets] if isinstance(targets, str) else list(targets) if isinstance(targets, (list, tuple)) else None
+        names = [t.strip() for n in names for t in n.split(",")] if names is not None and \
+            all(isinstance(n, str) for n in names) else None
+        if not names or any(t not in settings.lora_target_modules for t in names):
+            raise RequestError(f"lora_target_modules {targets!r} must be a subset of this server's "
+                               f"--lora-target-modules {list(settings.lora_target_modules)}", "lora_target_modules")
+        hp["lora_target_modules"] = names
+    elif not set(("q_proj", "v_proj")) <= set(settings.lora_target_modules):
+        hp["lora_target_modules"] = [t for t in settings.lora_target_modules]
+    values = {k: v for k, v in hp.items() if v is not None}
+    values.update(model_path=settings.model_path, seed=seed, progress_bar=False, trainable="lora")
+    try:
+        config = MeZOConfig.from_dict(values)
+    except ValueError as e:
+        raise RequestError(str(e), _param_of(str(e))) from None
+    return JobRequest(
+        config=config.to_dict(), model=model, training_file=body["training_file"],
+        validation_file=body.get("validation_file"), train_path=train_path, eval_path=eval_path,
+        display_names={train_path: train_name, **({eval_path: eval_name} if eval_path else {})},
+        seed=seed, suffix=suffix, metadata=metadata, n_epochs=n_epochs, learning_rate_multiplier=multiplier,
+        given_hyperparameters={k: v for k, v in hp.items() if k in ("batch_size",)},
+    )
+
+
+def _param_of(message: str) -> Optional[str]:
+    """The body field an error message from the run spec is about."""
+    for prefix, param in (("unknown task", "task"), ("label word", "label_words"), ("template", "template")):
+        if message.startswith(prefix):
+            return param
+    m = re.match(r"unknown setting '([a-z_]+)'|([a-z_]+) must", message)
+    return (m.group(1) or m.group(2)) if m else None
+
+
+def describe_error(e: BaseException, display_names: Mapping[str, str]) -> str:
+    """An error's message with the server's own file paths replaced by the names the user gave."""
+    message = " ".join(str(e).split())
+    for path, name in sorted(display_names.items(), key=lambda kv: -len(kv[0])):
+        message = message.replace(path, name)
+    return message
+
+
+def plan_job(req: JobRequest, prepare: Callable, defaults: Mapping) -> tuple[Any, dict]:
+    """Resolve a checked request with the trainer's ``prepare`` (tokenizer, prompt, data): the plan
+    and the MeZOConfig dict to run, with OpenAI's n_epochs / learning_rate_multiplier applied.
+
+    Raises :class:`RequestError` with the data file named as the user named it."""
+
+    config = MeZOConfig.from_dict(req.config)
+    eval_source = req.eval_path if req.eval_path is not None else []
+
+    def run_prepare(cfg):
+        try:
+            return prepare(cfg, req.train_path, eval_source)
+        except (ValueError, OSError, TypeError) as e:  # DataFormatError is a ValueError
+            param = "validation_file" if req.eval_path and req.eval_path in str(e) else \
+                "training_file" if req.train_path in str(e) else _param_of(str(e))
+            raise RequestError(describe_error(e, req.display_names), param) from None
+
+    plan = run_prepare(config)
+    changed = {}
+    if req.learning_rate_multiplier is not None:
+        base = defaults[(plan.kind, plan.config.trainable)]["learning_rate"]
+        changed["learning_rate"] = base * req.learning_rate_multiplier
+    if req.n_epochs is not None:
+        changed["num_steps"] = max(1, math.ceil(req.n_epochs * len(plan.train) / plan.config.batch_size))
+    if changed:
+        config = dataclasses.replace(config, **changed)
+        plan = run_prepare(config)
+    if plan.config.num_steps < 1:
+        raise RequestError("num_steps must be >= 1 for a fine-tuning job", "num_steps")
+    # Every default resolved: the job runs (and, after a restart, resumes) with these values.
+    return plan, plan.config.to_dict()
+
+
+def iter_jsonl(path: str) -> Iterator[dict]:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)
+    except FileNotFoundError:
+        return

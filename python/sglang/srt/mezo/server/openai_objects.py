@@ -1,0 +1,115 @@
+"""A job's record as OpenAI's API shows it: job objects, checkpoints, pages of a list, the
+hyperparameters a job ran with, its metrics CSV."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from sglang.srt.mezo.errors import RequestError
+from sglang.srt.mezo.server.store import QUEUED, SUCCEEDED, JobStore
+
+
+# ---------------------------------------------------------------- the job object (OpenAI's shape)
+def job_status(request: dict, state: dict) -> str:
+    return state.get("status") or QUEUED
+
+
+def job_object(request: dict, state: dict) -> dict:
+    """``fine_tuning.job`` as OpenAI returns it, plus MeZO's progress fields."""
+    status = job_status(request, state)
+    succeeded = status == SUCCEEDED
+    return {
+        "object": "fine_tuning.job",
+        "id": request["id"],
+        "model": request["model"],
+        "created_at": request["created_at"],
+        "finished_at": state.get("finished_at"),
+        "status": status,
+        "error": state.get("error"),
+        "fine_tuned_model": request["fine_tuned_model"] if succeeded else None,
+        "organization_id": "sglang-mezo",
+        "result_files": state.get("result_files", []),
+        "seed": request["seed"],
+        "trained_tokens": state.get("trained_tokens") if succeeded else None,
+        "training_file": request["training_file"],
+        "validation_file": request.get("validation_file"),
+        "hyperparameters": state.get("hyperparameters") or request["hyperparameters"],
+        "method": {"type": "supervised", "supervised": {
+            "hyperparameters": state.get("hyperparameters") or request["hyperparameters"]}},
+        "metadata": request.get("metadata"),
+        "suffix": request.get("suffix"),
+        "user_provided_suffix": request.get("suffix"),
+        "estimated_finish": state.get("estimated_finish"),
+        "integrations": [],
+        # MeZO's own progress (the openai client exposes these as extra fields)
+        "steps_completed": state.get("step", 0),
+        "total_steps": state.get("num_steps", request.get("num_steps")),
+        "train_loss": state.get("train_loss"),
+        "eval_accuracy": state.get("eval_accuracy"),
+        "eval_loss": state.get("eval_loss"),
+        "mezo": request.get("config"),
+    }
+
+
+def checkpoint_objects(request: dict, state: dict) -> list[dict]:
+    """Newest first, as OpenAI lists them."""
+    out = []
+    for ckpt in state.get("checkpoints", []):
+        out.append({
+            "object": "fine_tuning.job.checkpoint",
+            "id": f"ftckpt-{request['id'][6:]}-{ckpt['step']}",
+            "created_at": ckpt["created_at"],
+            "fine_tuned_model_checkpoint": ckpt["name"],
+            "fine_tuning_job_id": request["id"],
+            "step_number": ckpt["step"],
+            "metrics": ckpt.get("metrics", {}),
+        })
+    return out[::-1]
+
+
+def page(items: list[dict], after: Optional[str], limit: Optional[str | int], default: int = 20) -> dict:
+    """OpenAI's cursor list: items after the one with id ``after``, at most ``limit``, and has_more."""
+    try:
+        n = default if limit in (None, "") else int(limit)
+    except (TypeError, ValueError):
+        raise RequestError(f"limit must be a whole number, got {limit!r}", "limit") from None
+    if not 1 <= n <= 100:
+        raise RequestError(f"limit must be between 1 and 100, got {n}", "limit")
+    start = 0
+    if after:
+        ids = [it["id"] for it in items]
+        if after not in ids:
+            raise RequestError(f"after={after!r} is not an id in this list", "after")
+        start = ids.index(after) + 1
+    chunk = items[start:start + n]
+    return {"object": "list", "data": chunk, "has_more": start + n < len(items)}
+
+
+def openai_hyperparameters(plan) -> dict:
+    """The resolved run in OpenAI's three hyperparameters (plus MeZO's own)."""
+    c = plan.config
+    n_train = max(len(plan.train), 1)
+    from sglang.srt.mezo.spec.defaults import DEFAULTS
+
+    base_lr = DEFAULTS[(plan.kind, c.trainable)]["learning_rate"]
+    return {
+        "n_epochs": _number(c.num_steps * c.batch_size / n_train),
+        "batch_size": c.batch_size,
+        "learning_rate_multiplier": c.learning_rate / base_lr if base_lr else None,
+        "num_steps": c.num_steps, "learning_rate": c.learning_rate, "epsilon": c.epsilon,
+        "lora_rank": c.lora_rank, "eval_steps": c.eval_steps, "k_shot": c.k_shot,
+    }
+
+
+def _number(x: float):
+    return int(round(x)) if abs(x - round(x)) < 1e-9 else round(x, 3)
+
+
+def results_csv(store: JobStore, job_id: str) -> Optional[str]:
+    path = os.path.join(store.job_dir(job_id), "results.csv")
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None

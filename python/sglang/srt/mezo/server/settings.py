@@ -1,0 +1,32 @@
+"""What a MeZO-enabled server was started with, carried from the launcher to every process."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+
+@dataclass
+class ServerSettings:
+    """What a MeZO-enabled server was started with (carried from the launcher to every process)."""
+
+    output_dir: str
+    data_dir: Optional[str] = None
+    max_concurrent_jobs: int = 1
+    model_path: str = ""  # the folder the server loaded (an alias resolved)
+    served_model_name: str = ""
+    max_lora_rank: int = 8
+    lora_target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    train_share: float = 0.5  # of the scheduler's time, at most, while requests are waiting
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["lora_target_modules"] = list(self.lora_target_modules)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ServerSettings":
+        d = dict(d)
+        d["lora_target_modules"] = tuple(d.get("lora_target_modules") or ())
+        return cls(**d)

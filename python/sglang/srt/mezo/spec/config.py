@@ -1,0 +1,344 @@
+"""The run spec: everything one MeZO fine-tuning run needs, in one dataclass.
+
+:class:`MeZOConfig` is the one list of a run's settings, in the style of PEFT's configs: each
+field carries its help text, fixed sets of values are ``Literal`` types, and ``__post_init__``
+checks every value and says how to fix a bad one. Everything else is made from it:
+
+- the CLI's flags (:func:`add_config_arguments`, :func:`config_from_arguments`);
+- ``mezo_mlm_finetune(...)``, which builds one from its keyword arguments;
+- a server job's request body (:meth:`MeZOConfig.from_dict`);
+- a run's ``summary.json``, which records the resolved spec so that the run can be made again
+  (:meth:`MeZOConfig.load`).
+
+Hyperparameters left as None take :data:`DEFAULTS` for the model's kind (masked or causal LM)
+and the trainable set; :meth:`MeZOConfig.resolve` fills them in once, when the model is known.
+This module imports neither torch nor SGLang.
+
+>>> spec = MeZOConfig(task="SST2", num_steps=400)
+>>> spec.task, spec.learning_rate
+('sst-2', None)
+>>> run = spec.resolve("causal")
+>>> run.trainable, run.learning_rate, run.epsilon, run.eval_steps
+('lora', 0.001, 0.01, 100)
+>>> MeZOConfig.from_dict({"task": "rte", "learning_rat": 1e-3})  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+ValueError: unknown setting 'learning_rat' (did you mean 'learning_rate'?); known settings: ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Optional, Union
+
+from sglang.srt.mezo.data.presets import get_task
+from sglang.srt.mezo.data.prompt import check_label_words, check_template, parse_label_words
+from sglang.srt.mezo.spec.defaults import (
+    AUTO,
+    DEFAULTS,
+    ENCODER_TARGETS,
+    PER_KIND,
+    SUPPORTED_TARGETS,
+    resolve_hyperparameters,
+    with_record_fallbacks,
+)
+
+Trainable = Literal["lora", "full"]
+
+
+Objective = Literal["ce", "accuracy"]
+
+
+Schedule = Literal["constant", "linear"]
+
+
+Noise = Literal["gaussian", "rademacher"]  # mezo_noise.NoiseKind
+
+
+UpdateRuleName = Literal["sgd", "sign", "normalized", "adam"]
+
+
+DType = Literal["float32", "float16", "bfloat16"]
+
+
+#: How a field with a fixed set of values is named in the error for a value outside it.
+_CHOICE_NAMES = {"trainable": "trainable set"}
+
+
+def _spec(default: Any, help: str, *, cli: Union[str, bool, None] = None, group: str) -> Any:
+    """A field with its help text; ``cli`` renames its flag (False: no flag)."""
+    return field(default=default, metadata={"help": help, "group": group, "cli": cli})
+
+
+@dataclass
+class MeZOConfig:
+    """A MeZO fine-tuning run: model, task and data, prompt, what to train, hyperparameters,
+    evaluation schedule and output. See the module docstring; every field's help is its doc."""
+
+    # ---- model and data
+    model_path: str = _spec("smollm2-135m", "checkpoint folder, Hugging Face hub id, or the built-in alias "
+                            "'smollm2-135m'", group="model and data")
+    task: str = _spec("sst-2", "task preset: sst-2, sst-5, trec, mnli, snli, rte, cb, boolq", group="model and data")
+    train_file: Optional[str] = _spec(None, "training data (.tsv/.txt/.jsonl/.json/.csv, a save_to_disk folder "
+                                      "or hub:NAME) (default: the task's training set from ../shared/data if "
+                                      "present, else the hub)", group="model and data")
+    eval_file: Optional[str] = _spec(None, "evaluation data, same formats (default: the task's dev set; TREC: a "
+                                     "k-shot dev split disjoint from the training examples)", group="model and data")
+    k_shot: Optional[int] = _spec(None, "examples per class sampled from the training data, 0 for all (default: "
+                                  "16 for the task's own training set, all of a --train-file)", group="model and data")
+    seed: int = _spec(42, "data, LoRA-init and perturbation seed", group="model and data")
+    max_eval_examples: Optional[int] = _spec(None, "evaluate on at most N examples (a seeded sample) for quick "
+                                             "runs (default: all)", group="model and data")
+
+    # ---- prompt
+    template: Optional[str] = _spec(None, "prompt template with one [MASK] and optionally <S1>/<S2>; without "
+                                    "them it is appended to the input; 'auto': the best of the task's candidate "
+                                    "templates on the k-shot dev split (default: the task preset's)", group="prompt")
+    label_words: Union[dict[str, str], Literal["auto"], None] = _spec(
+        None, "label words as LABEL:WORD pairs, e.g. 0:terrible,1:great; 'auto': chosen by their likelihood at "
+        "the mask over the k-shot training examples, then on the k-shot dev split, as LM-BFF does "
+        "(default: the task preset's)", group="prompt")
+    calibrate: bool = _spec(False, "contextual calibration (Zhao et al. 2021): divide the label words' "
+                            "probabilities by theirs on content-free inputs ('N/A', ''), in training and "
+                            "evaluation", group="prompt")
+    use_space_prefix: bool = _spec(True, "give label words a leading space (' great'), as byte-level BPE and "
+                                   "SentencePiece vocabularies spell a word inside a sentence", cli="space-prefix",
+                                   group="prompt")
+    objective: Objective = _spec("ce", "ce: cross-entropy over the label words; accuracy: minus accuracy "
+                                 "(non-differentiable)", group="prompt")
+
+    # ---- what to train
+    trainable: Optional[Trainable] = _spec(None, "what MeZO trains: a LoRA adapter or every weight (default: lora "
+                                           "for causal LMs, full for masked LMs)", group="what to train")
+    lora_rank: Optional[int] = _spec(None, "LoRA rank (default: 2 for causal LMs, 8 for masked LMs)",
+                                     group="what to train")
+    lora_alpha: float = _spec(16.0, "LoRA alpha (scale alpha / rank)", group="what to train")
+    lora_layers: Optional[int] = _spec(None, "LoRA: perturb and train only the adapter's tensors in the top N "
+                                       "layers (fewer perturbed parameters: SPSA's variance grows with their number; "
+                                       "default: all layers)", group="what to train")
+    freeze_lora_a: bool = _spec(False, "LoRA: keep the A factors at their random initialisation and train only B "
+                                "(LoRA-FA; half the perturbed parameters)", group="what to train")
+    lora_target_modules: tuple[str, ...] = _spec(("q_proj", "v_proj"), "modules that get LoRA, comma-separated (RoBERTa: "
+                                                 "query,value; q_proj/k_proj/v_proj mean query/key/value there)",
+                                                 group="what to train")
+    init_adapter: Optional[str] = _spec(None, "start from this PEFT adapter instead of a new one (B = 0)",
+                                        group="what to train")
+
+    # ---- hyperparameters
+    num_steps: Optional[int] = _spec(None, f"MeZO steps, 0 for zero-shot evaluation only (default: {PER_KIND})",
+                                     group="hyperparameters")
+    batch_size: Optional[int] = _spec(None, f"examples per step (default: {PER_KIND})", group="hyperparameters")
+    learning_rate: Optional[float] = _spec(None, f"learning rate (default: {PER_KIND})", group="hyperparameters")
+    epsilon: Optional[float] = _spec(None, f"perturbation scale (default: {PER_KIND})", group="hyperparameters")
+    weight_decay: Optional[float] = _spec(None, "weight decay, never on biases or norms (default: 0.1 for "
+                                          "masked-LM LoRA, else 0)", group="hyperparameters")
+    n_spsa: int = _spec(1, "perturbation directions averaged per step (n-SPSA)", group="hyperparameters")
+    split_batch: bool = _spec(
+        False, "LoRA: estimate each of the n_spsa directions on its own 1/n_spsa of the batch, all in the batch's "
+        "one paired forward: n directions for the forwards of one (n_spsa = batch_size: one direction per example, "
+        "like Flipout's per-example perturbations); needs 2 * n_spsa + 1 LoRA slots", group="hyperparameters")
+    lr_schedule: Schedule = _spec("constant", "learning-rate schedule", group="hyperparameters")
+    update_rule: Optional[UpdateRuleName] = _spec(
+        None, "how a projected gradient g moves theta along z: sgd, by lr * g (MeZO); sign, by lr * sign(g); "
+        "normalized, by lr * g / RMS(g), the RMS a running mean over the steps so far (Adam's second moment "
+        "for the one number g: no state of the weights' size); adam, Adam on the estimate g z (ZO-Adam: two fp32 "
+        "moments the size of the trainable tensors, LoRA only) (default: normalized for causal-LM LoRA, "
+        "sgd otherwise)", group="hyperparameters")
+    noise: Optional[Noise] = _spec(
+        None, "the perturbation z: rademacher, random signs (Spall's SPSA; unbiased, and on a CPU "
+        "applied by a compiled kernel at a ninth of Gaussian z's cost, which keeps a full-weight step near two forwards); gaussian, N(0, I) as in the MeZO paper "
+        "(default: rademacher for full-weight runs, gaussian for LoRA)", group="hyperparameters")
+
+    # ---- evaluation and output
+    eval_steps: Optional[int] = _spec(None, "evaluate (and save) every N steps, 0 only at the end (default: 4 "
+                                      "evaluations per run for causal-LM LoRA, 10 otherwise)",
+                                      group="evaluation and output")
+    eval_at_start: bool = _spec(True, "evaluate before the first step (the zero-shot accuracy)",
+                                group="evaluation and output")
+    output_dir: Optional[str] = _spec(None, "where to write the run: adapter, metrics.jsonl, trajectory, "
+                                      "summary.json (default: runs/<task>-<timestamp>; from Python: nothing is "
+                                      "written)", group="evaluation and output")
+    resume: bool = _spec(False, "continue the run in output_dir from its latest checkpoint (exactly: the same "
+                         "batches, step seeds and learning rates as a run that was never stopped)",
+                         group="evaluation and output")
+
+    # ---- runtime
+    device: Optional[str] = _spec(None, "cpu, cuda or cuda:N (default: cuda if available, else cpu)", group="runtime")
+    dtype: Optional[DType] = _spec(None, "weights and activations dtype (default: bfloat16 for causal-LM LoRA, "
+                                   "float32 otherwise; on a CPU without bf16 instructions, float32 is faster)",
+                                   group="runtime")
+    max_total_tokens: int = _spec(8192, "KV-cache size of a runner built for the run (tokens)", group="runtime")
+    exact_restore: bool = _spec(True, "restore weights after a perturbation from a copy (bitwise exact); off: "
+                                "add/subtract, inexact in low precision but no copy of the trainable weights",
+                                group="runtime")
+    paired_forward: Optional[bool] = _spec(None, "LoRA: run the +eps and -eps passes as one batch over two adapter "
+                                           "slots (default: whenever the runner has a free slot)", group="runtime")
+    progress_bar: bool = _spec(True, "show progress bars", cli=False, group="runtime")
+
+    def __post_init__(self) -> None:
+        hints = _hints()
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "lora_target_modules" and isinstance(value, (list, str)):
+                value = tuple(value.split(",") if isinstance(value, str) else value)
+                setattr(self, f.name, tuple(v.strip() for v in value))
+            elif f.name == "label_words" and isinstance(value, str):
+                setattr(self, f.name, AUTO if value.strip().lower() == AUTO else parse_label_words(value))
+            elif f.name == "label_words" and isinstance(value, Mapping):
+                setattr(self, f.name, {str(k) if not isinstance(k, bool) else str(k).lower(): w
+                                       for k, w in value.items()})
+            _check_type(f.name, getattr(self, f.name), hints[f.name])
+        self.task = get_task(self.task).name
+        if not self.model_path.strip():
+            raise ValueError("model_path is empty: give a checkpoint folder, a hub id or 'smollm2-135m'")
+        _check_range("learning_rate", self.learning_rate, lambda v: v >= 0, ">= 0")
+        _check_range("epsilon", self.epsilon, lambda v: v > 0, "a positive number")
+        _check_range("weight_decay", self.weight_decay, lambda v: v >= 0, ">= 0")
+        _check_range("lora_alpha", self.lora_alpha, lambda v: v > 0, "> 0")
+        for name, low in (("num_steps", 0), ("eval_steps", 0), ("k_shot", 0), ("batch_size", 1), ("n_spsa", 1),
+                          ("lora_rank", 1), ("lora_layers", 1), ("max_eval_examples", 1), ("max_total_tokens", 1)):
+            _check_range(name, getattr(self, name), lambda v, low=low: v >= low, f">= {low}")
+        unknown = [t for t in self.lora_target_modules if t not in SUPPORTED_TARGETS + ENCODER_TARGETS]
+        if unknown or not self.lora_target_modules:
+            raise ValueError(f"LoRA target modules {unknown or list(self.lora_target_modules)} are not supported; "
+                             f"choose among {list(SUPPORTED_TARGETS)} (RoBERTa: {list(ENCODER_TARGETS)})")
+        attention = {"q_proj", "k_proj", "v_proj"} & set(self.lora_target_modules)
+        if attention and not {"q_proj", "v_proj"} <= attention:
+            # SGLang stacks q/k/v into one qkv_proj adapter and fills in only a missing k_proj.
+            raise ValueError(f"LoRA target modules {list(self.lora_target_modules)}: SGLang's LoRA loader needs "
+                             "q_proj and v_proj together whenever one of q_proj/k_proj/v_proj is a target; "
+                             "add the missing one (e.g. q_proj,v_proj), or use lora_layers / lora_rank for fewer "
+                             "parameters")
+        if self.template is not None and self.template != AUTO:
+            check_template(self.template)
+        if self.label_words is not None and self.label_words != AUTO:
+            check_label_words(self.label_words)
+        if self.device not in (None, "auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}")
+        if self.trainable == "full" and (self.lora_layers is not None or self.freeze_lora_a):
+            raise ValueError("lora_layers and freeze_lora_a choose LoRA tensors: they need trainable='lora'")
+        if self.update_rule == "adam" and self.trainable == "full":
+            # Checked again after resolve(): a masked LM's default trainable set is every weight.
+            raise ValueError("update_rule='adam' keeps Adam's two moments, fp32 tensors the size of the trainable "
+                             "ones: with trainable='full' that is twice the model's memory again, and MeZO's point "
+                             "is inference memory; use trainable='lora', or update_rule='normalized' (no state of "
+                             "the weights' size)")
+        if self.paired_forward and self.trainable == "full":
+            raise ValueError("paired_forward runs the two passes on two LoRA slots: it needs trainable='lora'")
+        if self.split_batch and (self.trainable == "full" or self.paired_forward is False):
+            raise ValueError("split_batch runs every direction's +/- eps passes in one forward, on LoRA slots of "
+                             "their own: it needs trainable='lora' and the paired forward (paired_forward not False)")
+        if self.split_batch and self.batch_size is not None and self.n_spsa > self.batch_size:
+            raise ValueError(f"split_batch gives each of the n_spsa={self.n_spsa} directions its own examples: "
+                             f"batch_size ({self.batch_size}) must be >= n_spsa")
+
+    # ---- resolving the defaults
+
+    def resolve(self, kind: str) -> "MeZOConfig":
+        """A copy with every per-kind default filled in for a ``kind`` ("masked"/"causal") model.
+
+        >>> MeZOConfig(trainable="full").resolve("masked").batch_size
+        64
+        """
+        hp = resolve_hyperparameters(kind, self.trainable, **{k: getattr(self, k) for k in DEFAULTS[("causal", "lora")]})
+        return dataclasses.replace(self, **hp)
+
+    # ---- records
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict that :meth:`from_dict` turns back into an equal spec."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "MeZOConfig":
+        """Build a spec from a mapping (a request body, a record), refusing unknown keys by name."""
+        if not isinstance(values, Mapping):
+            raise ValueError(f"a run spec must be a JSON object, got {type(values).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"unknown setting {key!r}{hint}; known settings: {', '.join(known)}")
+        return cls(**values)
+
+    @classmethod
+    def from_record(cls, values: Mapping[str, Any]) -> "MeZOConfig":
+        """The spec a run recorded, older records included (see :data:`RECORD_FALLBACKS`)."""
+        return cls.from_dict(with_record_fallbacks(values))
+
+    @classmethod
+    def load(cls, path: str) -> "MeZOConfig":
+        """The spec a finished run recorded: ``path`` is its output folder or its ``summary.json``."""
+        if os.path.isdir(path):
+            path = os.path.join(path, "summary.json")
+        with open(path) as f:
+            record = json.load(f)
+        if "config" not in record:
+            raise ValueError(f"{path} records no run spec ('config'): it was written by an older version")
+        return cls.from_record(record["config"])
+
+
+# ---------------------------------------------------------------- checking values
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(MeZOConfig)
+
+
+def _allowed(hint: Any) -> tuple[list[Any], bool]:
+    """(the non-None types of ``hint``, whether None is allowed)."""
+    if typing.get_origin(hint) is Union:
+        args = typing.get_args(hint)
+        return [a for a in args if a is not type(None)], type(None) in args
+    return [hint], False
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    types, optional = _allowed(hint)
+    if value is None:
+        if not optional:
+            raise ValueError(f"{name} must be set (got None)")
+        return
+    errors = []
+    for kind in types:  # one of them must take the value; the first one's complaint is the message
+        try:
+            return _check_kind(name, value, kind)
+        except ValueError as e:
+            errors.append(e)
+    raise errors[0]
+
+
+def _check_kind(name: str, value: Any, kind: Any) -> None:
+    origin = typing.get_origin(kind)
+    if origin is Literal:
+        if value not in typing.get_args(kind):
+            raise ValueError(f"unknown {_CHOICE_NAMES.get(name, name)} {value!r}: choose one of "
+                             f"{list(typing.get_args(kind))}")
+    elif kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+    elif kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    elif kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, got {value!r}")
+    elif origin is tuple:
+        if not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value):
+            raise ValueError(f"{name} must be a list of names, got {value!r}")
+    elif origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{name} must be a mapping, e.g. {{\"0\": \"terrible\", \"1\": \"great\"}}, got {value!r}")
+
+
+def _check_range(name: str, value: Any, ok, wanted: str) -> None:
+    if value is not None and not ok(value):
+        raise ValueError(f"{name} must be {wanted}, got {value!r}")

@@ -1,0 +1,232 @@
+"""Prompt-based MeZO fine-tuning: a task's template and label words turn classification into
+"which label word fills the [MASK] slot", the objective MeZO needs (Malladi et al. 2023, on top of
+LM-BFF, Gao et al. 2021).
+
+A run, top to bottom:
+
+1. a :class:`~sglang.srt.mezo.spec.config.MeZOConfig` (the run spec) says what to do;
+2. :func:`prepare` resolves it once, without building a model: the model's kind and the
+   defaults for it, the prompt (checked against the tokenizer), the data, each example encoded
+   into token ids and the position to read (:mod:`sglang.srt.mezo.data.prompt`);
+3. :func:`start_run` puts the plan on an SGLang ModelRunner (a new one, or one it is handed, e.g.
+   a live server's) as a :class:`~sglang.srt.mezo.training.run.MeZORun` that advances a unit at a time;
+4. each MeZO step asks SGLang for the label words' logits at that one position
+   (:meth:`MeZOMLMTrainer.forward_inputs`), never a full-vocabulary row;
+5. the loss is cross-entropy over the label words (:meth:`MeZOMLMTrainer.loss_from_logits`), or
+   minus accuracy, the paper's non-differentiable option.
+
+:func:`run` does 3 to the end; :func:`mezo_mlm_finetune` is 1 to the end in one call; the CLI is
+``python -m sglang.srt.mezo_mlm_trainer --help``, its flags made from the run spec's fields.
+
+Example (SmolLM2-135M, 16-shot SST-2, the calibrated LoRA defaults)::
+
+    >>> from sglang.srt.mezo_mlm_trainer import MLMConfig, mezo_mlm_finetune
+    >>> result = mezo_mlm_finetune(model_path="smollm2-135m", task_name="sst-2",
+    ...                            num_steps=1000, output_dir="runs/sst2")  # doctest: +SKIP
+    >>> result["zero_shot_accuracy"], result["eval_accuracy"]  # doctest: +SKIP
+    (0.52, 0.76)  # about what the calibration in the project notes reached on the full dev set
+    >>> MLMConfig(template="It was [MASK].", label_word_mapping={0: "terrible", 1: "great"})
+    MLMConfig(template='It was [MASK].', label_word_mapping={0: 'terrible', 1: 'great'}, use_space_prefix=True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from sglang.srt.mezo.data.presets import TaskPreset, get_task
+from sglang.srt.mezo.data.prompt import EncodedExample, MLMConfig, PromptEncoder
+from sglang.srt.mezo.data.sampling import DataSource, DataSplits, prepare_splits
+from sglang.srt.mezo.engine.models import check_model_path, check_trainable, model_architectures, model_kind
+from sglang.srt.mezo.engine.runner import runner_dtype
+from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.spec.defaults import AUTO, DEFAULTS
+from sglang.srt.mezo.training.prompt_search import PromptChoice, search_prompt
+from sglang.srt.mezo.training.prompt_trainer import MeZOMLMTrainer
+
+logger = logging.getLogger(__name__)
+
+
+#: Where a run records the prompt it chose (template="auto", label_words="auto", calibrate).
+PROMPT_FILE = "prompt.json"
+
+
+# ---------------------------------------------------------------- a run: plan, then run
+@dataclass
+class RunPlan:
+    """A run resolved once and checked, ready for a model: what :func:`prepare` returns.
+
+    ``config`` has every default filled in for the model's kind; ``train``/``eval`` are encoded.
+    """
+
+    config: MeZOConfig
+    model_path: str  # the local folder an alias resolved to, or the path/hub id as given
+    kind: str
+    preset: TaskPreset
+    prompt: PromptEncoder
+    train: list[EncodedExample]
+    eval: list[EncodedExample]
+    examples: Optional[DataSplits] = None  # the rows behind train/eval, and the k-shot dev split
+    prompt_choice: Optional[PromptChoice] = None  # set by start_run when the spec asks for a search
+    data_given_in_memory: bool = False
+    prepare_time_s: float = 0.0
+    resume_from: Optional[str] = None  # the checkpoint a resumed run continues from
+
+    def trainer_config(self) -> MeZOConfig:
+        # A zero-shot run writes only its summary: no adapter, metrics or trajectory.
+        return self.config if self.config.num_steps > 0 else dataclasses.replace(self.config, output_dir=None)
+
+    @property
+    def searches_prompt(self) -> bool:
+        c = self.config
+        return c.template == AUTO or c.label_words == AUTO or c.calibrate
+
+    def use_prompt(self, choice: PromptChoice) -> None:
+        """Take ``choice`` as the run's prompt: re-encode the examples with it."""
+        self.prompt_choice = choice
+        self.prompt = choice.encoder(self.prompt)
+        self.train = self.prompt.encode_all(self.examples.train)
+        self.eval = self.prompt.encode_all(self.examples.eval) if self.eval else []  # a DP worker evaluates none
+
+    def describe(self) -> dict:
+        """What the run used, for its summary."""
+        c = self.config
+        return {
+            "task": self.preset.name, "model_path": c.model_path, "objective": c.objective, "seed": c.seed,
+            "num_train_examples": len(self.train), "num_eval_examples": len(self.eval),
+            "hyperparameters": {"trainable": c.trainable, **{k: getattr(c, k) for k in DEFAULTS[("causal", "lora")]}},
+            "prompt": self.prompt.describe(),
+            "prompt_search": self.prompt_choice.to_dict() if self.prompt_choice else None,
+            "config": c.to_dict(),
+            "data_given_in_memory": self.data_given_in_memory,
+        }
+
+
+def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: DataSource = None, *,
+            runner=None) -> RunPlan:
+    """Resolve ``config`` into a :class:`RunPlan`; builds no model.
+
+    Reads the tokenizer and the model's config, fills in the defaults for its kind, checks the
+    prompt (template, one-token label words) and loads, samples and encodes the data. Every
+    problem with the input raises here with a message that says what to fix (``ValueError``,
+    :class:`DataFormatError`, ``FileNotFoundError``). ``train_dataset``/``eval_dataset``
+    (paths or lists of :class:`Example`) take the place of ``config.train_file``/``eval_file``.
+    ``runner``: the one :func:`start_run` will be given, if the run does not build its own; the run
+    takes that runner's dtype (a resumed run is checked against it, too).
+
+    >>> plan = prepare(MeZOConfig(task="sst-2", num_steps=400))  # doctest: +SKIP
+    >>> plan.kind, plan.config.learning_rate, len(plan.train)  # doctest: +SKIP
+    ('causal', 0.001, 32)
+    """
+    from transformers import AutoTokenizer
+
+    from sglang.srt.mezo.engine.models import resolve_model_path
+    from sglang.srt.mezo.training.checkpoints import check_resumable
+
+    started = time.perf_counter()
+    preset = get_task(config.task)
+    path = resolve_model_path(config.model_path)
+    check_model_path(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    kind = model_kind(tokenizer, model_architectures(path))
+    config = config.resolve(kind)
+    if runner is not None:
+        config = dataclasses.replace(config, dtype=runner_dtype(runner))
+    check_trainable(kind, config.trainable)
+    # The prompt is checked against the tokenizer before any data is read or model loaded.
+    # "auto" parts start as the preset's; start_run searches once a model is there.
+    mlm = MLMConfig(None if config.template == AUTO else config.template,
+                    None if config.label_words == AUTO else config.label_words, config.use_space_prefix)
+    prompt = PromptEncoder.for_task(tokenizer, kind, preset, mlm)
+    in_memory = not isinstance(train_dataset, (str, os.PathLike, type(None))) or \
+        not isinstance(eval_dataset, (str, os.PathLike, type(None)))
+    splits = prepare_splits(
+        preset, config.train_file if train_dataset is None else train_dataset,
+        config.eval_file if eval_dataset is None else eval_dataset,
+        k_shot=config.k_shot, seed=config.seed, max_eval_examples=config.max_eval_examples)
+    train, evals = splits.train, splits.eval
+    if config.num_steps > 0 and not train:
+        raise ValueError(f"the training set for task {preset.name!r} is empty: give train_dataset with examples")
+    if not evals and config.num_steps == 0:
+        raise ValueError("nothing to do: num_steps=0 (zero-shot) needs an eval set with examples")
+    if train and config.batch_size > len(train):
+        logger.info("batch size %d > %d training examples: every step uses all of them", config.batch_size, len(train))
+        config = dataclasses.replace(config, batch_size=len(train))
+    plan = RunPlan(config, path, kind, preset, prompt, prompt.encode_all(train), prompt.encode_all(evals),
+                   examples=splits, data_given_in_memory=in_memory, resume_from=check_resumable(config))
+    plan.prepare_time_s = time.perf_counter() - started
+    logger.info("%s (%s LM), task %s: %d train / %d eval examples, %s", config.model_path, kind, preset.name,
+                len(plan.train), len(plan.eval), plan.describe()["hyperparameters"])
+    return plan
+
+
+def start_run(plan: RunPlan, runner=None, callbacks=None):
+    """The plan's :class:`~sglang.srt.mezo.training.run.MeZORun`, on ``runner`` if given (a live server's:
+    the run loads its adapter into that runner's LoRA pool and never releases the runner), else
+    on a ModelRunner built for it (release it with ``mezo_runner.release_model_runner``)."""
+    started = time.perf_counter()
+    trainer = MeZOMLMTrainer(plan.model_path if runner is None else None, plan.trainer_config(),
+                             task=plan.preset, prompt=plan.prompt, runner=runner)
+    # A runner handed in sets the dtype (the trainer decides); the plan's record says what ran.
+    plan.config = dataclasses.replace(plan.config, dtype=trainer.config.dtype)
+    if plan.searches_prompt and plan.prompt_choice is None:
+        plan.use_prompt(_recorded_or_searched_prompt(plan, trainer))
+    if plan.prompt_choice is not None:
+        trainer.set_prompt(plan.prompt, plan.prompt_choice.calibration)
+    mezo_run = trainer.start_run(plan.train, plan.eval, callbacks=callbacks)
+    if plan.config.resume:
+        mezo_run.resume(plan.resume_from)
+    mezo_run.setup_time_s = time.perf_counter() - started
+    return mezo_run
+
+
+def _recorded_or_searched_prompt(plan: RunPlan, trainer: MeZOMLMTrainer) -> PromptChoice:
+    """A resumed run's recorded choice; else a search on the base model (the run has not trained
+    yet), recorded in ``<output_dir>/prompt.json`` before the first step."""
+    from sglang.srt.mezo.io import atomic_json
+
+    path = os.path.join(plan.config.output_dir, PROMPT_FILE) if plan.config.output_dir else None
+    if plan.resume_from and path and os.path.exists(path):
+        with open(path) as f:
+            return PromptChoice.from_dict(json.load(f))
+    c = plan.config
+    choice = search_prompt(trainer, plan.prompt, plan.preset, template=c.template, label_words=c.label_words,
+                           calibrate=c.calibrate, train=plan.examples.train, dev=plan.examples.dev)
+    if path and c.num_steps > 0:
+        atomic_json(path, choice.to_dict(), indent=1)
+    return choice
+
+
+def run(plan: RunPlan, runner=None, callbacks=None) -> dict:
+    """Train ``plan`` to the end and return its result (see :func:`mezo_mlm_finetune`).
+
+    On a runner it was handed, the run unloads its own adapters when it ends and leaves the
+    runner running; a runner it built, it releases."""
+    return complete(plan, start_run(plan, runner, callbacks), owns_runner=runner is None)
+
+
+def complete(plan: RunPlan, mezo_run, *, owns_runner: bool) -> dict:
+    """Advance ``mezo_run`` (from :func:`start_run`) to its end, let go of the runner (release it
+    if the run owns it, else unload the run's adapters from it), write ``summary.json``."""
+    from sglang.srt.mezo.engine.runner import release_model_runner
+
+    try:
+        result = mezo_run.run_to_end()
+    finally:
+        if owns_runner:
+            release_model_runner(mezo_run.trainer.runner)
+        else:
+            mezo_run.trainer.close()
+    result.update(plan.describe(),
+                  wall_time_s=plan.prepare_time_s + getattr(mezo_run, "setup_time_s", 0.0) + result["wall_time_s"])
+    output_dir = plan.config.output_dir
+    if output_dir:
+        from sglang.srt.mezo.io import atomic_json
+
+        result["summary_path"] = atomic_json(os.path.join(output_dir, "summary.json"), result, indent=1)
+    return result

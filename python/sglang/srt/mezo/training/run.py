@@ -1,0 +1,315 @@
+"""A MeZO training run that advances one bounded unit of work at a time.
+
+:class:`MeZORun` holds everything a run is besides the model: the step count and the step-seed
+RNG (on its trainer), the batch cursor, the evaluation history and the best result. Each call
+to :meth:`MeZORun.advance` does one unit of work: one MeZO step, or one chunk of an evaluation
+(evaluations come on the schedule of ``config.eval_steps``, before the first step when
+``config.eval_at_start``, and at the end, each followed by a save). So a run can stop cleanly
+between any two units, and whoever owns the process decides when the next one happens: the
+CLI's loop, a server's scheduler between serving batches, a resumed run.
+
+Metrics go to callbacks, not to files: each is called with every event (a dict with an
+``"event"`` key: ``step``, ``eval``, ``save``, ``eval_progress``, ``resume``, ``end``). The
+defaults write ``metrics.jsonl`` and draw a progress bar.
+
+Example (``trainer`` is any :class:`~sglang.srt.mezo.training.trainer.MeZOTrainer`)::
+
+    >>> run = MeZORun(trainer, train_examples, eval_examples)  # doctest: +SKIP
+    >>> while not run.done:  # doctest: +SKIP
+    ...     run.advance()
+    >>> run.result()["eval_accuracy"]  # doctest: +SKIP
+    0.81
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from typing import Any, Iterator, Optional, Sequence
+
+from sglang.srt.mezo.io import atomic_dir, atomic_json, atomic_write
+from sglang.srt.mezo.training.callbacks import METRICS_FILE, Callback, default_callbacks
+from sglang.srt.mezo.training.checkpoints import CHECKPOINTS, RUN_STATE_FILE
+
+
+class BatchSampler:
+    """Endless batches of example indices: seeded shuffled epochs; a batch may span two epochs.
+    Its position (RNG state and the rest of the current epoch) can be saved and restored.
+
+    >>> b = BatchSampler(5, 2, seed=0); [next(b) for _ in range(3)]
+    [[2, 1], [0, 4], [3, 0]]
+    """
+
+    def __init__(self, num_examples: int, batch_size: int, seed: int):
+        self.num_examples, self.batch_size = num_examples, batch_size
+        self.rng, self.order = random.Random(seed), []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return self
+
+    def __next__(self) -> list[int]:
+        batch = self.peek()
+        del self.order[: self.batch_size]
+        return batch
+
+    def peek(self) -> list[int]:
+        """The next batch, without taking it (the order ahead is fixed either way)."""
+        while len(self.order) < self.batch_size:
+            fresh = list(range(self.num_examples))
+            self.rng.shuffle(fresh)
+            self.order += fresh
+        return self.order[: self.batch_size]
+
+    def state_dict(self) -> dict:
+        return {"rng": rng_state(self.rng), "order": list(self.order)}
+
+    def load_state_dict(self, state: dict) -> None:
+        set_rng_state(self.rng, state["rng"])
+        self.order = list(state["order"])
+
+
+def rng_state(rng: random.Random) -> list:
+    """A ``random.Random``'s state as JSON-able lists."""
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def set_rng_state(rng: random.Random, state: list) -> None:
+    version, internal, gauss = state
+    rng.setstate((version, tuple(internal), gauss))
+
+
+class MeZORun:
+    """One MeZO run of ``trainer.config.num_steps`` steps on ``train_data``, evaluated on
+    ``eval_data``; see the module docstring. ``callbacks=None`` takes :func:`default_callbacks`.
+    """
+
+    def __init__(self, trainer, train_data: Sequence[Any], eval_data: Optional[Sequence[Any]] = None, *,
+                 callbacks: Optional[Sequence[Callback]] = None):
+        cfg = trainer.config
+        if not train_data and cfg.num_steps > 0:
+            raise ValueError("train_data is empty")
+        self.trainer = trainer
+        self.train_data, self.eval_data = train_data, list(eval_data or [])
+        self.num_steps = cfg.num_steps
+        self.callbacks = list(default_callbacks(cfg) if callbacks is None else callbacks)
+        self.sampler = BatchSampler(len(train_data), cfg.batch_size, cfg.seed)
+        self.train_loss: list[float] = []
+        self.evals: list[dict] = []
+        self.adapter_path: Optional[str] = None
+        self.wall_time_s = 0.0
+        self._started = time.perf_counter()
+        self._finished = False
+        # What the next units of work are: an evaluation under way, a save after it, the end.
+        self._evaluation = None
+        self._save_after_eval = False
+        self._end_after_eval = False
+        if cfg.eval_at_start and self.eval_data:
+            self._evaluation = trainer.evaluation(self.eval_data)
+
+    # ---- progress
+
+    @property
+    def step_count(self) -> int:
+        return self.trainer.step_count
+
+    @property
+    def done(self) -> bool:
+        return self._finished
+
+    def advance(self) -> Optional[dict]:
+        """Do one unit of work and return the event it completed (None: part of an evaluation)."""
+        if self._finished:
+            raise RuntimeError("the run is finished: nothing left to advance")
+        if self._evaluation is not None:
+            return self._evaluate_chunk()
+        if self.step_count < self.num_steps:
+            return self._step()
+        return self._checkpoint(final=True)
+
+    def next_forward(self) -> tuple[list, int]:
+        """(token-id sequences, copies): what the next :meth:`advance` runs through the model at
+        most at once (copies 2: a paired +/-eps step runs each sequence twice in one forward), so
+        that a runner shared with a server can check it has room first."""
+        if self._evaluation is not None:
+            ev = self._evaluation
+            chunk = ev.examples[ev.cursor: ev.cursor + ev.batch_size]
+            return self.trainer.forward_inputs(chunk).sequences, 1
+        if self.step_count < self.num_steps:
+            batch = [self.train_data[i] for i in self.sampler.peek()]
+            paired = getattr(self.trainer.trainable, "minus", None) is not None
+            return self.trainer.forward_inputs(batch).sequences, 2 if paired else 1
+        return [], 1
+
+    def _emit(self, event: dict) -> dict:
+        for callback in self.callbacks:
+            callback(event)
+        return event
+
+    def _step(self) -> dict:
+        from sglang.srt.mezo.errors import MeZODivergedError
+
+        batch = [self.train_data[i] for i in next(self.sampler)]
+        # When the next unit is a step too, the trainer may start it in this one (full weights: one
+        # pass over the weights fewer a step); anything run in between takes that back off.
+        after = self.step_count + 1
+        next_batch = [self.train_data[i] for i in self.sampler.peek()] \
+            if after < self.num_steps and not self._checkpoint_after(after) else None
+        t0 = time.perf_counter()
+        try:
+            result = self.trainer.step(batch, next_batch)
+        except MeZODivergedError:
+            # The weights are the last good ones (the failed step restored them): keep them.
+            self.save()
+            raise
+        self.train_loss.append(result.loss)
+        event = self._emit({
+            "event": "step", "step": self.step_count, "loss": result.loss,
+            "projected_grad": result.projected_grads[0], "lr": result.lr,
+            "step_time_s": time.perf_counter() - t0,
+            "tokens": sum(len(s) for s in self.trainer.forward_inputs(batch).sequences),
+        })
+        if self._checkpoint_after(self.step_count):
+            self._checkpoint(final=False)
+        return event
+
+    def _checkpoint_after(self, step: int) -> bool:
+        """Whether an evaluation and save come after ``step`` steps (before the last one's end)."""
+        every = self.trainer.config.eval_steps
+        return bool(every) and step % every == 0 and step < self.num_steps
+
+    def _checkpoint(self, final: bool) -> Optional[dict]:
+        """Evaluate (if there is eval data and these weights were not evaluated yet), then save."""
+        evaluated = self.evals and self.evals[-1]["step"] == self.step_count
+        self._save_after_eval, self._end_after_eval = True, final
+        if self.eval_data and not evaluated:
+            self._evaluation = self.trainer.evaluation(self.eval_data)
+            return None
+        return self._after_eval()
+
+    def _evaluate_chunk(self) -> Optional[dict]:
+        evaluation = self._evaluation
+        evaluation.advance()
+        if not evaluation.done:
+            self._emit({"event": "eval_progress", "step": self.step_count, "done": evaluation.cursor,
+                        "total": len(evaluation.examples)})
+            return None
+        self._evaluation = None
+        record = {"step": self.step_count, **evaluation.metrics()}
+        self.evals.append(record)
+        event = self._emit({"event": "eval", **record})
+        return self._after_eval() or event
+
+    def _after_eval(self) -> Optional[dict]:
+        event = None
+        if self._save_after_eval:
+            self._save_after_eval = False
+            event = self.save()
+        if self._end_after_eval:
+            self._finished = True
+            self.wall_time_s = time.perf_counter() - self._started
+            event = self._emit({"event": "end", "step": self.step_count})
+        return event
+
+    # ---- saving and the state of a run
+
+    def save(self, directory: Optional[str] = None) -> Optional[dict]:
+        """Save a checkpoint: ``checkpoints/step-NNNNNN/`` (weights or trajectory, and this run's
+        state, written as one folder), and the latest adapter and trajectory at the top of the
+        output folder. Emits a ``save`` event."""
+        directory = directory or self.trainer.config.output_dir
+        if directory is None:
+            return None
+        self.adapter_path = self.trainer.save(directory) or self.adapter_path
+        state = self.state_dict()
+
+        def fill(folder: str) -> None:
+            self.trainer.save(folder)
+            atomic_json(os.path.join(folder, RUN_STATE_FILE), state)
+
+        checkpoint = atomic_dir(os.path.join(directory, CHECKPOINTS, f"step-{self.step_count:06d}"), fill)
+        return self._emit({"event": "save", "step": self.step_count, "path": checkpoint,
+                           "adapter_path": self.adapter_path})
+
+    def resume(self, checkpoint: Optional[str]) -> None:
+        """Go on from ``checkpoint`` (see :func:`check_resumable`; None: from the start): its weights,
+        trajectory and state, with ``metrics.jsonl`` cut back to what happened up to it."""
+        metrics = os.path.join(self.trainer.config.output_dir, METRICS_FILE)
+        kept: list[str] = []
+        if checkpoint is not None:
+            from sglang.srt.mezo.zo.trajectory import Trajectory
+
+            with open(os.path.join(checkpoint, RUN_STATE_FILE)) as f:
+                state = json.load(f)
+            trajectory = Trajectory.load(checkpoint)
+            self.trainer.restore_weights(checkpoint, trajectory)
+            self.trainer.trajectory = trajectory  # the record goes on: the same run
+            self.load_state_dict(state)
+            self._emit({"event": "resume", "step": state["step"], "path": checkpoint})
+            if os.path.exists(metrics):
+                with open(metrics) as f:
+                    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= state["step"]]
+        # Lines of a killed run after its last checkpoint are redone, so they go.
+        if os.path.exists(metrics):
+            atomic_write(metrics, lambda tmp: open(tmp, "w").writelines(kept))
+
+    def state_dict(self) -> dict:
+        """Everything besides the weights that the run needs to go on exactly where it stopped."""
+        return {
+            "step": self.step_count,
+            "seed_rng": rng_state(self.trainer._seed_rng),
+            "sampler": self.sampler.state_dict(),
+            "train_loss": list(self.train_loss),
+            "evals": list(self.evals),
+            "adapter_path": self.adapter_path,
+            "finished": self._finished,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state`` (the weights must be those saved with it)."""
+        self.trainer.step_count = state["step"]
+        set_rng_state(self.trainer._seed_rng, state["seed_rng"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.train_loss, self.evals = list(state["train_loss"]), list(state["evals"])
+        self.adapter_path, self._finished = state["adapter_path"], state["finished"]
+        self._evaluation, self._save_after_eval, self._end_after_eval = None, False, False
+        self.trainer.trajectory.truncate(state["step"])
+
+    # ---- the outcome
+
+    def result(self) -> dict:
+        """Loss history, evaluations, final and best accuracy, where the adapter is."""
+        final = self.evals[-1] if self.evals else {}
+        best = max(self.evals, key=lambda r: r["eval_accuracy"]) if self.evals else None
+        zero = self.evals[0] if self.evals and self.evals[0]["step"] == 0 else None
+        return {
+            "steps": self.step_count,
+            "train_loss": list(self.train_loss),
+            "eval_history": list(self.evals),
+            "eval_accuracy": final.get("eval_accuracy"),
+            "eval_loss": final.get("eval_loss"),
+            "best_eval_accuracy": best["eval_accuracy"] if best else None,
+            "best_step": best["step"] if best else None,
+            "zero_shot_accuracy": zero["eval_accuracy"] if zero else None,
+            "adapter_path": self.adapter_path,
+            "wall_time_s": self.wall_time_s or time.perf_counter() - self._started,
+            "trainable_parameters": self.trainer.trainable.num_parameters,
+        }
+
+    def close(self) -> None:
+        """Close what the callbacks hold open (a progress bar); the run itself holds nothing."""
+        for callback in self.callbacks:
+            close = getattr(callback, "close", None)
+            if close is not None:
+                close()
+
+    def run_to_end(self) -> dict:
+        """Advance until done; returns :meth:`result`."""
+        try:
+            while not self.done:
+                self.advance()
+        finally:
+            self.close()
+        return self.result()

@@ -1,0 +1,533 @@
+"""MeZO (zeroth-order SPSA) fine-tuning on SGLang's own forward path.
+
+One step, for trainable tensors theta (a LoRA adapter in SGLang's memory pool, or every weight):
+draw a seed; regenerate z ~ N(0, I) from it tensor by tensor; L+ = loss(theta + eps z);
+L- = loss(theta - eps z); restore theta bit for bit; g = (L+ - L-) / (2 eps);
+theta -= lr * (g z + wd theta). Forwards only, no autograd, no optimizer state, and z is never
+stored, so training costs what inference costs. How z is drawn and how weights move (a chunk at a
+time, every pass through one function) is :mod:`sglang.srt.mezo.zo.noise`.
+
+With LoRA, the +eps and -eps passes are one forward: SGLang's LoRA manager serves each sequence of
+a batch with its own adapter, so theta + eps z and theta - eps z sit in two pool slots and every
+example runs once on each. ``split_batch`` takes that further: n directions z_1..z_n (n-SPSA)
+get a slot pair each and direction k is measured on part k of the batch, so one forward of the
+batch gives n projected gradients instead of one.
+
+Example (a tiny next-token task; any Llama/Qwen2 checkpoint path works):
+    >>> from sglang.srt.mezo_trainer import MeZOConfig, MeZOTrainer  # doctest: +SKIP
+    >>> trainer = MeZOTrainer("smollm2-135m", MeZOConfig(num_steps=100, learning_rate=1e-3, epsilon=1e-2))  # doctest: +SKIP
+    >>> ids = trainer.tokenizer.encode("The sky is")  # doctest: +SKIP
+    >>> trainer.train([(ids, trainer.tokenizer.encode(" green")[0])])  # doctest: +SKIP
+    {'steps': 100, 'train_loss': [...], 'adapter_path': None, ...}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import torch  # noqa: E402
+
+from sglang.srt.mezo.engine.forward import ExtendForward
+from sglang.srt.mezo.engine.lora_pool import LoRASettings, PoolLoRA, copies_expected
+from sglang.srt.mezo.engine.models import check_model_path, is_masked_lm, model_architectures
+from sglang.srt.mezo.engine.runner import RunnerSpec, build_model_runner, runner_dtype
+from sglang.srt.mezo.errors import MeZODivergedError
+from sglang.srt.mezo.io import atomic_json
+from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.training.objectives.base import ForwardInputs
+from sglang.srt.mezo.training.run import MeZORun
+from sglang.srt.mezo.training.trainable import FullWeights, LoRAWeights
+from sglang.srt.mezo.zo.adam import ZOAdam
+from sglang.srt.mezo.zo.noise import AddZ, NoiseKind, Op, draw_z, move
+from sglang.srt.mezo.zo.trajectory import FILE as TRAJECTORY_FILE
+from sglang.srt.mezo.zo.trajectory import Trajectory, weights_hash
+from sglang.srt.mezo.zo.update import UpdateRule, decay_mask, learning_rate_at, replay_steps, split_evenly, step_ops
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StepResult:
+    loss: float  # (L+ + L-) / 2, the loss at theta up to O(eps^2)
+    projected_grads: list[float]
+    seeds: list[int]
+    lr: float
+
+
+class MeZOTrainer:
+    """MeZO on SGLang's ModelRunner.
+
+    Subclasses change the objective through :meth:`forward_inputs` (what to run) and
+    :meth:`loss_from_logits` / :meth:`predict_from_logits` (what to make of the logits), or by
+    overriding :meth:`compute_loss` as a whole (then the +/- eps passes cannot share a forward).
+    The base objective is next-token cross-entropy: a batch is a list of
+    ``(prompt_token_ids, target_token_id)``.
+
+    Pass ``runner=`` to train on a ModelRunner that already exists (a live server's), else one is
+    built from ``model_path``.
+    """
+
+    #: The data-parallel group whose workers share each step (``mezo_distributed``); None: one process.
+    data_parallel = None
+
+    def __init__(
+        self,
+        model_path: Optional[str] = None,
+        config: Optional[MeZOConfig] = None,
+        *,
+        runner=None,
+        tokenizer=None,
+    ):
+        config = config or MeZOConfig()
+        if runner is None:
+            from sglang.srt.mezo.engine.models import resolve_model_path
+
+            model_path = resolve_model_path(model_path or config.model_path)
+            check_model_path(model_path)
+        self.model_path = model_path if runner is None else runner.server_args.model_path
+        kind = self._detect_kind()
+        masked = kind == "masked"
+        # Hyperparameters left to their defaults depend on the kind of model: resolved once, here.
+        self.config = config = config.resolve(kind)
+        if runner is not None:  # a runner the run does not own sets the dtype (a server's, say)
+            config = self.config = dataclasses.replace(config, dtype=runner_dtype(runner))
+        if runner is None:
+            use_lora = config.trainable == "lora"
+            runner = build_model_runner(
+                RunnerSpec(
+                    model_path=model_path,
+                    device=config.device,
+                    dtype=config.dtype,
+                    max_total_tokens=config.max_total_tokens,
+                    lora_rank=config.lora_rank if use_lora else None,
+                    lora_target_modules=list(config.lora_target_modules) if use_lora else None,
+                    # Slot 0 is the base model; each direction's +/- eps adapters take two more.
+                    max_loras_per_batch=1 + 2 * (config.n_spsa if config.split_batch else 1),
+                    is_embedding=masked,
+                    seed=config.seed,
+                )
+            )
+        self.runner = runner
+        self.forward = ExtendForward(runner)
+        self._tokenizer = tokenizer
+        self.trainable = self._make_trainable()
+        self.decay = decay_mask(self.trainable.names)
+        self._generators: dict = {}  # mezo_noise's generators and chunk buffers, kept across steps
+        self.noise: NoiseKind = config.noise
+        # How theta comes back after the -eps pass; replay repeats an add/subtract restore's arithmetic.
+        self.restore = "exact" if config.exact_restore or getattr(self.trainable, "minus", None) is not None \
+            else "add-subtract"
+        self.update_rule = UpdateRule(config.update_rule)
+        self.adam = ZOAdam(self.trainable.tensors) if config.update_rule == "adam" else None
+        self._seed_rng = random.Random(config.seed)
+        # The seed whose +eps z the last step's update pass already put on the weights, for the step
+        # after it (see :meth:`step`'s ``next_batch``); None: the weights are the trained ones.
+        self._ahead: Optional[int] = None
+        self.step_count = 0
+        self.trajectory = Trajectory(  # (seeds, g) per step: with the start, the whole run
+            tensor_names=list(self.trainable.names), tensor_shapes=[list(t.shape) for t in self.trainable.tensors],
+            dtype=config.dtype, device_type=self.runner.device if isinstance(self.runner.device, str)
+            else self.runner.device.type, n_spsa=config.n_spsa, model={"path": self.model_path},
+            config=config.to_dict(), start=self.trainable.start(), restore=self.restore, noise=self.noise)
+
+    # ---- set-up -------------------------------------------------------------------------------
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        return self._tokenizer
+
+    def _detect_kind(self) -> str:
+        """"masked" or "causal": what the per-kind defaults and the runner's set-up depend on."""
+        return "masked" if is_masked_lm(model_architectures(self.model_path)) else "causal"
+
+    def _make_trainable(self):
+        cfg = self.config
+        if cfg.trainable == "full":
+            return FullWeights(self.runner.model)
+        if getattr(self.runner, "lora_manager", None) is None:
+            raise ValueError(
+                "trainable='lora' needs a ModelRunner started with LoRA enabled "
+                "(enable_lora, max_lora_rank >= lora_rank, the target modules)"
+            )
+        settings = LoRASettings(cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_target_modules), cfg.seed)
+        if cfg.output_dir is None:
+            # SGLang loads an adapter from a folder; without an output folder, a temporary one that
+            # goes away with the trainer (the adapter lives on in the pool and its host copy).
+            self._scratch = tempfile.TemporaryDirectory(prefix="sglang-mezo-")
+        init_dir = os.path.join(cfg.output_dir or self._scratch.name, "adapter_init")
+        name = f"mezo-{os.getpid()}-{id(self)}"
+        paired = self._wants_paired_forward()
+        lora = PoolLoRA.create(
+            self.runner, settings, name, init_dir, self.model_path, init_from=cfg.init_adapter
+        )
+        minus, probes = None, []
+        with copies_expected():  # slots that hold perturbed copies of the adapter, loaded from its folder
+            if paired:
+                minus = PoolLoRA.create(
+                    self.runner, settings, f"{name}-minus", init_dir, self.model_path, init_from=lora.ref.lora_path
+                )
+            probes = [tuple(PoolLoRA.create(self.runner, settings, f"{name}-{sign}{k}", init_dir, self.model_path,
+                                            init_from=lora.ref.lora_path) for sign in ("plus", "minus"))
+                      for k in range(1, cfg.n_spsa if cfg.split_batch else 1)]
+        return LoRAWeights(lora, minus, top_layers=cfg.lora_layers, freeze_a=cfg.freeze_lora_a, probes=probes)
+
+    def _wants_paired_forward(self) -> bool:
+        if self.config.paired_forward is False:
+            return False
+        # Slot 0 is the base model; the adapter and its minus twin need two more that stay theirs
+        # (pinned). Adapters a server loaded without pinning can be evicted, so they do not count.
+        manager = self.runner.lora_manager
+        free = manager.max_loras_per_batch - 1 - manager.num_pinned_loras
+        # A subclass that overrides compute_loss as a whole cannot have its two passes merged.
+        split_hooks = type(self).compute_loss is MeZOTrainer.compute_loss
+        if self.config.split_batch:
+            needed = 2 * self.config.n_spsa
+            if not (free >= needed and split_hooks):
+                raise ValueError(
+                    f"split_batch with n_spsa={self.config.n_spsa} needs {needed} free LoRA slots (this runner "
+                    f"has {free}: max_loras_per_batch >= {needed + 1} with no other adapter pinned) and an "
+                    "objective given as forward_inputs + loss_from_logits; lower n_spsa or turn split_batch off"
+                )
+            return True
+        if self.config.paired_forward and not (free >= 2 and split_hooks):
+            raise ValueError(
+                "paired_forward=True needs two free LoRA slots (max_loras_per_batch >= 3 with no other "
+                "adapter pinned) and an objective given as forward_inputs + loss_from_logits"
+            )
+        return free >= 2 and split_hooks
+
+    # ---- objective (hooks for subclasses) -----------------------------------------------------
+
+    def logits(self, sequences: Sequence[Sequence[int]], positions: Sequence[int], vocab_ids=None,
+               lora_ids: Optional[Sequence[Optional[str]]] = None):
+        """Logits at ``positions`` of ``sequences`` under the current (possibly perturbed) weights."""
+        if self._ahead is not None:  # a forward between steps sees the trained weights
+            self.settle()
+        if lora_ids is None:
+            lora_ids = [self.trainable.lora_id] * len(sequences)
+        return self.forward(sequences, positions, vocab_ids, lora_ids)
+
+    def forward_inputs(self, batch: Sequence[Any]) -> ForwardInputs:
+        """What to run for ``batch``: token ids, one position each, and the vocabulary rows needed.
+        The base objective: each example is ``(prompt_ids, target_id)``; all rows, last position."""
+        seqs = [list(ids) for ids, _ in batch]
+        return ForwardInputs(seqs, [len(s) - 1 for s in seqs], None)
+
+    def loss_from_logits(self, logits: torch.Tensor, batch: Sequence[Any]) -> float:
+        """The objective from ``forward_inputs``' logits; base: mean next-token cross-entropy."""
+        targets = torch.tensor([t for _, t in batch], device=logits.device)
+        return torch.nn.functional.cross_entropy(logits.double(), targets).item()
+
+    def predict_from_logits(self, logits: torch.Tensor, batch: Sequence[Any]) -> tuple[list, list]:
+        """(predictions, references) for accuracy."""
+        return logits.argmax(-1).tolist(), [t for _, t in batch]
+
+    def compute_loss(self, batch: Sequence[Any]) -> float:
+        inputs = self.forward_inputs(batch)
+        return self.loss_from_logits(self.logits(*inputs), batch)
+
+    def predict(self, batch: Sequence[Any]) -> tuple[list, list]:
+        inputs = self.forward_inputs(batch)
+        return self.predict_from_logits(self.logits(*inputs), batch)
+
+    # ---- the MeZO step --------------------------------------------------------------------------
+
+    def _z(self, step_seed: int, index: int, tensor: torch.Tensor) -> torch.Tensor:
+        layouts = getattr(self.trainable, "layouts", None)
+        return draw_z(step_seed, index, tensor, self._generators, layouts[index] if layouts else None, self.noise)
+
+    def _move(self, ops: Sequence[Op]) -> None:
+        move(self.trainable.tensors, ops, self.decay, self._generators, getattr(self.trainable, "layouts", None),
+             self.noise)
+
+    def _perturb(self, step_seed: int, scale: float) -> None:
+        self._move([AddZ(step_seed, scale)])
+
+    def _copy_back(self, snapshot: list[torch.Tensor]) -> None:
+        for t, s in zip(self.trainable.tensors, snapshot):
+            t.copy_(s)
+
+    def lr_at(self, step: int) -> float:
+        return learning_rate_at(self.config, step)
+
+    @torch.no_grad()
+    def projected_gradient(self, batch: Sequence[Any], step_seed: int) -> tuple[float, float, float]:
+        """(g, L+, L-) for one seed; theta is bitwise unchanged afterwards (with exact_restore)."""
+        loss_plus, loss_minus = self.perturbed_losses(batch, step_seed)
+        return (loss_plus - loss_minus) / (2 * self.config.epsilon), loss_plus, loss_minus
+
+    @torch.no_grad()
+    def perturbed_losses(self, batch: Sequence[Any], step_seed: int) -> tuple[float, float]:
+        """(L+, L-): the loss on ``batch`` at theta + eps z and at theta - eps z; theta is bitwise
+        unchanged afterwards (with exact_restore)."""
+        return self._perturbed_losses(batch, step_seed, restore=True)
+
+    def _perturbed_losses(self, batch: Sequence[Any], step_seed: int, restore: bool) -> tuple[float, float]:
+        # restore=False (add/subtract restore only): theta is left at theta - eps z, for the
+        # caller to undo together with the update, in the same pass over the weights.
+        if getattr(self.trainable, "minus", None) is not None:
+            return self._paired_losses(batch, step_seed)
+        eps = self.config.epsilon
+        snapshot = [t.clone() for t in self.trainable.tensors] if self.config.exact_restore else None
+        if self._ahead == step_seed:  # the last step's update pass put theta + eps z on already
+            self._ahead = None
+        else:
+            self._perturb(step_seed, eps)
+        loss_plus = self.compute_loss(batch)
+        if snapshot is None:
+            self._perturb(step_seed, -2 * eps)
+        else:
+            self._copy_back(snapshot)
+            self._perturb(step_seed, -eps)
+        loss_minus = self.compute_loss(batch)
+        if snapshot is not None:
+            self._copy_back(snapshot)
+        elif restore:
+            self._perturb(step_seed, eps)
+        return loss_plus, loss_minus
+
+    def _paired_losses(self, batch: Sequence[Any], step_seed: int) -> tuple[float, float]:
+        return self._split_losses(batch, [step_seed])[0]  # one direction: the whole batch is its part
+
+    def _split_losses(self, batch: Sequence[Any], seeds: Sequence[int]) -> list[tuple[float, float]]:
+        """(L+, L-) of direction k = seed k on its own part k of ``batch``, for every k, from one
+        forward over the batch: each example runs once at theta + eps z_k and once at theta - eps z_k,
+        on the slots of its direction. The adapter's slot is restored from a copy (bitwise exact)."""
+        if len(batch) < len(seeds):  # a data-parallel worker's share of the batch, say
+            raise ValueError(f"split_batch: a batch of {len(batch)} examples cannot give each of n_spsa={len(seeds)} "
+                             "directions its own; raise batch_size or lower n_spsa")
+        eps = self.config.epsilon
+        theta = [t.clone() for t in self.trainable.tensors]
+        parts = split_evenly(len(batch), len(seeds))
+        inputs = self.forward_inputs(batch)
+        sequences, positions, plus_ids, minus_ids = [], [], [], []
+        try:
+            for seed, rows, ((plus_id, plus), (minus_id, minus)) in zip(seeds, parts, self.trainable.probe_slots):
+                for i, (t, p, m) in enumerate(zip(theta, plus, minus)):
+                    z = self._z(seed, i, t)
+                    m.copy_(t).add_(z, alpha=-eps)
+                    p.copy_(t).add_(z, alpha=eps)
+                sequences += [inputs.sequences[r] for r in rows]
+                positions += [inputs.positions[r] for r in rows]
+                plus_ids += [plus_id] * len(rows)
+                minus_ids += [minus_id] * len(rows)
+            n = len(sequences)
+            logits = self.logits(sequences * 2, positions * 2, inputs.vocab_ids, plus_ids + minus_ids)
+        finally:
+            self._copy_back(theta)
+        losses, start = [], 0
+        for rows in parts:
+            part = [batch[r] for r in rows]
+            end = start + len(rows)
+            losses.append((self.loss_from_logits(logits[start:end], part),
+                           self.loss_from_logits(logits[n + start:n + end], part)))
+            start = end
+        return losses
+
+    @torch.no_grad()
+    def step(self, batch: Sequence[Any], next_batch: Optional[Sequence[Any]] = None) -> StepResult:
+        """One MeZO step (n-SPSA over ``config.n_spsa`` seeds) on ``batch``.
+
+        ``next_batch``: the batch of the step that comes right after this one, with no evaluation or
+        save in between (:class:`~sglang.srt.mezo.training.run.MeZORun` knows). With the add/subtract restore
+        (full weights), the update pass then also puts on the next step's theta + eps z, so a step
+        makes two passes over the weights instead of three; the per-element arithmetic, and so the
+        trajectory and replay, are the same. Until that step runs, the weights stay perturbed: any
+        other forward, :meth:`save` or :meth:`settle` takes the perturbation off first."""
+        lr = self.lr_at(self.step_count)
+        seeds = [self._seed_rng.randrange(2**62) for _ in range(self.config.n_spsa)]
+        if self.data_parallel is not None:  # this worker's part of the global batch
+            self.data_parallel.step = self.step_count
+            batch = self.data_parallel.shard(batch)
+            next_batch = self.data_parallel.shard(next_batch) if next_batch is not None else None
+        if self._ahead is not None and (self._ahead != seeds[0] or not batch):
+            self.settle()  # the steps did not go as announced (a seed state set by hand, say)
+        # Add/subtract restore: the last seed's +eps z restore waits for the update's pass (z drawn
+        # 3 times a step instead of 4); replay repeats the same arithmetic (restore_ops).
+        pending = AddZ(seeds[-1], self.config.epsilon) if self.restore == "add-subtract" and batch else None
+        if self.config.split_batch and batch:
+            pending = None  # the adapter's slot never moves: the directions live in slots of their own
+            losses = self._split_losses(batch, seeds)
+        else:
+            losses = [self._perturbed_losses(batch, s, restore=pending is None or k < len(seeds) - 1)
+                      if batch else (0.0, 0.0) for k, s in enumerate(seeds)]
+        try:
+            losses = self.combine_losses(losses, len(batch))
+            for lp, lm in losses:
+                if not (math.isfinite(lp) and math.isfinite(lm)):
+                    raise MeZODivergedError(
+                        f"loss is not finite at step {self.step_count} (L+={lp}, L-={lm}); the weights "
+                        "are those before this step. Lower learning_rate or epsilon."
+                    )
+        except BaseException:
+            if pending is not None:
+                self._move([pending])
+            raise
+        grads = [(lp - lm) / (2 * self.config.epsilon) for lp, lm in losses]
+        past = self.trajectory.steps
+        coefficients = self.update_rule.coefficients(past, len(past), grads)
+        # The next step's first +eps pass, done in this one (pending is set exactly when the restore
+        # is add/subtract and this step's directions moved the trainable tensors themselves).
+        ahead = self._next_seeds()[0] if pending is not None and next_batch and self.adam is None else None
+        if self.adam is not None:
+            if pending is not None:
+                self._move([pending])
+            self.adam.step(self.trainable.tensors, seeds, grads, lr=lr, weight_decay=self.config.weight_decay,
+                           decay=self.decay, z=self._z)
+        else:
+            ops = step_ops(seeds, coefficients, lr, self.config.weight_decay, restore=pending)
+            self._move(ops + ([AddZ(ahead, self.config.epsilon)] if ahead is not None else []))
+        self._ahead = ahead
+        self.trainable.after_update()
+        self.step_count += 1
+        self.trajectory.append(seeds, grads)
+        return StepResult(loss=sum(lp + lm for lp, lm in losses) / (2 * len(losses)), projected_grads=grads,
+                          seeds=seeds, lr=lr)
+
+    def _next_seeds(self) -> list[int]:
+        # The seeds the next step will draw, without drawing them (the run's saved RNG state stays put).
+        rng = random.Random()
+        rng.setstate(self._seed_rng.getstate())
+        return [rng.randrange(2**62) for _ in range(self.config.n_spsa)]
+
+    @torch.no_grad()
+    def settle(self) -> None:
+        """Take off the next step's +eps perturbation that :meth:`step` put on ahead, if any: the
+        weights become the trained ones. Putting z on and taking it off rounds, so the trajectory
+        records it (:attr:`Trajectory.settled`) and replay repeats it."""
+        if self._ahead is None:
+            return
+        seed, self._ahead = self._ahead, None
+        self._move([AddZ(seed, -self.config.epsilon)])
+        self.trainable.after_update()
+        self.trajectory.settled.append((len(self.trajectory.steps), seed))
+
+    def combine_losses(self, losses: list[tuple[float, float]], batch_size: int) -> list[tuple[float, float]]:
+        """(L+, L-) per seed of this process's batch -> those of the whole step's batch. One
+        process: as they are; data-parallel workers average theirs, weighted by batch size
+        (:meth:`~sglang.srt.mezo.parallel.data_parallel.DataParallelGroup.combine_losses`)."""
+        if self.data_parallel is None:
+            return losses
+        return self.data_parallel.combine_losses(losses, batch_size)
+
+    # ---- evaluation, saving, the loop ---------------------------------------------------------
+
+    def eval_loss(self, logits: torch.Tensor, batch: Sequence[Any]) -> float:
+        """The loss an evaluation reports (mean over ``batch``); base: the training objective."""
+        return self.loss_from_logits(logits, batch)
+
+    def eval_metrics(self, predictions: list, references: list) -> dict:
+        """Metrics of a whole evaluation from its predictions; base: accuracy."""
+        from sglang.srt.mezo.data.metrics import accuracy
+
+        return {"eval_accuracy": accuracy(predictions, references)}
+
+    def evaluation(self, examples: Sequence[Any], batch_size: Optional[int] = None) -> "Evaluation":
+        """An evaluation of ``examples`` at the current weights, run a chunk at a time."""
+        return Evaluation(self, examples, batch_size or max(self.config.batch_size, 16))
+
+    @torch.no_grad()
+    def evaluate(self, examples: Sequence[Any], batch_size: Optional[int] = None) -> dict:
+        """Loss and metrics over ``examples`` at the current weights."""
+        evaluation = self.evaluation(examples, batch_size)
+        while not evaluation.done:
+            evaluation.advance()
+        return evaluation.metrics()
+
+    def save(self, directory: Optional[str] = None) -> Optional[str]:
+        """Save the adapter (PEFT format; loads in PEFT and SGLang ``--lora-paths``) and the run's
+        trajectory. Full-weight runs save the trajectory only."""
+        directory = directory or self.config.output_dir
+        if directory is None:
+            return None
+        self.settle()
+        if "sha256" not in self.trajectory.model:
+            self.trajectory.model["sha256"] = weights_hash(self.model_path)
+        atomic_json(os.path.join(directory, TRAJECTORY_FILE), self.trajectory.to_dict())
+        if isinstance(self.trainable, LoRAWeights):
+            adapter_dir = os.path.join(directory, "adapter")
+            self.trainable.lora.save(adapter_dir)
+            return adapter_dir
+        return None
+
+    @torch.no_grad()
+    def restore_weights(self, checkpoint: str, trajectory: Trajectory) -> None:
+        """Put the weights of ``checkpoint`` (a folder :meth:`save` wrote) in place: a LoRA adapter is
+        copied in; full weights, which a checkpoint does not hold, are rebuilt from the base model
+        by replaying ``trajectory`` (this trainer must not have stepped yet)."""
+        self.settle()
+        if trajectory.tensor_names != self.trainable.names:
+            raise ValueError(f"the checkpoint in {checkpoint} trains other tensors than this trainer "
+                             f"({len(trajectory.tensor_names)} vs {len(self.trainable.names)})")
+        if isinstance(self.trainable, LoRAWeights):
+            from safetensors.torch import load_file
+
+            saved = load_file(os.path.join(checkpoint, "adapter", "adapter_model.safetensors"))
+            for name, tensor in zip(self.trainable.names, self.trainable.tensors):
+                tensor.copy_(saved[name])
+        else:
+            if self.step_count:
+                raise RuntimeError("replaying a trajectory needs the starting weights: a fresh trainer")
+            replay_steps(trajectory.steps, self.config, self.trainable.tensors, self.decay, self._generators,
+                         getattr(self.trainable, "layouts", None), restore=trajectory.restore,
+                         noise=trajectory.noise, settled=trajectory.settled)
+        if self.adam is not None:  # Adam's moments follow from the record alone
+            self.adam.rebuild(trajectory.steps, self.trainable.tensors, self._z)
+        self.trainable.after_update()
+
+    def start_run(self, train_data: Sequence[Any], eval_data: Optional[Sequence[Any]] = None, *,
+                  callbacks=None) -> MeZORun:
+        """A :class:`~sglang.srt.mezo.training.run.MeZORun` of this trainer, to advance a unit at a time."""
+        return MeZORun(self, train_data, eval_data, callbacks=callbacks)
+
+    def train(self, train_data: Sequence[Any], eval_data: Optional[Sequence[Any]] = None) -> dict:
+        """Run ``config.num_steps`` MeZO steps on batches drawn from ``train_data``; evaluate on
+        ``eval_data`` before the first step (``config.eval_at_start``), every ``config.eval_steps``
+        and at the end, saving at each evaluation after the start."""
+        return self.start_run(train_data, eval_data).run_to_end()
+
+    def close(self) -> None:
+        """Unload this trainer's adapters from the runner's LoRA pool (a runner it was handed keeps
+        running; one it built is released with ``mezo_runner.release_model_runner``)."""
+        self.settle()  # full weights: the runner's model goes back with the trained weights
+        if isinstance(self.trainable, LoRAWeights):
+            for lora in (self.trainable.lora, self.trainable.minus, *(s for pair in self.trainable.probes for s in pair)):
+                if lora is not None:
+                    lora.unload()
+
+
+class Evaluation:
+    """One pass over evaluation examples at the current weights, one chunk per :meth:`advance`."""
+
+    def __init__(self, trainer: MeZOTrainer, examples: Sequence[Any], batch_size: int):
+        self.trainer, self.examples, self.batch_size = trainer, examples, batch_size
+        self.cursor, self.loss_sum, self.predictions, self.references = 0, 0.0, [], []
+
+    @property
+    def done(self) -> bool:
+        return self.cursor >= len(self.examples)
+
+    @torch.no_grad()
+    def advance(self) -> None:
+        chunk = self.examples[self.cursor : self.cursor + self.batch_size]
+        logits = self.trainer.logits(*self.trainer.forward_inputs(chunk))
+        self.loss_sum += self.trainer.eval_loss(logits, chunk) * len(chunk)
+        predictions, references = self.trainer.predict_from_logits(logits, chunk)
+        self.predictions += predictions
+        self.references += references
+        self.cursor += len(chunk)
+
+    def metrics(self) -> dict:
+        return {"eval_loss": self.loss_sum / max(len(self.examples), 1),
+                **self.trainer.eval_metrics(self.predictions, self.references)}

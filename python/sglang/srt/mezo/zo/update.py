@@ -1,0 +1,144 @@
+"""A MeZO step's update, as operations on theta: theta -= lr * (g z + wd theta), the update rules
+that scale g, the learning-rate schedule, and replaying a trajectory's steps (resume and replay both
+come here, so they agree bit for bit with training)."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+
+from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.zo.adam import ZOAdam
+from sglang.srt.mezo.zo.noise import AddZ, Decay, NoiseKind, Op, ShardLayout, draw_z, move
+
+
+def decay_mask(names: Sequence[str]) -> list[bool]:
+    """Weight decay applies to weight matrices only, never to biases or norms (as in MeZO)."""
+    return [not (n.endswith("bias") or "norm" in n.lower()) for n in names]
+
+
+def step_ops(seeds: Sequence[int], grads: Sequence[float], lr: float, weight_decay: float,
+             restore: Optional[AddZ] = None) -> list[Op]:
+    """The operations of one step's update: theta -= lr * (mean over seeds of g * z + wd * theta).
+    ``restore``: the +eps z that still has to undo the last -eps pass (add/subtract restore), done
+    in the same pass as the update so that z is drawn once for both."""
+    ops: list[Op] = [restore] if restore is not None else []
+    if weight_decay:
+        ops.append(Decay(1 - lr * weight_decay))
+    n = len(seeds)
+    ops += [AddZ(s, -lr * g / n) for s, g in zip(seeds, grads)]
+    return ops
+
+
+def restore_ops(seeds: Sequence[int], epsilon: float, restore: str) -> list[Op]:
+    """What a step did to theta before its update: nothing with an exact (copy) restore; with the
+    add/subtract restore, +eps z, -2 eps z, +eps z per seed, which in low precision (and in the
+    last bits of fp32) does not give theta back exactly: replay repeats it to land where the run did."""
+    if restore == "exact":
+        return []
+    if restore != "add-subtract":
+        raise ValueError(f"restore must be 'exact' or 'add-subtract', got {restore!r}")
+    return [AddZ(s, a) for s in seeds for a in (epsilon, -2 * epsilon, epsilon)]
+
+
+@torch.no_grad()
+def apply_update(tensors: Sequence[torch.Tensor], decay: Sequence[bool], seeds: Sequence[int],
+                 grads: Sequence[float], lr: float, weight_decay: float, generators: dict,
+                 layouts: Optional[Sequence[Optional[ShardLayout]]] = None, *,
+                 noise: NoiseKind = "gaussian") -> None:
+    """theta -= lr * (mean over seeds of g * z + wd * theta), in place. Training, replay and resume
+    all move weights through :func:`~sglang.srt.mezo.zo.noise.move`, so they agree bit for bit.
+    ``layouts``: the tensors' tensor-parallel shard layouts (None: unsharded)."""
+    move(tensors, step_ops(seeds, grads, lr, weight_decay), decay, generators, layouts, noise)
+
+
+@torch.no_grad()
+def replay_steps(steps: Sequence[tuple[Sequence[int], Sequence[float]]], config: MeZOConfig,
+                 tensors: Sequence[torch.Tensor], decay: Sequence[bool], generators: dict,
+                 layouts: Optional[Sequence[Optional[ShardLayout]]] = None, *, restore: str = "exact",
+                 noise: NoiseKind = "gaussian", settled: Sequence[tuple[int, int]] = ()) -> None:
+    """Apply a trajectory's ``(seeds, grads)`` steps, from step 0, to the weights they started from:
+    the updates of the run, with its learning-rate schedule (resume and replay both come here).
+    ``restore``, ``noise`` and ``settled``: the run's (:attr:`Trajectory.restore`,
+    :attr:`Trajectory.noise`, :attr:`Trajectory.settled`). One pass (one draw of z) per step."""
+    rule = UpdateRule(config.update_rule)
+    adam = ZOAdam(tensors) if config.update_rule == "adam" else None
+    after = {}
+    for done, seed in settled:  # the +eps z put on ahead after step ``done`` and taken off again
+        after.setdefault(done, []).append(seed)
+    for step, (seeds, grads) in enumerate(steps):
+        lr = learning_rate_at(config, step)
+        if adam is not None:  # the run's restore arithmetic, then Adam's update (one more draw of z)
+            if restore != "exact":
+                move(tensors, restore_ops(seeds, config.epsilon, restore), decay, generators, layouts, noise)
+            adam.step(tensors, seeds, grads, lr=lr, weight_decay=config.weight_decay, decay=decay,
+                      z=lambda s, i, t: draw_z(s, i, t, generators, layouts[i] if layouts else None, noise))
+            continue
+        ops = restore_ops(seeds, config.epsilon, restore) + step_ops(
+            seeds, rule.coefficients(steps, step, grads), lr, config.weight_decay)
+        ops += [AddZ(s, a) for s in after.get(step + 1, ()) for a in (config.epsilon, -config.epsilon)]
+        move(tensors, ops, decay, generators, layouts, noise)
+
+
+class UpdateRule:
+    """What multiplies -lr z for each seed of a step (``config.update_rule``), from the step's
+    projected gradients and, for "normalized", those of the steps before it: a function of the
+    trajectory, so replay and resume recompute it and nothing else needs saving.
+
+    >>> rule = UpdateRule("normalized")
+    >>> rule.coefficients([([1], [2.0])], 1, [-2.0])  # |g| has been 2: the step is -1
+    [-1.0000000000000004]
+    >>> rule.coefficients([([1], [2.0]), ([2], [-2.0])], 2, [0.5])  # a smaller g: a smaller step
+    [0.30220356546837196]
+    """
+
+    BETA = 0.99  # as Adam's beta2
+
+    def __init__(self, name: str):
+        self.name = name
+        self._seen, self._v, self._t = 0, 0.0, 0
+
+    def coefficients(self, history: Sequence[tuple[Sequence[int], Sequence[float]]], upto: int,
+                     grads: Sequence[float]) -> list[float]:
+        """For a step whose earlier steps are ``history[:upto]`` (``(seeds, grads)`` pairs)."""
+        if self.name in ("sgd", "adam"):  # adam: the trainer's ZOAdam moves theta, from the raw g
+            return list(grads)
+        if self.name == "sign":
+            return [math.copysign(1.0, g) if g else 0.0 for g in grads]
+        if upto < self._seen:  # a history cut back (resume): start over
+            self._seen, self._v, self._t = 0, 0.0, 0
+        for k in range(self._seen, upto):
+            self._v, self._t = self._absorb(self._v, self._t, history[k][1])
+        self._seen = upto
+        v, t = self._absorb(self._v, self._t, grads)
+        rms = math.sqrt(v / (1 - self.BETA ** t)) if t else 0.0
+        return [g / rms if rms > 0 else 0.0 for g in grads]
+
+    def _absorb(self, v: float, t: int, grads: Sequence[float]) -> tuple[float, int]:
+        for g in grads:
+            v, t = self.BETA * v + (1 - self.BETA) * g * g, t + 1
+        return v, t
+
+
+def split_evenly(n: int, parts: int) -> list[range]:
+    """Rows 0..n-1 in ``parts`` consecutive runs whose sizes differ by at most one (a split batch's
+    parts, one per direction).
+
+    >>> split_evenly(7, 3)
+    [range(0, 3), range(3, 5), range(5, 7)]
+    """
+    size, extra = divmod(n, parts)
+    bounds = [0]
+    for k in range(parts):
+        bounds.append(bounds[-1] + size + (k < extra))
+    return [range(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def learning_rate_at(config: MeZOConfig, step: int) -> float:
+    """The learning rate of step ``step`` (0-based) under the spec's schedule."""
+    lr = config.learning_rate
+    if config.lr_schedule == "linear" and config.num_steps > 0:
+        lr *= max(0.0, 1.0 - step / config.num_steps)
+    return lr
