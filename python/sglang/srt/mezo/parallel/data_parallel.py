@@ -97,7 +97,7 @@ class DataParallelGroup:
         self.exchanges = 0
         self.step = None  # the step under way, for error messages
         me = {"pid": os.getpid(), "host": socket.gethostname()}
-        self.peers = [json.loads(row) for row in self._gather_bytes(json.dumps(me).encode(), "start-up")]
+        self.peers = [json.loads(row) for row in self.gather_bytes(json.dumps(me).encode(), "start-up")]
 
     # ---- the exchanges
 
@@ -132,7 +132,7 @@ class DataParallelGroup:
         self.exchanges += 1
         return [row.tolist() for row in out]
 
-    def _gather_bytes(self, payload: bytes, what: str) -> list[bytes]:
+    def gather_bytes(self, payload: bytes, what: str) -> list[bytes]:
         sizes = self.all_gather_floats([len(payload)], what)
         width = int(max(s[0] for s in sizes))
         mine = torch.zeros(width, dtype=torch.uint8)
@@ -155,8 +155,9 @@ class DataParallelGroup:
             self._wait(self.pg.broadcast([data], dist.BroadcastOptions()), what)
         return bytes(data.numpy().tobytes())
 
-    def shard(self, batch: Sequence[Any]) -> list:
-        """This worker's contiguous part of a step's global batch (sizes differ by at most one)."""
+    def shard(self, batch: Sequence[Any], step: int) -> list:
+        """This worker's contiguous part of step ``step``'s global batch (sizes differ by at most one)."""
+        self.step = step  # for the messages of the exchanges that follow
         n = len(batch)
         return list(batch[self.rank * n // self.world_size: (self.rank + 1) * n // self.world_size])
 
@@ -178,7 +179,7 @@ class DataParallelGroup:
         for t in tensors:
             h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         digest = h.hexdigest()
-        digests = [d.decode() for d in self._gather_bytes(digest.encode(), what)]
+        digests = [d.decode() for d in self.gather_bytes(digest.encode(), what)]
         differ = [r for r, d in enumerate(digests) if d != digests[0]]
         if differ:
             raise RuntimeError(f"data-parallel workers {differ} hold other {what} than worker 0 "
@@ -214,29 +215,28 @@ def start_worker_run(plan, group: DataParallelGroup, runner=None, callbacks=None
     from sglang.srt.mezo.training.plan import start_run
     from sglang.srt.mezo.zo.trajectory import Trajectory
 
-    prints = [p.decode() for p in group._gather_bytes(_fingerprint(plan).encode(), "start-up")]
+    prints = [p.decode() for p in group.gather_bytes(_fingerprint(plan).encode(), "start-up")]
     differ = [r for r, p in enumerate(prints) if p != prints[0]]
     if differ:
         raise ValueError(f"data-parallel workers {differ} were given another run spec or other training data than "
                          "worker 0: launch every worker with the same settings and data")
     plan = worker_plan(plan, group.rank)
-    mezo_run = start_run(plan, runner, callbacks if group.rank == 0 else (callbacks or []))
+    mezo_run = start_run(plan, runner, callbacks if group.rank == 0 else (callbacks or []), data_parallel=group)
     trainer = mezo_run.trainer
     if plan.prompt_choice is not None:  # each worker searched on its own: they must have chosen alike
         choice = plan.prompt_choice
         mine = json.dumps([choice.template, choice.label_words]).encode()
-        choices = group._gather_bytes(mine, "prompt choice")
+        choices = group.gather_bytes(mine, "prompt choice")
         if any(c != choices[0] for c in choices):
             raise ValueError("data-parallel workers chose different prompts (template='auto', label_words='auto' or "
                              "calibrate): give the template and label words that worker 0 chose (its prompt.json)")
-    trainer.data_parallel = group
-    lora = getattr(trainer.trainable, "lora", None)
+    holds_weights = trainer.trainable.holds_weights()  # LoRA: the tensors go along; full weights: the trajectory
     payload = None
     if group.rank == 0:
         buffer = io.BytesIO()
         torch.save({"state": mezo_run.state_dict(), "trajectory": trainer.trajectory.to_dict(),
                     # clone: a view into SGLang's LoRA pool would carry the whole pool's storage along
-                    "tensors": [t.detach().cpu().clone() for t in trainer.trainable.tensors] if lora is not None
+                    "tensors": [t.detach().cpu().clone() for t in trainer.trainable.tensors] if holds_weights
                     else None},
                    buffer)
         payload = buffer.getvalue()

@@ -104,7 +104,7 @@ class JobWorker:
         self.state.update(num_steps=cfg.num_steps, step=self.run.step_count,
                           hyperparameters=openai_hyperparameters(plan))
         self.phase = "train"
-        paired = getattr(self.run.trainer.trainable, "minus", None) is not None
+        paired = self.run.trainer.trainable.paired
         if self.resuming:
             self.event("info", f"Training resumed at step {self.run.step_count} from its last checkpoint")
         self.event("info", f"Training started: {len(plan.train)} training and {len(plan.eval)} validation examples, "

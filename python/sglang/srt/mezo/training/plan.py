@@ -1,22 +1,24 @@
-"""Prompt-based MeZO fine-tuning: a task's template and label words turn classification into
-"which label word fills the [MASK] slot", the objective MeZO needs (Malladi et al. 2023, on top of
-LM-BFF, Gao et al. 2021).
-
-A run, top to bottom:
+"""A run from its spec to its result, top to bottom: the data path from a file row to a loss.
 
 1. a :class:`~sglang.srt.mezo.spec.config.MeZOConfig` (the run spec) says what to do;
-2. :func:`prepare` resolves it once, without building a model: the model's kind and the
-   defaults for it, the prompt (checked against the tokenizer), the data, each example encoded
-   into token ids and the position to read (:mod:`sglang.srt.mezo.data.prompt`);
-3. :func:`start_run` puts the plan on an SGLang ModelRunner (a new one, or one it is handed, e.g.
-   a live server's) as a :class:`~sglang.srt.mezo.training.run.MeZORun` that advances a unit at a time;
-4. each MeZO step asks SGLang for the label words' logits at that one position
-   (:meth:`MeZOMLMTrainer.forward_inputs`), never a full-vocabulary row;
-5. the loss is cross-entropy over the label words (:meth:`MeZOMLMTrainer.loss_from_logits`), or
-   minus accuracy, the paper's non-differentiable option.
+2. :func:`prepare` resolves it once, without building a model: the model's path and kind and the
+   defaults for it, the prompt (checked against the tokenizer), the data (rows read and sampled by
+   :mod:`sglang.srt.mezo.data`), each example encoded into token ids and the position to read
+   (:mod:`sglang.srt.mezo.data.prompt`);
+3. :func:`start_run` builds the spec's objective (:func:`~sglang.srt.mezo.training.objectives.objective_for`)
+   and a :class:`~sglang.srt.mezo.training.trainer.MeZOTrainer` on an SGLang ModelRunner (a new one,
+   or one it is handed, e.g. a live server's), and returns a
+   :class:`~sglang.srt.mezo.training.run.MeZORun` that advances a unit at a time;
+4. each MeZO step asks SGLang for what the objective needs: for the label-word objective the label
+   words' logits at one position per prompt, never a full-vocabulary row
+   (:meth:`~sglang.srt.mezo.training.objectives.label_words.LabelWordObjective.forward_inputs`);
+5. the objective's loss from those logits: cross-entropy over the label words, or minus accuracy,
+   the paper's non-differentiable option
+   (:meth:`~sglang.srt.mezo.training.objectives.label_words.LabelWordObjective.loss`).
 
-:func:`run` does 3 to the end; :func:`mezo_mlm_finetune` is 1 to the end in one call; the CLI is
-``python -m sglang.srt.mezo_mlm_trainer --help``, its flags made from the run spec's fields.
+:func:`run` does 3 to the end; :func:`~sglang.srt.mezo.training.finetune.mezo_mlm_finetune` is 1 to
+the end in one call; the CLI is ``python -m sglang.srt.mezo_mlm_trainer --help``, its flags made
+from the run spec's fields.
 
 Example (SmolLM2-135M, 16-shot SST-2, the calibrated LoRA defaults)::
 
@@ -47,7 +49,8 @@ from sglang.srt.mezo.engine.runner import runner_dtype
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.spec.defaults import AUTO, DEFAULTS
 from sglang.srt.mezo.training.prompt_search import PromptChoice, search_prompt
-from sglang.srt.mezo.training.prompt_trainer import MeZOMLMTrainer
+from sglang.srt.mezo.training.objectives import objective_for
+from sglang.srt.mezo.training.trainer import DataParallel, MeZOTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -165,19 +168,22 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
     return plan
 
 
-def start_run(plan: RunPlan, runner=None, callbacks=None):
+def start_run(plan: RunPlan, runner=None, callbacks=None, data_parallel: Optional[DataParallel] = None):
     """The plan's :class:`~sglang.srt.mezo.training.run.MeZORun`, on ``runner`` if given (a live server's:
     the run loads its adapter into that runner's LoRA pool and never releases the runner), else
-    on a ModelRunner built for it (release it with ``mezo_runner.release_model_runner``)."""
+    on a ModelRunner built for it (release it with
+    :func:`~sglang.srt.mezo.engine.runner.release_model_runner`). ``data_parallel``: the worker
+    group that shares every step (:mod:`sglang.srt.mezo.parallel`)."""
     started = time.perf_counter()
-    trainer = MeZOMLMTrainer(plan.model_path if runner is None else None, plan.trainer_config(),
-                             task=plan.preset, prompt=plan.prompt, runner=runner)
+    trainer = MeZOTrainer(plan.model_path if runner is None else None, plan.trainer_config(), runner=runner,
+                          tokenizer=plan.prompt.tokenizer, objective=objective_for(plan), kind=plan.kind,
+                          data_parallel=data_parallel)
     # A runner handed in sets the dtype (the trainer decides); the plan's record says what ran.
     plan.config = dataclasses.replace(plan.config, dtype=trainer.config.dtype)
     if plan.searches_prompt and plan.prompt_choice is None:
         plan.use_prompt(_recorded_or_searched_prompt(plan, trainer))
     if plan.prompt_choice is not None:
-        trainer.set_prompt(plan.prompt, plan.prompt_choice.calibration)
+        trainer.objective = objective_for(plan)  # the chosen prompt, calibrated
     mezo_run = trainer.start_run(plan.train, plan.eval, callbacks=callbacks)
     if plan.config.resume:
         mezo_run.resume(plan.resume_from)
@@ -185,7 +191,7 @@ def start_run(plan: RunPlan, runner=None, callbacks=None):
     return mezo_run
 
 
-def _recorded_or_searched_prompt(plan: RunPlan, trainer: MeZOMLMTrainer) -> PromptChoice:
+def _recorded_or_searched_prompt(plan: RunPlan, trainer: MeZOTrainer) -> PromptChoice:
     """A resumed run's recorded choice; else a search on the base model (the run has not trained
     yet), recorded in ``<output_dir>/prompt.json`` before the first step."""
     from sglang.srt.mezo.io import atomic_json

@@ -136,11 +136,10 @@ class MeZORun:
         if self._evaluation is not None:
             ev = self._evaluation
             chunk = ev.examples[ev.cursor: ev.cursor + ev.batch_size]
-            return self.trainer.forward_inputs(chunk).sequences, 1
+            return self.trainer.objective.forward_inputs(chunk).sequences, 1
         if self.step_count < self.num_steps:
             batch = [self.train_data[i] for i in self.sampler.peek()]
-            paired = getattr(self.trainer.trainable, "minus", None) is not None
-            return self.trainer.forward_inputs(batch).sequences, 2 if paired else 1
+            return self.trainer.objective.forward_inputs(batch).sequences, 2 if self.trainer.trainable.paired else 1
         return [], 1
 
     def _emit(self, event: dict) -> dict:
@@ -169,7 +168,7 @@ class MeZORun:
             "event": "step", "step": self.step_count, "loss": result.loss,
             "projected_grad": result.projected_grads[0], "lr": result.lr,
             "step_time_s": time.perf_counter() - t0,
-            "tokens": sum(len(s) for s in self.trainer.forward_inputs(batch).sequences),
+            "tokens": sum(len(s) for s in self.trainer.objective.forward_inputs(batch).sequences),
         })
         if self._checkpoint_after(self.step_count):
             self._checkpoint(final=False)
@@ -258,8 +257,7 @@ class MeZORun:
     def state_dict(self) -> dict:
         """Everything besides the weights that the run needs to go on exactly where it stopped."""
         return {
-            "step": self.step_count,
-            "seed_rng": rng_state(self.trainer._seed_rng),
+            **self.trainer.state_dict(),  # "step", "seed_rng"
             "sampler": self.sampler.state_dict(),
             "train_loss": list(self.train_loss),
             "evals": list(self.evals),
@@ -269,13 +267,11 @@ class MeZORun:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state`` (the weights must be those saved with it)."""
-        self.trainer.step_count = state["step"]
-        set_rng_state(self.trainer._seed_rng, state["seed_rng"])
+        self.trainer.load_state_dict({"step": state["step"], "seed_rng": state["seed_rng"]})
         self.sampler.load_state_dict(state["sampler"])
         self.train_loss, self.evals = list(state["train_loss"]), list(state["evals"])
         self.adapter_path, self._finished = state["adapter_path"], state["finished"]
         self._evaluation, self._save_after_eval, self._end_after_eval = None, False, False
-        self.trainer.trajectory.truncate(state["step"])
 
     # ---- the outcome
 

@@ -3,40 +3,86 @@ SGLang's memory pool (:class:`TrainableSet`)."""
 
 from __future__ import annotations
 
+import os
 import re
+from abc import ABC, abstractmethod
 from typing import Optional, Sequence
 
-import torch  # noqa: E402
+import torch
+from safetensors.torch import load_file
 
 from sglang.srt.mezo.engine.lora_pool import PoolLoRA
+from sglang.srt.mezo.engine.tensor_parallel import tensor_parallel_layouts
+
+#: Where a run folder or checkpoint holds the PEFT adapter.
+ADAPTER_DIR = "adapter"
 
 
-class FullWeights:
-    """Every parameter of the SGLang model, perturbed in place."""
+class TrainableSet(ABC):
+    """The tensors a MeZO run perturbs and updates, in place, and what saving and loading them means.
 
-    lora_id = None
+    ``names`` and ``tensors`` are parallel lists (the tensors are the live ones SGLang computes
+    with); ``layouts`` gives each tensor's tensor-parallel shard layout (None: none is sharded);
+    ``lora_id`` is the adapter requests must name to see the tensors (None: the base model's own);
+    ``probe_slots`` are the (plus, minus) LoRA slots of a paired forward, one pair per direction
+    (empty: the +eps and -eps passes are two forwards over ``tensors`` themselves)."""
+
+    names: list[str]
+    tensors: list[torch.Tensor]
+    layouts: Optional[list] = None
+    lora_id: Optional[str] = None
+    probe_slots: list = []
+
+    @property
+    def paired(self) -> bool:
+        """Whether the +eps and -eps passes share one forward, on two slots of their own."""
+        return bool(self.probe_slots)
+
+    @property
+    @abstractmethod
+    def num_parameters(self) -> int:
+        """How many numbers the run trains."""
+
+    def start(self) -> dict:
+        """What the run started from, for its trajectory (base: the base model's own weights)."""
+        return {}
+
+    def after_update(self) -> None:
+        """Called after every change to ``tensors``."""
+
+    def save(self, directory: str) -> Optional[str]:
+        """Write the trained tensors under ``directory``; returns what was written (None: nothing,
+        the trajectory is the record)."""
+        return None
+
+    def holds_weights(self) -> bool:
+        """Whether :meth:`save` writes the tensors (else they are rebuilt by replaying the trajectory)."""
+        return False
+
+    def load(self, checkpoint: str) -> None:
+        """Copy the tensors :meth:`save` wrote under ``checkpoint`` back in."""
+        raise NotImplementedError(f"{type(self).__name__} saves no weights: replay the trajectory instead")
+
+    def close(self) -> None:
+        """Give back what the set holds in the runner (base: nothing)."""
+
+
+class FullWeights(TrainableSet):
+    """Every parameter of the SGLang model, perturbed in place; checkpoints hold the trajectory only."""
 
     def __init__(self, model: torch.nn.Module):
         named = list(model.named_parameters())  # tied weights appear once
         self.names = [n for n, _ in named]
         self.tensors = [p.data for _, p in named]
-        from sglang.srt.mezo.engine.tensor_parallel import tensor_parallel_layouts
-
         # Under SGLang's tensor parallelism: where each shard sits in its full tensor (None: unsharded).
         self.layouts = tensor_parallel_layouts(model, self.names)
-
-    def after_update(self) -> None:
-        pass
-
-    def start(self) -> dict:
-        return {}  # the base model's own weights
 
     @property
     def num_parameters(self) -> int:
         return sum(t.numel() for t in self.tensors)
 
 
-class LoRAWeights:
+class LoRAWeights(TrainableSet):
     """An adapter's tensors, as views into its SGLang memory-pool slot. ``minus`` is a second slot
     of the same shape that holds theta - eps z while the adapter's own slot holds theta + eps z.
     ``probes``: more (plus, minus) slot pairs, for the other directions of a split batch, which
@@ -52,12 +98,16 @@ class LoRAWeights:
         self.names = [lora.tensors[i].name for i in keep]
         self.tensors = [lora.tensors[i].pool for i in keep]
         self.minus = minus
-        self.minus_tensors = [minus.tensors[i].pool for i in keep] if minus else None
         self.probes = list(probes)
         # Direction k's (lora id, tensors) for +eps and -eps; direction 0 is the adapter and its twin.
-        self.probe_slots = [((lora.lora_id, self.tensors), (minus.lora_id, self.minus_tensors))] if minus else []
+        self.probe_slots = [((lora.lora_id, self.tensors), (minus.lora_id, [minus.tensors[i].pool for i in keep]))] \
+            if minus else []
         self.probe_slots += [((p.lora_id, [p.tensors[i].pool for i in keep]),
                               (m.lora_id, [m.tensors[i].pool for i in keep])) for p, m in self.probes]
+
+    @property
+    def paired(self) -> bool:
+        return self.minus is not None
 
     def after_update(self) -> None:
         self.lora.sync_host_copy()
@@ -68,6 +118,26 @@ class LoRAWeights:
     @property
     def num_parameters(self) -> int:
         return self.lora.num_parameters
+
+    def save(self, directory: str) -> str:
+        """The whole PEFT adapter, in ``directory/adapter`` (loads in PEFT and SGLang ``--lora-paths``)."""
+        adapter_dir = os.path.join(directory, ADAPTER_DIR)
+        self.lora.save(adapter_dir)
+        return adapter_dir
+
+    def holds_weights(self) -> bool:
+        return True
+
+    def load(self, checkpoint: str) -> None:
+        saved = load_file(os.path.join(checkpoint, ADAPTER_DIR, "adapter_model.safetensors"))
+        for name, tensor in zip(self.names, self.tensors):
+            tensor.copy_(saved[name])
+
+    def close(self) -> None:
+        """Unload the adapter and its perturbation slots from the runner's LoRA pool."""
+        for lora in (self.lora, self.minus, *(s for pair in self.probes for s in pair)):
+            if lora is not None:
+                lora.unload()
 
 
 def trained_lora_tensors(names: Sequence[str], top_layers: Optional[int], freeze_a: bool) -> list[int]:

@@ -30,19 +30,20 @@ import os
 import random
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Protocol, Sequence
 
-import torch  # noqa: E402
+import torch
 
 from sglang.srt.mezo.engine.forward import ExtendForward
 from sglang.srt.mezo.engine.lora_pool import LoRASettings, PoolLoRA, copies_expected
-from sglang.srt.mezo.engine.models import check_model_path, is_masked_lm, model_architectures
-from sglang.srt.mezo.engine.runner import RunnerSpec, build_model_runner, runner_dtype
+from sglang.srt.mezo.engine.models import check_model_path, is_masked_lm, model_architectures, resolve_model_path
+from sglang.srt.mezo.engine.runner import RunnerSpec, build_model_runner, release_model_runner, runner_dtype
 from sglang.srt.mezo.errors import MeZODivergedError
 from sglang.srt.mezo.io import atomic_json
 from sglang.srt.mezo.spec.config import MeZOConfig
-from sglang.srt.mezo.training.objectives.base import ForwardInputs
-from sglang.srt.mezo.training.run import MeZORun
+from sglang.srt.mezo.training.objectives.base import Objective
+from sglang.srt.mezo.training.objectives.next_token import NextTokenObjective
+from sglang.srt.mezo.training.run import MeZORun, rng_state, set_rng_state
 from sglang.srt.mezo.training.trainable import FullWeights, LoRAWeights
 from sglang.srt.mezo.zo.adam import ZOAdam
 from sglang.srt.mezo.zo.noise import AddZ, NoiseKind, Op, draw_z, move
@@ -61,21 +62,26 @@ class StepResult:
     lr: float
 
 
-class MeZOTrainer:
-    """MeZO on SGLang's ModelRunner.
+class DataParallel(Protocol):
+    """The workers that share each step's batch (:class:`~sglang.srt.mezo.parallel.data_parallel.DataParallelGroup`)."""
 
-    Subclasses change the objective through :meth:`forward_inputs` (what to run) and
-    :meth:`loss_from_logits` / :meth:`predict_from_logits` (what to make of the logits), or by
-    overriding :meth:`compute_loss` as a whole (then the +/- eps passes cannot share a forward).
-    The base objective is next-token cross-entropy: a batch is a list of
-    ``(prompt_token_ids, target_token_id)``.
+    def shard(self, batch: Sequence[Any], step: int) -> list:
+        """This worker's part of step ``step``'s global batch."""
+
+    def combine_losses(self, losses: list[tuple[float, float]], batch_size: int) -> list[tuple[float, float]]:
+        """(L+, L-) per seed on this worker's part -> those of the global batch, the same on every worker."""
+
+
+class MeZOTrainer:
+    """MeZO on SGLang's ModelRunner, for any :class:`~sglang.srt.mezo.training.objectives.base.Objective`
+    (default: next-token cross-entropy, a batch being ``(prompt_token_ids, target_token_id)`` pairs).
 
     Pass ``runner=`` to train on a ModelRunner that already exists (a live server's), else one is
-    built from ``model_path``.
+    built from ``model_path``. ``kind`` ("masked" or "causal"): the model's kind, when the caller has
+    resolved the model already (a run's plan); else it is read from the model's config.
+    ``data_parallel``: the worker group that shares every step (None: this process alone).
+    A subclass may override :meth:`compute_loss` as a whole; its +/- eps passes then run as two forwards.
     """
-
-    #: The data-parallel group whose workers share each step (``mezo_distributed``); None: one process.
-    data_parallel = None
 
     def __init__(
         self,
@@ -84,15 +90,18 @@ class MeZOTrainer:
         *,
         runner=None,
         tokenizer=None,
+        objective: Optional[Objective] = None,
+        kind: Optional[str] = None,
+        data_parallel: Optional[DataParallel] = None,
     ):
         config = config or MeZOConfig()
-        if runner is None:
-            from sglang.srt.mezo.engine.models import resolve_model_path
-
+        if runner is None and kind is None:  # a plan hands in the path it resolved and checked
             model_path = resolve_model_path(model_path or config.model_path)
             check_model_path(model_path)
         self.model_path = model_path if runner is None else runner.server_args.model_path
-        kind = self._detect_kind()
+        self.objective: Objective = objective or NextTokenObjective()
+        self.data_parallel = data_parallel
+        kind = kind or ("masked" if is_masked_lm(model_architectures(self.model_path)) else "causal")
         masked = kind == "masked"
         # Hyperparameters left to their defaults depend on the kind of model: resolved once, here.
         self.config = config = config.resolve(kind)
@@ -114,6 +123,16 @@ class MeZOTrainer:
                     seed=config.seed,
                 )
             )
+            try:
+                self._set_up(runner, tokenizer)
+            except BaseException:
+                release_model_runner(runner)  # one runner per process: a trainer that failed must not keep it
+                raise
+        else:
+            self._set_up(runner, tokenizer)
+
+    def _set_up(self, runner, tokenizer) -> None:
+        config = self.config
         self.runner = runner
         self.forward = ExtendForward(runner)
         self._tokenizer = tokenizer
@@ -122,8 +141,7 @@ class MeZOTrainer:
         self._generators: dict = {}  # mezo_noise's generators and chunk buffers, kept across steps
         self.noise: NoiseKind = config.noise
         # How theta comes back after the -eps pass; replay repeats an add/subtract restore's arithmetic.
-        self.restore = "exact" if config.exact_restore or getattr(self.trainable, "minus", None) is not None \
-            else "add-subtract"
+        self.restore = "exact" if config.exact_restore or self.trainable.paired else "add-subtract"
         self.update_rule = UpdateRule(config.update_rule)
         self.adam = ZOAdam(self.trainable.tensors) if config.update_rule == "adam" else None
         self._seed_rng = random.Random(config.seed)
@@ -146,10 +164,6 @@ class MeZOTrainer:
 
             self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         return self._tokenizer
-
-    def _detect_kind(self) -> str:
-        """"masked" or "causal": what the per-kind defaults and the runner's set-up depend on."""
-        return "masked" if is_masked_lm(model_architectures(self.model_path)) else "causal"
 
     def _make_trainable(self):
         cfg = self.config
@@ -197,13 +211,13 @@ class MeZOTrainer:
                 raise ValueError(
                     f"split_batch with n_spsa={self.config.n_spsa} needs {needed} free LoRA slots (this runner "
                     f"has {free}: max_loras_per_batch >= {needed + 1} with no other adapter pinned) and an "
-                    "objective given as forward_inputs + loss_from_logits; lower n_spsa or turn split_batch off"
+                    "objective whose loss comes from one forward (no compute_loss override); lower n_spsa or turn split_batch off"
                 )
             return True
         if self.config.paired_forward and not (free >= 2 and split_hooks):
             raise ValueError(
                 "paired_forward=True needs two free LoRA slots (max_loras_per_batch >= 3 with no other "
-                "adapter pinned) and an objective given as forward_inputs + loss_from_logits"
+                "adapter pinned) and an objective whose loss comes from one forward (no compute_loss override)"
             )
         return free >= 2 and split_hooks
 
@@ -218,38 +232,22 @@ class MeZOTrainer:
             lora_ids = [self.trainable.lora_id] * len(sequences)
         return self.forward(sequences, positions, vocab_ids, lora_ids)
 
-    def forward_inputs(self, batch: Sequence[Any]) -> ForwardInputs:
-        """What to run for ``batch``: token ids, one position each, and the vocabulary rows needed.
-        The base objective: each example is ``(prompt_ids, target_id)``; all rows, last position."""
-        seqs = [list(ids) for ids, _ in batch]
-        return ForwardInputs(seqs, [len(s) - 1 for s in seqs], None)
-
-    def loss_from_logits(self, logits: torch.Tensor, batch: Sequence[Any]) -> float:
-        """The objective from ``forward_inputs``' logits; base: mean next-token cross-entropy."""
-        targets = torch.tensor([t for _, t in batch], device=logits.device)
-        return torch.nn.functional.cross_entropy(logits.double(), targets).item()
-
-    def predict_from_logits(self, logits: torch.Tensor, batch: Sequence[Any]) -> tuple[list, list]:
-        """(predictions, references) for accuracy."""
-        return logits.argmax(-1).tolist(), [t for _, t in batch]
-
     def compute_loss(self, batch: Sequence[Any]) -> float:
-        inputs = self.forward_inputs(batch)
-        return self.loss_from_logits(self.logits(*inputs), batch)
+        """The objective's loss on ``batch`` (encoded items) at the current weights."""
+        return self.objective.loss(self.logits(*self.objective.forward_inputs(batch)), batch)
 
     def predict(self, batch: Sequence[Any]) -> tuple[list, list]:
-        inputs = self.forward_inputs(batch)
-        return self.predict_from_logits(self.logits(*inputs), batch)
+        """The objective's (predictions, references) for ``batch`` at the current weights."""
+        return self.objective.predict(self.logits(*self.objective.forward_inputs(batch)), batch)
 
     # ---- the MeZO step --------------------------------------------------------------------------
 
     def _z(self, step_seed: int, index: int, tensor: torch.Tensor) -> torch.Tensor:
-        layouts = getattr(self.trainable, "layouts", None)
+        layouts = self.trainable.layouts
         return draw_z(step_seed, index, tensor, self._generators, layouts[index] if layouts else None, self.noise)
 
     def _move(self, ops: Sequence[Op]) -> None:
-        move(self.trainable.tensors, ops, self.decay, self._generators, getattr(self.trainable, "layouts", None),
-             self.noise)
+        move(self.trainable.tensors, ops, self.decay, self._generators, self.trainable.layouts, self.noise)
 
     def _perturb(self, step_seed: int, scale: float) -> None:
         self._move([AddZ(step_seed, scale)])
@@ -276,7 +274,7 @@ class MeZOTrainer:
     def _perturbed_losses(self, batch: Sequence[Any], step_seed: int, restore: bool) -> tuple[float, float]:
         # restore=False (add/subtract restore only): theta is left at theta - eps z, for the
         # caller to undo together with the update, in the same pass over the weights.
-        if getattr(self.trainable, "minus", None) is not None:
+        if self.trainable.paired:
             return self._paired_losses(batch, step_seed)
         eps = self.config.epsilon
         snapshot = [t.clone() for t in self.trainable.tensors] if self.config.exact_restore else None
@@ -310,7 +308,7 @@ class MeZOTrainer:
         eps = self.config.epsilon
         theta = [t.clone() for t in self.trainable.tensors]
         parts = split_evenly(len(batch), len(seeds))
-        inputs = self.forward_inputs(batch)
+        inputs = self.objective.forward_inputs(batch)
         sequences, positions, plus_ids, minus_ids = [], [], [], []
         try:
             for seed, rows, ((plus_id, plus), (minus_id, minus)) in zip(seeds, parts, self.trainable.probe_slots):
@@ -330,8 +328,8 @@ class MeZOTrainer:
         for rows in parts:
             part = [batch[r] for r in rows]
             end = start + len(rows)
-            losses.append((self.loss_from_logits(logits[start:end], part),
-                           self.loss_from_logits(logits[n + start:n + end], part)))
+            losses.append((self.objective.loss(logits[start:end], part),
+                           self.objective.loss(logits[n + start:n + end], part)))
             start = end
         return losses
 
@@ -348,9 +346,8 @@ class MeZOTrainer:
         lr = self.lr_at(self.step_count)
         seeds = [self._seed_rng.randrange(2**62) for _ in range(self.config.n_spsa)]
         if self.data_parallel is not None:  # this worker's part of the global batch
-            self.data_parallel.step = self.step_count
-            batch = self.data_parallel.shard(batch)
-            next_batch = self.data_parallel.shard(next_batch) if next_batch is not None else None
+            batch = self.data_parallel.shard(batch, self.step_count)
+            next_batch = self.data_parallel.shard(next_batch, self.step_count + 1) if next_batch is not None else None
         if self._ahead is not None and (self._ahead != seeds[0] or not batch):
             self.settle()  # the steps did not go as announced (a seed state set by hand, say)
         # Add/subtract restore: the last seed's +eps z restore waits for the update's pass (z drawn
@@ -395,6 +392,17 @@ class MeZOTrainer:
         return StepResult(loss=sum(lp + lm for lp, lm in losses) / (2 * len(losses)), projected_grads=grads,
                           seeds=seeds, lr=lr)
 
+    def state_dict(self) -> dict:
+        """Where the trainer is besides its weights: the step count and the step-seed RNG."""
+        return {"step": self.step_count, "seed_rng": rng_state(self._seed_rng)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Go on from ``state`` (a :meth:`state_dict`; the weights must be those of that step): the
+        trajectory is cut back to it."""
+        self.step_count = state["step"]
+        set_rng_state(self._seed_rng, state["seed_rng"])
+        self.trajectory.truncate(state["step"])
+
     def _next_seeds(self) -> list[int]:
         # The seeds the next step will draw, without drawing them (the run's saved RNG state stays put).
         rng = random.Random()
@@ -423,24 +431,14 @@ class MeZOTrainer:
 
     # ---- evaluation, saving, the loop ---------------------------------------------------------
 
-    def eval_loss(self, logits: torch.Tensor, batch: Sequence[Any]) -> float:
-        """The loss an evaluation reports (mean over ``batch``); base: the training objective."""
-        return self.loss_from_logits(logits, batch)
-
-    def eval_metrics(self, predictions: list, references: list) -> dict:
-        """Metrics of a whole evaluation from its predictions; base: accuracy."""
-        from sglang.srt.mezo.data.metrics import accuracy
-
-        return {"eval_accuracy": accuracy(predictions, references)}
-
     def evaluation(self, examples: Sequence[Any], batch_size: Optional[int] = None) -> "Evaluation":
         """An evaluation of ``examples`` at the current weights, run a chunk at a time."""
         return Evaluation(self, examples, batch_size or max(self.config.batch_size, 16))
 
     @torch.no_grad()
     def evaluate(self, examples: Sequence[Any], batch_size: Optional[int] = None) -> dict:
-        """Loss and metrics over ``examples`` at the current weights."""
-        evaluation = self.evaluation(examples, batch_size)
+        """Loss and metrics over ``examples`` (rows the objective encodes) at the current weights."""
+        evaluation = self.evaluation(self.objective.encode(examples), batch_size)
         while not evaluation.done:
             evaluation.advance()
         return evaluation.metrics()
@@ -455,11 +453,7 @@ class MeZOTrainer:
         if "sha256" not in self.trajectory.model:
             self.trajectory.model["sha256"] = weights_hash(self.model_path)
         atomic_json(os.path.join(directory, TRAJECTORY_FILE), self.trajectory.to_dict())
-        if isinstance(self.trainable, LoRAWeights):
-            adapter_dir = os.path.join(directory, "adapter")
-            self.trainable.lora.save(adapter_dir)
-            return adapter_dir
-        return None
+        return self.trainable.save(directory)
 
     @torch.no_grad()
     def restore_weights(self, checkpoint: str, trajectory: Trajectory) -> None:
@@ -470,17 +464,13 @@ class MeZOTrainer:
         if trajectory.tensor_names != self.trainable.names:
             raise ValueError(f"the checkpoint in {checkpoint} trains other tensors than this trainer "
                              f"({len(trajectory.tensor_names)} vs {len(self.trainable.names)})")
-        if isinstance(self.trainable, LoRAWeights):
-            from safetensors.torch import load_file
-
-            saved = load_file(os.path.join(checkpoint, "adapter", "adapter_model.safetensors"))
-            for name, tensor in zip(self.trainable.names, self.trainable.tensors):
-                tensor.copy_(saved[name])
+        if self.trainable.holds_weights():
+            self.trainable.load(checkpoint)
         else:
             if self.step_count:
                 raise RuntimeError("replaying a trajectory needs the starting weights: a fresh trainer")
             replay_steps(trajectory.steps, self.config, self.trainable.tensors, self.decay, self._generators,
-                         getattr(self.trainable, "layouts", None), restore=trajectory.restore,
+                         self.trainable.layouts, restore=trajectory.restore,
                          noise=trajectory.noise, settled=trajectory.settled)
         if self.adam is not None:  # Adam's moments follow from the record alone
             self.adam.rebuild(trajectory.steps, self.trainable.tensors, self._z)
@@ -488,8 +478,10 @@ class MeZOTrainer:
 
     def start_run(self, train_data: Sequence[Any], eval_data: Optional[Sequence[Any]] = None, *,
                   callbacks=None) -> MeZORun:
-        """A :class:`~sglang.srt.mezo.training.run.MeZORun` of this trainer, to advance a unit at a time."""
-        return MeZORun(self, train_data, eval_data, callbacks=callbacks)
+        """A :class:`~sglang.srt.mezo.training.run.MeZORun` of this trainer, to advance a unit at a time
+        (the rows are encoded by the objective first)."""
+        return MeZORun(self, self.objective.encode(train_data), self.objective.encode(eval_data or []),
+                       callbacks=callbacks)
 
     def train(self, train_data: Sequence[Any], eval_data: Optional[Sequence[Any]] = None) -> dict:
         """Run ``config.num_steps`` MeZO steps on batches drawn from ``train_data``; evaluate on
@@ -501,10 +493,7 @@ class MeZOTrainer:
         """Unload this trainer's adapters from the runner's LoRA pool (a runner it was handed keeps
         running; one it built is released with ``mezo_runner.release_model_runner``)."""
         self.settle()  # full weights: the runner's model goes back with the trained weights
-        if isinstance(self.trainable, LoRAWeights):
-            for lora in (self.trainable.lora, self.trainable.minus, *(s for pair in self.trainable.probes for s in pair)):
-                if lora is not None:
-                    lora.unload()
+        self.trainable.close()
 
 
 class Evaluation:
@@ -521,13 +510,14 @@ class Evaluation:
     @torch.no_grad()
     def advance(self) -> None:
         chunk = self.examples[self.cursor : self.cursor + self.batch_size]
-        logits = self.trainer.logits(*self.trainer.forward_inputs(chunk))
-        self.loss_sum += self.trainer.eval_loss(logits, chunk) * len(chunk)
-        predictions, references = self.trainer.predict_from_logits(logits, chunk)
+        objective = self.trainer.objective
+        logits = self.trainer.logits(*objective.forward_inputs(chunk))
+        self.loss_sum += objective.eval_loss(logits, chunk) * len(chunk)
+        predictions, references = objective.predict(logits, chunk)
         self.predictions += predictions
         self.references += references
         self.cursor += len(chunk)
 
     def metrics(self) -> dict:
         return {"eval_loss": self.loss_sum / max(len(self.examples), 1),
-                **self.trainer.eval_metrics(self.predictions, self.references)}
+                **self.trainer.objective.metrics(self.predictions, self.references)}

@@ -20,6 +20,7 @@ the same chunks, so they agree bit for bit.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import typing
 from dataclasses import dataclass
@@ -259,19 +260,17 @@ def _ops_for(ops: Sequence[Op], decays: bool) -> list[Op]:
 def _lanes(big: Sequence[torch.Tensor], kind: str) -> int:
     # Gaussian z is drawn serially (normal_ has one generator stream), so it goes faster drawn
     # for several tensors side by side. Rademacher z is cheap to draw, and its table lookup and the
-    # adds are parallel ops already; on 2 cores, one lane with both threads measured 0.07-0.08 s a
-    # pass over SmolLM2-135M, two single-threaded lanes 0.10 s.
+    # adds are parallel ops already, and one lane with all threads measured faster than several
+    # single-threaded lanes (benchmarks/results/noise_pass.md).
     if kind != "gaussian" or len(big) < 2 or any(t.device.type != "cpu" for t in big):
         return 1
     return max(1, min(torch.get_num_threads(), len(big)))
 
 
-_POOLS: dict[int, "concurrent.futures.ThreadPoolExecutor"] = {}
+_POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
 
 
-def _pool(n: int):
-    import concurrent.futures
-
+def _pool(n: int) -> concurrent.futures.ThreadPoolExecutor:
     if n not in _POOLS:
         # The lanes are the parallelism: a lane's chunk ops (256K elements) split again over torch's
         # threads would put 2 x n threads on n cores, which made a pass slower than one lane. The

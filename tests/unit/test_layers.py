@@ -1,0 +1,44 @@
+"""The package's layers, as pyproject.toml's import-linter contracts state them: each folder imports
+only from the folders below it, spec/ and data/ import neither torch nor SGLang, zo/ no SGLang, and
+no folder's modules import each other in a cycle."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LINT = [str(Path(sys.executable).parent / "lint-imports")]  # import-linter's command, installed beside this Python
+
+
+def lint(config: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*LINT, "--no-cache", str(config)], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_the_package_keeps_its_contracts():
+    out = lint(REPO / "pyproject.toml")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Contracts: 4 kept, 0 broken." in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("change, broken", [
+    # training below engine: training imports engine (trainable -> lora_pool), so this must break.
+    (lambda s: s.replace('"training",\n  "engine",', '"engine",\n  "training",'), "each layer imports only"),
+    # zo/ without torch: zo is made of torch, so this must break too.
+    (lambda s: s.replace('forbidden_modules = ["sglang", "transformers", "peft"]',
+                         'forbidden_modules = ["sglang", "transformers", "peft", "torch"]'), "zo/ uses torch"),
+])
+def test_the_contracts_see_the_imports(tmp_path, change, broken):
+    """A contract the code breaks is reported broken: the check reads the real import graph."""
+    text = (REPO / "pyproject.toml").read_text()
+    changed = change(text)
+    assert changed != text
+    config = tmp_path / "pyproject.toml"
+    config.write_text(changed)
+    out = lint(config)
+    assert out.returncode != 0
+    assert re.search(re.escape(broken) + r".* BROKEN", out.stdout), out.stdout

@@ -1,0 +1,86 @@
+"""The objective interface and its registry (no model: objectives are functions of logits)."""
+
+from __future__ import annotations
+
+import typing
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from sglang.srt.mezo.data.examples import Example
+from sglang.srt.mezo.data.presets import get_task
+from sglang.srt.mezo.data.prompt import EncodedExample
+from sglang.srt.mezo.spec.config import Objective as SpecObjective
+from sglang.srt.mezo.training.objectives import objective_for, register, registered
+from sglang.srt.mezo.training.objectives.base import Objective
+from sglang.srt.mezo.training.objectives.label_words import LabelWordObjective
+from sglang.srt.mezo.training.objectives.next_token import NextTokenObjective
+
+
+def test_the_spec_names_exactly_the_registered_objectives():
+    assert set(typing.get_args(SpecObjective)) == set(registered())
+
+
+def test_every_registered_objective_implements_the_interface():
+    for name, cls in registered().items():
+        assert issubclass(cls, Objective), name
+        assert callable(getattr(cls, "from_plan", None)), f"{name}: from_plan(plan, name) builds it from a run's plan"
+
+
+def test_an_objective_must_define_its_forward_and_loss():
+    class Half(Objective):
+        def forward_inputs(self, batch):
+            raise NotImplementedError
+
+    with pytest.raises(TypeError, match="abstract"):
+        Half()
+
+
+def test_a_name_registered_twice_is_refused():
+    with pytest.raises(ValueError, match="registered twice"):
+        register("ce")(type("Other", (), {}))
+
+
+def test_an_unknown_objective_is_named():
+    plan = SimpleNamespace(config=SimpleNamespace(objective="completion"))
+    with pytest.raises(ValueError, match="unknown objective 'completion'"):
+        objective_for(plan)
+
+
+def test_next_token_cross_entropy_against_torch():
+    objective = NextTokenObjective()
+    batch = [([1, 2, 3], 4), ([5, 6], 0)]
+    inputs = objective.forward_inputs(batch)
+    assert inputs.sequences == [[1, 2, 3], [5, 6]] and inputs.positions == [2, 1] and inputs.vocab_ids is None
+    logits = torch.randn(2, 8, generator=torch.Generator().manual_seed(0))
+    want = torch.nn.functional.cross_entropy(logits.double(), torch.tensor([4, 0])).item()
+    assert objective.loss(logits, batch) == want
+    assert objective.predict(logits, batch) == (logits.argmax(-1).tolist(), [4, 0])
+
+
+class _Prompt:
+    """What the label-word objective reads of a PromptEncoder: its labels and label words' ids."""
+
+    labels = [0, 1]
+    label_token_ids = [11, 12]
+
+    def encode(self, example: Example) -> EncodedExample:
+        return EncodedExample((1, 2, len(example.text_a)), 2, self.labels.index(example.label))
+
+
+def test_label_words_ce_accuracy_and_calibration():
+    prompt = _Prompt()
+    batch = [EncodedExample((1, 2), 1, 0), EncodedExample((3, 4, 5), 2, 1)]
+    logits = torch.tensor([[2.0, 0.0], [1.0, 0.5]])
+    ce = LabelWordObjective(prompt, get_task("sst-2"), "ce")
+    assert ce.forward_inputs(batch).vocab_ids.tolist() == [11, 12]
+    assert ce.loss(logits, batch) == torch.nn.functional.cross_entropy(logits.double(), torch.tensor([0, 1])).item()
+    assert LabelWordObjective(prompt, get_task("sst-2"), "accuracy").loss(logits, batch) == -0.5
+    calibrated = LabelWordObjective(prompt, get_task("sst-2"), "ce", calibration=[1.0, -1.0])
+    assert calibrated.predict(logits, batch) == ([0, 1], [0, 1])  # 1.0 - 1 < 0.5 + 1: the calibration decides
+    assert ce.encode([Example("abcd", None, 1)]) == [EncodedExample((1, 2, 4), 2, 1)]
+    assert ce.metrics([0, 1], [0, 0]) == {"eval_accuracy": 0.5}
+    assert set(LabelWordObjective(prompt, get_task("cb"), "ce").metrics([0], [0])) == {"eval_accuracy", "eval_macro_f1"}
+    with pytest.raises(ValueError, match="'ce' or 'accuracy'"):
+        LabelWordObjective(prompt, get_task("sst-2"), "mse")
