@@ -99,7 +99,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "sglang.srt.mezo_trainer", "replay", full_dir, "--out",
                         os.path.join(scratch, "full-replayed")], check=True, capture_output=True)
         full_replay_s = time.perf_counter() - t0
-        from sglang.srt.mezo_models import resolve_model_path
+        from sglang.srt.mezo.engine.models import resolve_model_path
 
         base = resolve_model_path("smollm2-135m")
         sizes = {

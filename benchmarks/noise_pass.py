@@ -21,8 +21,8 @@ import torch
 
 from perf_mezo import machine_info
 
-from sglang.srt.mezo_noise import AddZ, move, sign_kernel_off
-from sglang.srt.mezo_sign_kernel import sign_kernel
+from sglang.srt.mezo.zo.noise import AddZ, move, sign_kernel_off
+from sglang.srt.mezo.zo.sign_kernel import sign_kernel
 
 #: SmolLM2-135M's weight matrices: the (tied) embedding, then 30 layers of q, k, v, o, gate, up, down.
 SHAPES = [(49152, 576)] + [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)] * 30

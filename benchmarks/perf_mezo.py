@@ -102,7 +102,7 @@ def log(msg: str) -> None:
 
 def _make_trainer(config, runner, tokenizer):
     """The library's prompt objective (SST-2: " terrible"/" great" at the last position) on ``runner``."""
-    from sglang.srt.mezo_mlm_trainer import MeZOMLMTrainer
+    from sglang.srt.mezo.training.prompt_trainer import MeZOMLMTrainer
 
     trainer = MeZOMLMTrainer(config=config, task="sst-2", runner=runner, tokenizer=tokenizer)
     assert tuple(trainer.prompt.label_token_ids) == ref.LABEL_IDS, trainer.prompt.label_token_ids
@@ -111,13 +111,13 @@ def _make_trainer(config, runner, tokenizer):
 
 def _encoded(batch):
     """The benchmark's (prompt ids, label index) rows as the trainer's encoded examples."""
-    from sglang.srt.mezo_prompts import EncodedExample
+    from sglang.srt.mezo.data.prompt import EncodedExample
 
     return [EncodedExample(tuple(ids), len(ids) - 1, label) for ids, label in batch]
 
 
 def _mezo_config(kind: str, scratch: str, max_total_tokens: int):
-    from sglang.srt.mezo_trainer import MeZOConfig
+    from sglang.srt.mezo.spec.config import MeZOConfig
 
     # Rank 8 (the runner's), plain SGD and Gaussian z: the settings the committed results were measured with.
     common = dict(progress_bar=False, seed=0, output_dir=scratch, max_total_tokens=max_total_tokens, lora_rank=8,
@@ -134,7 +134,7 @@ def _mezo_config(kind: str, scratch: str, max_total_tokens: int):
 
 
 def _runner_spec(model_path: str, max_total_tokens: int, lora: bool, max_loras_per_batch: int):
-    from sglang.srt.mezo_runner import RunnerSpec
+    from sglang.srt.mezo.engine.runner import RunnerSpec
 
     if not lora:
         return RunnerSpec(model_path, max_total_tokens=max_total_tokens)
@@ -165,7 +165,7 @@ class Case:
 
 
 def run_timings(args, tok, model_path: str, nat: dict, fixed: dict, scratch: str) -> dict:
-    from sglang.srt.mezo_runner import build_model_runner, release_model_runner
+    from sglang.srt.mezo.engine.runner import build_model_runner, release_model_runner
 
     all_batches = list(nat.values()) + list(fixed.values())
     max_tokens = kv_tokens_needed(all_batches)
@@ -176,8 +176,8 @@ def run_timings(args, tok, model_path: str, nat: dict, fixed: dict, scratch: str
         kind: _make_trainer(_mezo_config(kind, scratch, max_tokens), runner, tok)
         for kind in ("lora_paired", "lora_two", "full_exact", "full_inexact")
     }
-    assert trainers["lora_paired"].trainable.minus is not None, "the paired trainer did not get its second slot"
-    assert trainers["lora_two"].trainable.minus is None
+    assert trainers["lora_paired"].trainable.paired, "the paired trainer did not get its second slot"
+    assert not trainers["lora_two"].trainable.paired
 
     hf_base = hf_lora = None
     if not args.no_reference:
@@ -304,7 +304,7 @@ def memory_worker(args) -> int:
     scratch = tempfile.mkdtemp(prefix="perf-mezo-mem-")
     try:
         if kind in SGL_MEMORY_KINDS:
-            from sglang.srt.mezo_runner import build_model_runner
+            from sglang.srt.mezo.engine.runner import build_model_runner
             from transformers import AutoTokenizer
 
             tok = AutoTokenizer.from_pretrained(args.model_path)
@@ -823,7 +823,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log(f"WARNING: load average {load1:.2f} at start: other work is running, timings will not be clean "
             f"(with {args.threads} threads on a shared CPU, OpenMP barriers stall whenever a thread is preempted)")
 
-    from sglang.srt.mezo_models import resolve_model_path  # imports sglang (~15 s)
+    from sglang.srt.mezo.engine.models import resolve_model_path
     from transformers import AutoTokenizer
 
     model_path = resolve_model_path(args.model)

@@ -66,7 +66,7 @@ def default_data_file() -> str:
 
 
 def default_model_path() -> str:
-    """The converted SmolLM2-135M fp32 folder that ``sglang.srt.mezo_models.resolve_model_path``
+    """The converted SmolLM2-135M fp32 folder that ``sglang.srt.mezo.engine.models.resolve_model_path``
     caches (importing that module would import sglang, which this module never does)."""
     root = os.environ.get("SGLANG_MEZO_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "sglang-mezo", "models")
     return os.path.join(root, "smollm2-135m")

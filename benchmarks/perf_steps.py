@@ -60,7 +60,7 @@ def _legacy_addsub_step(trainer, batch, seed: int) -> None:
     update, each a fresh ``torch.randn`` of every tensor's shape (kept here to time it beside)."""
     import torch
 
-    from sglang.srt.mezo_noise import tensor_seed
+    from sglang.srt.mezo.zo.noise import tensor_seed
 
     gen = torch.Generator()
 
@@ -81,7 +81,7 @@ def _legacy_addsub_step(trainer, batch, seed: int) -> None:
 
 def _without_sign_kernel(trainer, batch) -> None:
     """The run's step with random-sign z through the torch path (what a machine without a compiler runs)."""
-    from sglang.srt.mezo_noise import sign_kernel_off
+    from sglang.srt.mezo.zo.noise import sign_kernel_off
 
     with sign_kernel_off():
         trainer.step(batch, batch)
@@ -93,10 +93,10 @@ def worker(dtype: str, model_path: str, threads: int, batch_size: int, seed: int
 
     import torch
 
-    from sglang.srt.mezo_config import MeZOConfig
-    from sglang.srt.mezo_mlm_trainer import MeZOMLMTrainer
-    from sglang.srt.mezo_runner import RunnerSpec, build_model_runner
-    from sglang.srt.mezo_tasks import default_data_root, load_examples
+    from sglang.srt.mezo.spec.config import MeZOConfig
+    from sglang.srt.mezo.training.prompt_trainer import MeZOMLMTrainer
+    from sglang.srt.mezo.engine.runner import RunnerSpec, build_model_runner
+    from sglang.srt.mezo.data.loaders import default_data_root, load_examples
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_path)

@@ -2,6 +2,11 @@
 
 SGLang builds its parallel runtime once per process, so a test module that needs a ModelRunner
 builds one in a module-scoped fixture and releases it at teardown (``runner_for``).
+
+Each test carries the marker of its folder: ``unit`` (no ModelRunner: the data, the spec, the noise,
+the layer contract), ``engine`` (SGLang ModelRunners in this process, checked against HF/PEFT) and
+``integration`` (servers and worker groups in subprocesses). ``bash scripts/test.sh -m unit`` runs the
+quick ones.
 """
 
 from __future__ import annotations
@@ -11,6 +16,15 @@ import gc
 import os
 
 import pytest
+
+FOLDER_MARKERS = ("unit", "engine", "integration")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        folder = item.path.parent.name
+        if folder in FOLDER_MARKERS:
+            item.add_marker(folder)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from sglang.srt import mezo_mlm_trainer as mm
+from sglang.srt.mezo.training import plan as plan_module
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.spec.flags import add_config_arguments, config_from_arguments
 from sglang.srt.mezo.training.plan import PROMPT_FILE, prepare, start_run
@@ -23,7 +24,7 @@ from sglang.srt.mezo.data.presets import get_task, template_candidates
 from sglang.srt.mezo.data.sampling import prepare_splits
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def spec(model, toy_file, **kw) -> MeZOConfig:
@@ -108,8 +109,8 @@ def test_search_scores_match_transformers_and_the_run_records_and_uses_the_choic
             assert cand["dev_accuracy"] == pytest.approx((logits.argmax(-1) == labels).double().mean().item())
             assert cand["dev_loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), abs=1e-4)
         # The run trains and evaluates with the chosen prompt, calibrated.
-        assert trainer.prompt.template == choice.template and trainer.prompt is plan.prompt
-        assert trainer.label_bias.tolist() == pytest.approx(choice.calibration)
+        assert trainer.objective.prompt.template == choice.template and trainer.objective.prompt is plan.prompt
+        assert trainer.objective.label_bias.tolist() == pytest.approx(choice.calibration)
         assert plan.train[0] == plan.prompt.encode(plan.examples.train[0])
         result = mm.complete(plan, mezo_run, owns_runner=True)
     except BaseException:
@@ -139,12 +140,12 @@ def test_a_resumed_run_reuses_the_recorded_prompt(tiny_llama, toy_file, tmp_path
     def no_search(*args, **kwargs):
         raise AssertionError("a resumed run searched for its prompt again")
 
-    monkeypatch.setattr(mm, "search_prompt", no_search)
+    monkeypatch.setattr(plan_module, "search_prompt", no_search)
     plan = prepare(dataclasses.replace(config, resume=True))
     resumed = start_run(plan)
     try:
-        assert resumed.trainer.prompt.label_words == ["bad", "good"]
-        assert resumed.trainer.label_bias.tolist() == [0.25, -0.25]
+        assert resumed.trainer.objective.prompt.label_words == ["bad", "good"]
+        assert resumed.trainer.objective.label_bias.tolist() == [0.25, -0.25]
     finally:
         release_model_runner(resumed.trainer.runner)
 

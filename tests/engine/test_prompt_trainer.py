@@ -23,6 +23,7 @@ from sglang.srt import mezo_mlm_trainer as mm
 from sglang.srt.mezo.spec.defaults import DEFAULTS, resolve_hyperparameters
 from sglang.srt.mezo.data.prompt import EncodedExample, MLMConfig, PromptEncoder, label_token_ids
 from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.training.objectives.label_words import LabelWordObjective
 from sglang.srt.mezo.engine.models import model_kind
 from sglang.srt.mezo.data.sampling import prepare_data
 from sglang.srt.mezo.training.prompt_trainer import MeZOMLMTrainer
@@ -31,10 +32,9 @@ from sglang.srt.mezo.data.presets import TASKS, get_task
 from sglang.srt.mezo.errors import DataFormatError
 from sglang.srt.mezo.data.examples import Example
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared data folder absent")
-HAS_ROBERTA_MLM = (REPO / "python" / "sglang" / "srt" / "mezo_roberta_mlm.py").is_file()
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -350,7 +350,7 @@ def test_causal_objective_reads_label_logits_after_the_prompt(tiny_llama):
         assert torch.allclose(ours, want, atol=1e-4), (ours - want).abs().max()
         targets = torch.tensor([e.label_index for e in enc])
         assert tr.compute_loss(enc) == pytest.approx(torch.nn.functional.cross_entropy(want, targets).item(), abs=1e-4)
-        tr.objective = "accuracy"
+        tr.objective = LabelWordObjective(tr.prompt, tr.preset, "accuracy")
         acc = (want.argmax(-1) == targets).float().mean().item()
         assert tr.compute_loss(enc) == pytest.approx(-acc)
         assert tr.evaluate(examples)["eval_accuracy"] == pytest.approx(acc)
@@ -429,8 +429,6 @@ def test_cli_run_prints_a_summary(tiny_llama, toy_file, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_roberta(tmp_path_factory, roberta_tokenizer_dir):
-    if not HAS_ROBERTA_MLM:
-        pytest.skip("RobertaForMaskedLM for SGLang (mezo_roberta_mlm.py) is not there yet")
     return make_masked_lm(str(tmp_path_factory.mktemp("roberta_mlm")), roberta_tokenizer_dir)
 
 
@@ -452,7 +450,7 @@ def test_masked_lm_end_to_end(tiny_roberta, toy_file, tmp_path):
     assert all(0 < loss < 5 for loss in r["train_loss"])
     assert r["adapter_path"] is None  # full-parameter runs save the replayable trajectory
     assert (tmp_path / "mezo_trajectory.json").is_file() and (tmp_path / "summary.json").is_file()
-    # Masked-LM LoRA (SGLang's LoRA manager, query/value) trains now; tests/test_roberta_lora.py checks it
+    # Masked-LM LoRA (SGLang's LoRA manager, query/value) trains now; tests/engine/test_roberta_lora.py checks it
     # against PEFT.
     lora = mezo_mlm_finetune(tiny_roberta, "sst-2", toy_file, toy_file, trainable="lora", num_steps=1,
                              device="cpu", progress_bar=False)

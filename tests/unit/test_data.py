@@ -21,7 +21,7 @@ from sglang.srt.mezo.data.examples import Example
 from sglang.srt.mezo.data.metrics import accuracy, compute_metric, macro_f1
 from sglang.srt.mezo.data.loaders import default_data_root, load_examples, resolve_task_data
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared data folder absent")
 
