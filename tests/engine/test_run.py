@@ -12,13 +12,13 @@ import pytest
 import torch
 from conftest import runner_for, trainer_for
 
+from sglang.srt.mezo.cli.train import build_parser
+from sglang.srt.mezo.engine.runner import RunnerSpec, release_model_runner
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.spec.flags import add_config_arguments, config_from_arguments
-from sglang.srt.mezo.cli.train import build_parser
-from sglang.srt.mezo.training.plan import prepare, run, start_run
 from sglang.srt.mezo.training.checkpoints import RUN_STATE_FILE
+from sglang.srt.mezo.training.plan import prepare, run, start_run
 from sglang.srt.mezo.training.run import BatchSampler
-from sglang.srt.mezo.engine.runner import RunnerSpec, release_model_runner
 from sglang.srt.mezo.training.trainer import MeZOTrainer
 
 TASK = [([0, 5, 7, 9, 11, 3, 40], 42), ([0, 8, 200, 4], 42), ([0, 300, 301, 302, 303, 304, 305, 306, 307], 42),
@@ -85,7 +85,7 @@ def test_resolve_fills_the_per_kind_defaults_once():
         ("lora", 1e-3, 1e-2, 16, 100)
     assert causal.resolve("causal") == causal  # resolving twice changes nothing
     # Causal-LM LoRA: the lever grid's winners (benchmarks/results/accuracy.md); the rest as in the paper.
-    assert (causal.lora_rank, causal.update_rule, causal.dtype) == (2, "normalized", "bfloat16")
+    assert (causal.lora_rank, causal.update_rule, causal.dtype) == (2, "normalized", "auto")
     full = MeZOConfig(trainable="full").resolve("causal")
     assert (full.lora_rank, full.update_rule, full.dtype) == (8, "sgd", "float32")
     masked = MeZOConfig().resolve("masked")
@@ -246,10 +246,12 @@ def test_a_run_recorded_before_a_default_moved_resumes_with_what_it_ran(tiny_lla
     assert prepare(dataclasses.replace(spec, resume=True)).resume_from.endswith("step-000002")
     moved = shutil.copytree(tmp_path / "old", tmp_path / "moved")  # a run folder moved elsewhere resumes too
     assert prepare(dataclasses.replace(spec, resume=True, output_dir=str(moved))).resume_from.startswith(str(moved))
+    # Today's defaults: the dtype left to "auto" takes what the record ran in (float32); a default
+    # that is not chosen per machine is a change of settings.
     today = dataclasses.replace(spec, resume=True, update_rule=None, dtype=None, noise=None)
-    with pytest.raises(ValueError, match="other settings \\(dtype: 'float32' -> 'bfloat16', "
-                                         "update_rule: 'sgd' -> 'normalized'\\)"):
+    with pytest.raises(ValueError, match="other settings \\(update_rule: 'sgd' -> 'normalized'\\)"):
         prepare(today)
+    assert prepare(dataclasses.replace(today, update_rule="sgd")).config.dtype == "float32"
 
 
 # ---------------------------------------------------------------- a pinned trajectory
@@ -361,3 +363,32 @@ def test_update_rules_move_by_their_coefficients_and_resume_exactly(tiny_llama, 
     replayed = load_file(replay(str(tmp_path / "a"), str(tmp_path / "replayed")) + "/adapter_model.safetensors")
     saved = load_file(str(tmp_path / "a" / "adapter" / "adapter_model.safetensors"))
     assert all(torch.equal(replayed[n], saved[n]) for n in saved)
+
+
+def test_the_dtype_is_chosen_for_the_machine_recorded_and_kept_on_resume(tiny_llama, toy_file, tmp_path, monkeypatch):
+    """Left to its default, causal LoRA runs in bf16 only where the CPU computes it natively; the
+    choice and its reason go into summary.json; a resumed run keeps the dtype it started in, on a
+    machine that would choose otherwise; a dtype given explicitly wins."""
+    spec = toy_spec(tiny_llama, toy_file, output_dir=str(tmp_path / "run"), num_steps=4, eval_steps=2,
+                    eval_at_start=False, dtype=None)
+    monkeypatch.setenv("SGLANG_MEZO_ASSUME_BF16", "1")  # a machine with AMX
+    stop_after(spec, 2)
+    summary_json = tmp_path / "run" / "summary.json"
+    monkeypatch.setenv("SGLANG_MEZO_ASSUME_BF16", "0")  # the run moves to a machine without bf16
+    assert prepare(dataclasses.replace(spec, output_dir=str(tmp_path / "fresh"))).config.dtype == "float32"
+    plan = prepare(dataclasses.replace(spec, resume=True))
+    assert plan.config.dtype == "bfloat16"
+    assert plan.dtype_choice.reason == "bfloat16: the dtype the resumed run was started in"
+    result = run(plan)
+    assert result["config"]["dtype"] == "bfloat16"
+    recorded = json.loads(summary_json.read_text())
+    assert recorded["dtype_choice"] == {"dtype": "bfloat16", "reason": "bfloat16: the dtype the resumed run was started in"}
+    with pytest.raises(ValueError, match="dtype: 'bfloat16' -> 'float32'"):
+        prepare(dataclasses.replace(spec, resume=True, dtype="float32"))
+    fresh = run(prepare(dataclasses.replace(spec, output_dir=str(tmp_path / "fresh32"), num_steps=1, eval_steps=1,
+                                            report_to=("tensorboard",))))
+    assert (tmp_path / "fresh32" / "learning_curves.png").is_file()
+    assert list((tmp_path / "fresh32" / "tensorboard").glob("events.out.tfevents.*"))
+    assert fresh["config"]["dtype"] == "float32"
+    assert fresh["dtype_choice"]["reason"].startswith("float32: this CPU (") and "no bf16 instructions" in \
+        fresh["dtype_choice"]["reason"]

@@ -8,14 +8,14 @@ import contextlib
 from array import array
 from typing import Iterator, Optional, Sequence
 
-import torch  # noqa: E402
-from sglang.srt.layers.logits_processor import LogitsProcessorOutput  # noqa: E402
-from sglang.srt.managers.schedule_batch import Req, ScheduleBatch  # noqa: E402
-from sglang.srt.model_executor.forward_batch_info import ForwardBatch  # noqa: E402
-from sglang.srt.model_executor.model_runner import ModelRunner  # noqa: E402
-from sglang.srt.runtime_context import get_schedule  # noqa: E402
-from sglang.srt.sampling.sampling_params import SamplingParams  # noqa: E402
-from sglang.srt.speculative.spec_info import SpeculativeAlgorithm  # noqa: E402
+import torch
+from sglang.srt.layers.logits_processor import LogitsProcessorOutput
+from sglang.srt.managers.schedule_batch import Req, ScheduleBatch
+from sglang.srt.model_executor.forward_batch_info import ForwardBatch
+from sglang.srt.model_executor.model_runner import ModelRunner
+from sglang.srt.runtime_context import get_schedule
+from sglang.srt.sampling.sampling_params import SamplingParams
+from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 
 
 class NoPrefixCache:

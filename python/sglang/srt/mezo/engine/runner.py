@@ -1,14 +1,7 @@
-"""SGLang's in-process forward path, as MeZO needs it: batched extend forwards that return logits
-for chosen vocabulary rows at chosen positions.
+"""A ModelRunner built in this process the way SGLang's scheduler builds one (on a CPU: its
+torch_native attention and LoRA backends, no CUDA graphs), its dtype and device, and its release.
 
-The forward goes through ``ModelRunner.forward`` (RadixAttention, the attention backend, the LoRA
-manager's batch preparation) exactly as the scheduler drives it for a prefill. Two things differ:
-- the model's ``logits_processor`` is swapped, for the duration of one forward, for
-  :class:`PositionLogits`, which computes ``hidden[pos] @ W[vocab_ids].T`` only: no full-vocabulary
-  logits anywhere;
-- requests never match a prefix (:class:`NoPrefixCache`) and their KV slots are freed right after
-  the forward, so no KV computed under other weights is ever reused, and a runner that belongs to a
-  live server keeps all of its own cache entries.
+The forwards that MeZO runs on it are in :mod:`sglang.srt.mezo.engine.forward`.
 """
 
 from __future__ import annotations
@@ -17,13 +10,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Optional
 
-import torch  # noqa: E402
-from sglang.srt.model_executor.model_runner import ModelRunner  # noqa: E402
+import torch
+from sglang.srt.model_executor.model_runner import ModelRunner
 
-from sglang.srt.mezo.engine.cpu import ensure_cpu_runtime
-
-ensure_cpu_runtime()
-
+from sglang.srt.mezo.engine.hardware import AUTO_DTYPE, choose_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +65,10 @@ def build_model_runner(spec: RunnerSpec) -> ModelRunner:
     from sglang.srt.server_args import PortArgs, ServerArgs
 
     device = resolve_device(spec.device)
-    if device == "cpu" and spec.dtype == "bfloat16" and not torch.cpu._is_avx512_bf16_supported():
-        # Without bf16 instructions PyTorch emulates bf16 matmuls, and they run slower than fp32.
-        logger.warning("this CPU has no bf16 instructions (avx512_bf16/AMX): dtype='float32' will be faster")
+    native = choose_dtype(AUTO_DTYPE, device)
+    dtype = native.dtype if spec.dtype == AUTO_DTYPE else spec.dtype
+    if dtype == "bfloat16" and native.dtype != "bfloat16":
+        logger.warning("dtype bfloat16 was asked for, but %s", native.reason.split(": ", 1)[1])
     # Our plugin (CPU LoRA fix, model classes) must be in place before the model is built, and
     # a hand-built runner is not a process where SGLang loads plugins by itself.
     load_plugins()
@@ -85,7 +76,7 @@ def build_model_runner(spec: RunnerSpec) -> ModelRunner:
     kwargs: dict = dict(
         model_path=spec.model_path,
         device="cpu" if device == "cpu" else "cuda",
-        dtype=spec.dtype,
+        dtype=dtype,
         max_total_tokens=spec.max_total_tokens,
         disable_radix_cache=True,
         skip_tokenizer_init=True,

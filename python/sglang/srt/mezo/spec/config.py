@@ -64,7 +64,10 @@ Noise = Literal["gaussian", "rademacher"]  # mezo_noise.NoiseKind
 UpdateRuleName = Literal["sgd", "sign", "normalized", "adam"]
 
 
-DType = Literal["float32", "float16", "bfloat16"]
+#: Where else a run may log its metrics (``report_to``).
+REPORT_TO = ("tensorboard",)
+
+DType = Literal["auto", "float32", "float16", "bfloat16"]
 
 
 #: How a field with a fixed set of values is named in the error for a value outside it.
@@ -164,14 +167,18 @@ class MeZOConfig:
     output_dir: Optional[str] = _spec(None, "where to write the run: adapter, metrics.jsonl, trajectory, "
                                       "summary.json (default: runs/<task>-<timestamp>; from Python: nothing is "
                                       "written)", group="evaluation and output")
+    report_to: tuple[str, ...] = _spec((), "where else the run logs its metrics, as HF's Trainer names it: "
+                                       "tensorboard (event files in <output_dir>/tensorboard) or none",
+                                       group="evaluation and output")
     resume: bool = _spec(False, "continue the run in output_dir from its latest checkpoint (exactly: the same "
                          "batches, step seeds and learning rates as a run that was never stopped)",
                          group="evaluation and output")
 
     # ---- runtime
     device: Optional[str] = _spec(None, "cpu, cuda or cuda:N (default: cuda if available, else cpu)", group="runtime")
-    dtype: Optional[DType] = _spec(None, "weights and activations dtype (default: bfloat16 for causal-LM LoRA, "
-                                   "float32 otherwise; on a CPU without bf16 instructions, float32 is faster)",
+    dtype: Optional[DType] = _spec(None, "weights and activations dtype (default for causal-LM LoRA: auto, "
+                                   "bfloat16 where the device computes it natively (a CPU with AMX or "
+                                   "avx512_bf16, a CUDA GPU with bf16), else float32; float32 otherwise)",
                                    group="runtime")
     max_total_tokens: int = _spec(8192, "KV-cache size of a runner built for the run (tokens)", group="runtime")
     exact_restore: bool = _spec(True, "restore weights after a perturbation from a copy (bitwise exact); off: "
@@ -185,7 +192,7 @@ class MeZOConfig:
         hints = _hints()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "lora_target_modules" and isinstance(value, (list, str)):
+            if f.name in ("lora_target_modules", "report_to") and isinstance(value, (list, str)):
                 value = tuple(value.split(",") if isinstance(value, str) else value)
                 setattr(self, f.name, tuple(v.strip() for v in value))
             elif f.name == "label_words" and isinstance(value, str):
@@ -215,6 +222,11 @@ class MeZOConfig:
                              "q_proj and v_proj together whenever one of q_proj/k_proj/v_proj is a target; "
                              "add the missing one (e.g. q_proj,v_proj), or use lora_layers / lora_rank for fewer "
                              "parameters")
+        self.report_to = tuple(r for r in self.report_to if r and r != "none")
+        if set(self.report_to) - set(REPORT_TO):
+            raise ValueError(f"report_to {list(self.report_to)}: choose among {list(REPORT_TO)} (or none)")
+        if self.report_to and not self.output_dir:
+            raise ValueError(f"report_to={list(self.report_to)} writes into the run's folder: give an output_dir")
         if self.template is not None and self.template != AUTO:
             check_template(self.template)
         if self.label_words is not None and self.label_words != AUTO:

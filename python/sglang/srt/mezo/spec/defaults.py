@@ -16,7 +16,9 @@ from typing import Any, Mapping, Optional
 #   the normalized rule and bf16 won the lever grid (benchmarks/results/accuracy.md): fewer
 #   perturbed parameters learn faster, the normalized step stops the late divergence lr 1e-3 had on
 #   some data seeds and on TREC, and bf16 halves the step time on a CPU with bf16 matrix units at
-#   the same accuracy. The Adam-LoRA baseline and a served adapter keep rank 8's memory budget.
+#   the same accuracy; without them PyTorch emulates bf16 and float32 is several times faster, so
+#   dtype "auto" chooses on the machine where the run starts (engine/hardware.py). The Adam-LoRA
+#   baseline and a served adapter keep rank 8's memory budget.
 # - noise: z is Rademacher for full-weight runs, where drawing z is most of a step's overhead (a
 #   step at batch 16, add/subtract restore, costs 1.1-1.3x two forwards with the sign kernel against
 #   2.1-2.3x with Gaussian z; benchmarks/results/perf_steps.md); SPSA with random signs is unbiased like MeZO's Gaussian, and on causal-LM LoRA
@@ -30,7 +32,7 @@ from typing import Any, Mapping, Optional
 DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("causal", "lora"): dict(learning_rate=1e-3, epsilon=1e-2, weight_decay=0.0, batch_size=16,
                              num_steps=1000, eval_steps=250, lora_rank=2, update_rule="normalized",
-                             dtype="bfloat16", noise="gaussian"),
+                             dtype="auto", noise="gaussian"),
     ("causal", "full"): dict(learning_rate=1e-6, epsilon=1e-3, weight_decay=0.0, batch_size=16,
                              num_steps=20000, eval_steps=4000, lora_rank=8, update_rule="sgd", dtype="float32",
                              noise="rademacher"),

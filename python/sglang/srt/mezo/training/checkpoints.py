@@ -13,7 +13,7 @@ CHECKPOINTS = "checkpoints"
 
 
 #: Settings that may differ between a run and its resumption.
-RESUMABLE_CHANGES = ("resume", "progress_bar", "output_dir")  # a run folder may be moved or copied
+RESUMABLE_CHANGES = ("resume", "progress_bar", "output_dir", "report_to")  # a run folder may be moved or copied
 
 
 def checkpoint_dirs(output_dir: str) -> list[str]:
@@ -30,6 +30,14 @@ def latest_checkpoint(output_dir: str) -> Optional[str]:
     return found[-1] if found else None
 
 
+def recorded_config(checkpoint: str) -> dict:
+    """The run spec a checkpoint folder recorded (older records: with what they ran with)."""
+    from sglang.srt.mezo.spec.defaults import with_record_fallbacks
+    from sglang.srt.mezo.zo.trajectory import Trajectory
+
+    return with_record_fallbacks(Trajectory.load(checkpoint).config)
+
+
 def check_resumable(config) -> Optional[str]:
     """Before any model is built: the checkpoint a run will continue from (None: a fresh start),
     or a ValueError if the output folder holds another run or a run of other settings."""
@@ -44,10 +52,7 @@ def check_resumable(config) -> Optional[str]:
         raise ValueError(f"output_dir {config.output_dir!r} already holds a run (checkpoint at step "
                          f"{int(os.path.basename(checkpoint)[5:])}): pass resume=True (--resume) to continue it, "
                          "or choose another output_dir")
-    from sglang.srt.mezo.spec.defaults import with_record_fallbacks
-    from sglang.srt.mezo.zo.trajectory import Trajectory
-
-    recorded = with_record_fallbacks(Trajectory.load(checkpoint).config)
+    recorded = recorded_config(checkpoint)
     wanted = config.to_dict()
     changed = sorted(k for k in set(recorded) | set(wanted)
                      if k not in RESUMABLE_CHANGES and recorded.get(k) != wanted.get(k))

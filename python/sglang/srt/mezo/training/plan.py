@@ -44,12 +44,13 @@ from typing import Optional
 from sglang.srt.mezo.data.presets import TaskPreset, get_task
 from sglang.srt.mezo.data.prompt import EncodedExample, MLMConfig, PromptEncoder
 from sglang.srt.mezo.data.sampling import DataSource, DataSplits, prepare_splits
+from sglang.srt.mezo.engine.hardware import AUTO_DTYPE, DtypeChoice, choose_dtype
 from sglang.srt.mezo.engine.models import check_model_path, check_trainable, model_architectures, model_kind
-from sglang.srt.mezo.engine.runner import runner_dtype
+from sglang.srt.mezo.engine.runner import resolve_device, runner_dtype
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.spec.defaults import AUTO, DEFAULTS
-from sglang.srt.mezo.training.prompt_search import PromptChoice, search_prompt
 from sglang.srt.mezo.training.objectives import objective_for
+from sglang.srt.mezo.training.prompt_search import PromptChoice, search_prompt
 from sglang.srt.mezo.training.trainer import DataParallel, MeZOTrainer
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class RunPlan:
     data_given_in_memory: bool = False
     prepare_time_s: float = 0.0
     resume_from: Optional[str] = None  # the checkpoint a resumed run continues from
+    dtype_choice: Optional[DtypeChoice] = None  # the dtype the run uses, and why
 
     def trainer_config(self) -> MeZOConfig:
         # A zero-shot run writes only its summary: no adapter, metrics or trajectory.
@@ -103,6 +105,7 @@ class RunPlan:
             "task": self.preset.name, "model_path": c.model_path, "objective": c.objective, "seed": c.seed,
             "num_train_examples": len(self.train), "num_eval_examples": len(self.eval),
             "hyperparameters": {"trainable": c.trainable, **{k: getattr(c, k) for k in DEFAULTS[("causal", "lora")]}},
+            "dtype_choice": None if self.dtype_choice is None else dataclasses.asdict(self.dtype_choice),
             "prompt": self.prompt.describe(),
             "prompt_search": self.prompt_choice.to_dict() if self.prompt_choice else None,
             "config": c.to_dict(),
@@ -138,8 +141,8 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
     tokenizer = AutoTokenizer.from_pretrained(path)
     kind = model_kind(tokenizer, model_architectures(path))
     config = config.resolve(kind)
-    if runner is not None:
-        config = dataclasses.replace(config, dtype=runner_dtype(runner))
+    dtype_choice = _dtype_choice(config, runner)
+    config = dataclasses.replace(config, dtype=dtype_choice.dtype)
     check_trainable(kind, config.trainable)
     # The prompt is checked against the tokenizer before any data is read or model loaded.
     # "auto" parts start as the preset's; start_run searches once a model is there.
@@ -161,11 +164,29 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
         logger.info("batch size %d > %d training examples: every step uses all of them", config.batch_size, len(train))
         config = dataclasses.replace(config, batch_size=len(train))
     plan = RunPlan(config, path, kind, preset, prompt, prompt.encode_all(train), prompt.encode_all(evals),
-                   examples=splits, data_given_in_memory=in_memory, resume_from=check_resumable(config))
+                   examples=splits, data_given_in_memory=in_memory, resume_from=check_resumable(config),
+                   dtype_choice=dtype_choice)
     plan.prepare_time_s = time.perf_counter() - started
+    logger.info("dtype %s", dtype_choice.reason)
     logger.info("%s (%s LM), task %s: %d train / %d eval examples, %s", config.model_path, kind, preset.name,
                 len(plan.train), len(plan.eval), plan.describe()["hyperparameters"])
     return plan
+
+
+def _dtype_choice(config: MeZOConfig, runner) -> DtypeChoice:
+    """The run's dtype: a given runner's; for "auto", a resumed run's recorded one, else the
+    device's native choice (engine/hardware.py); otherwise the dtype given."""
+    from sglang.srt.mezo.training.checkpoints import latest_checkpoint, recorded_config
+
+    if runner is not None:
+        dtype = runner_dtype(runner)
+        return DtypeChoice(dtype, f"{dtype}: the dtype of the runner the run was given (a server's: its --dtype)")
+    if config.dtype == AUTO_DTYPE and config.resume and config.output_dir:
+        checkpoint = latest_checkpoint(config.output_dir)
+        if checkpoint is not None:
+            dtype = recorded_config(checkpoint)["dtype"]
+            return DtypeChoice(dtype, f"{dtype}: the dtype the resumed run was started in")
+    return choose_dtype(config.dtype, resolve_device(config.device))
 
 
 def start_run(plan: RunPlan, runner=None, callbacks=None, data_parallel: Optional[DataParallel] = None):
@@ -178,8 +199,9 @@ def start_run(plan: RunPlan, runner=None, callbacks=None, data_parallel: Optiona
     trainer = MeZOTrainer(plan.model_path if runner is None else None, plan.trainer_config(), runner=runner,
                           tokenizer=plan.prompt.tokenizer, objective=objective_for(plan), kind=plan.kind,
                           data_parallel=data_parallel)
-    # A runner handed in sets the dtype (the trainer decides); the plan's record says what ran.
-    plan.config = dataclasses.replace(plan.config, dtype=trainer.config.dtype)
+    if trainer.config.dtype != plan.config.dtype:  # a runner that prepare() was not given: its dtype rules
+        plan.dtype_choice = _dtype_choice(plan.config, runner)
+        plan.config = dataclasses.replace(plan.config, dtype=plan.dtype_choice.dtype)
     if plan.searches_prompt and plan.prompt_choice is None:
         plan.use_prompt(_recorded_or_searched_prompt(plan, trainer))
     if plan.prompt_choice is not None:

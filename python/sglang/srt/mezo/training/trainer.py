@@ -35,9 +35,16 @@ from typing import Any, Optional, Protocol, Sequence
 import torch
 
 from sglang.srt.mezo.engine.forward import ExtendForward
+from sglang.srt.mezo.engine.hardware import AUTO_DTYPE, choose_dtype
 from sglang.srt.mezo.engine.lora_pool import LoRASettings, PoolLoRA, copies_expected
 from sglang.srt.mezo.engine.models import check_model_path, is_masked_lm, model_architectures, resolve_model_path
-from sglang.srt.mezo.engine.runner import RunnerSpec, build_model_runner, release_model_runner, runner_dtype
+from sglang.srt.mezo.engine.runner import (
+    RunnerSpec,
+    build_model_runner,
+    release_model_runner,
+    resolve_device,
+    runner_dtype,
+)
 from sglang.srt.mezo.errors import MeZODivergedError
 from sglang.srt.mezo.io import atomic_json
 from sglang.srt.mezo.spec.config import MeZOConfig
@@ -107,6 +114,10 @@ class MeZOTrainer:
         self.config = config = config.resolve(kind)
         if runner is not None:  # a runner the run does not own sets the dtype (a server's, say)
             config = self.config = dataclasses.replace(config, dtype=runner_dtype(runner))
+        elif config.dtype == AUTO_DTYPE:  # a plan has chosen already; a trainer built by hand chooses here
+            choice = choose_dtype(config.dtype, resolve_device(config.device))
+            logger.info("dtype %s", choice.reason)
+            config = self.config = dataclasses.replace(config, dtype=choice.dtype)
         if runner is None:
             use_lora = config.trainable == "lora"
             runner = build_model_runner(
