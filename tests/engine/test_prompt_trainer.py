@@ -17,20 +17,20 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import _CORPUS, SPECIALS, TOY_ROWS, make_masked_lm, trainer_for
 from sglang.srt import mezo_mlm_trainer as mm
-from sglang.srt.mezo.spec.defaults import DEFAULTS, resolve_hyperparameters
-from sglang.srt.mezo.data.prompt import EncodedExample, MLMConfig, PromptEncoder, label_token_ids
-from sglang.srt.mezo.spec.config import MeZOConfig
-from sglang.srt.mezo.training.objectives.label_words import LabelWordObjective
-from sglang.srt.mezo.engine.models import model_kind
-from sglang.srt.mezo.data.sampling import prepare_data
-from sglang.srt.mezo.training.prompt_trainer import MeZOMLMTrainer
-from sglang.srt.mezo.training.finetune import mezo_mlm_finetune
-from sglang.srt.mezo.data.presets import TASKS, get_task
-from sglang.srt.mezo.errors import DataFormatError
+
 from sglang.srt.mezo.data.examples import Example
+from sglang.srt.mezo.data.presets import TASKS, get_task
+from sglang.srt.mezo.data.prompt import EncodedExample, MLMConfig, PromptEncoder, label_token_ids
+from sglang.srt.mezo.data.sampling import prepare_data
+from sglang.srt.mezo.engine.models import model_kind
+from sglang.srt.mezo.errors import DataFormatError
+from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.spec.defaults import DEFAULTS, resolve_hyperparameters
+from sglang.srt.mezo.training.finetune import mezo_mlm_finetune
+from sglang.srt.mezo.training.objectives.label_words import LabelWordObjective
+from sglang.srt.mezo.training.prompt_trainer import MeZOMLMTrainer
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
@@ -509,3 +509,20 @@ def test_cli_screen_shows_only_the_runs_own_lines(tiny_llama, toy_file, tmp_path
     out, err = verbose.communicate(timeout=300)
     assert verbose.returncode == 0, err
     assert "Ignore import error" in err and not (tmp_path / "verbose" / "sglang.log").exists()
+
+
+def test_the_first_screen_says_which_dtype_the_run_chose_and_why(tiny_llama, toy_file, tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("SGLANG_MEZO_ASSUME_BF16", "0")  # a CPU without bf16 instructions
+    out = tmp_path / "run"
+    code = mm.main(["--model-path", tiny_llama, "--train-file", toy_file, "--eval-file", toy_file,
+                    "--num-steps", "1", "--eval-steps", "1", "--label-words", "0:bad,1:good", "--output-dir", str(out),
+                    "--device", "cpu"])
+    screen = "".join(capfd.readouterr())
+    assert code == 0, screen
+    lines = screen.splitlines()
+    dtype_line = next(i for i, line in enumerate(lines) if line.startswith("[mezo] dtype "))
+    assert lines[dtype_line].startswith("[mezo] dtype float32: this CPU (") and "no bf16 instructions" in lines[dtype_line]
+    assert dtype_line < next(i for i, line in enumerate(lines) if "final eval accuracy" in line)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["dtype"] == "float32" and summary["dtype_choice"]["dtype"] == "float32"
+    assert (out / "learning_curves.png").is_file()

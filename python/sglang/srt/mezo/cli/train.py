@@ -26,6 +26,7 @@ import textwrap
 import time
 from typing import Iterator, Optional, Sequence
 
+from sglang.srt.mezo.data.presets import get_task
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.spec.flags import add_config_arguments, config_from_arguments, defaults_table
 
@@ -185,13 +186,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.nproc < 1:
             raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
         quiet = args.quiet or (worker is not None and worker.rank != 0)  # rank 0 logs, the others do not
-        config = config_from_arguments(args, progress_bar=not quiet)
+        # The CLI always writes its run somewhere: runs/<task>-<timestamp> unless told where.
+        output_dir = args.output_dir or os.path.join("runs", f"{get_task(args.task).name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        config = config_from_arguments(args, progress_bar=not quiet, output_dir=output_dir)
     except ValueError as e:  # a bad value: say so before anything slow happens
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-    if config.output_dir is None:
-        config = dataclasses.replace(config, output_dir=os.path.join(
-            "runs", f"{config.task}-{time.strftime('%Y%m%d-%H%M%S')}"))
     if args.nproc > 1 and worker is None:
         return _launch_workers(argv, args.nproc, config.output_dir)
     if worker is not None and worker.rank != 0:
@@ -234,6 +234,7 @@ def _run(config: MeZOConfig, engine: EngineOutput, engine_log: Optional[str], wo
         group = None
         if worker is not None:
             import torch
+
             from sglang.srt.mezo.parallel import data_parallel as md
             from sglang.srt.mezo.parallel.launch import isolate_sglang, worker_device
 
