@@ -18,7 +18,6 @@ import sys
 import time
 
 import torch
-
 from perf_mezo import machine_info
 
 from sglang.srt.mezo.zo.noise import AddZ, move, sign_kernel_off

@@ -304,8 +304,9 @@ def memory_worker(args) -> int:
     scratch = tempfile.mkdtemp(prefix="perf-mezo-mem-")
     try:
         if kind in SGL_MEMORY_KINDS:
-            from sglang.srt.mezo.engine.runner import build_model_runner
             from transformers import AutoTokenizer
+
+            from sglang.srt.mezo.engine.runner import build_model_runner
 
             tok = AutoTokenizer.from_pretrained(args.model_path)
             lora = kind in ("sgl_inference_lora", "mezo_lora_paired", "mezo_lora_two")
@@ -383,15 +384,7 @@ def run_memory(args, model_path: str, batch, kinds: Sequence[str], max_total_tok
 # =========================================================================== metadata
 
 def machine_info() -> dict:
-    def cpu_model() -> str:
-        try:
-            with open("/proc/cpuinfo") as f:
-                for line in f:
-                    if line.startswith("model name"):
-                        return line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-        return platform.processor() or "unknown"
+    from sglang.srt.mezo.engine.hardware import cpu_name as cpu_model
 
     def mem_total_gb() -> Optional[float]:
         try:
@@ -823,8 +816,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log(f"WARNING: load average {load1:.2f} at start: other work is running, timings will not be clean "
             f"(with {args.threads} threads on a shared CPU, OpenMP barriers stall whenever a thread is preempted)")
 
-    from sglang.srt.mezo.engine.models import resolve_model_path
     from transformers import AutoTokenizer
+
+    from sglang.srt.mezo.engine.models import resolve_model_path
 
     model_path = resolve_model_path(args.model)
     meta["model_path"] = model_path

@@ -92,12 +92,12 @@ def worker(dtype: str, model_path: str, threads: int, batch_size: int, seed: int
     import tempfile
 
     import torch
+    from transformers import AutoTokenizer
 
+    from sglang.srt.mezo.data.loaders import default_data_root, load_examples
+    from sglang.srt.mezo.engine.runner import RunnerSpec, build_model_runner
     from sglang.srt.mezo.spec.config import MeZOConfig
     from sglang.srt.mezo.training.prompt_trainer import MeZOMLMTrainer
-    from sglang.srt.mezo.engine.runner import RunnerSpec, build_model_runner
-    from sglang.srt.mezo.data.loaders import default_data_root, load_examples
-    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_path)
     runner = build_model_runner(RunnerSpec(model_path, dtype=dtype, max_total_tokens=8192, lora_rank=8,

@@ -32,10 +32,10 @@ COMMAND = "python benchmarks/select_on_dev.py"
 
 def score_checkpoints(run_dir: str) -> list[dict]:
     """(step, dev-split accuracy and loss) of every checkpoint of ``run_dir``."""
-    from sglang.srt.mezo.spec.config import MeZOConfig
-    from sglang.srt.mezo.training.plan import prepare, start_run
-    from sglang.srt.mezo.training.checkpoints import checkpoint_dirs
     from sglang.srt.mezo.engine.runner import release_model_runner
+    from sglang.srt.mezo.spec.config import MeZOConfig
+    from sglang.srt.mezo.training.checkpoints import checkpoint_dirs
+    from sglang.srt.mezo.training.plan import prepare, start_run
 
     scratch = tempfile.mkdtemp(prefix="select-on-dev-")
     try:

@@ -5,8 +5,8 @@ builds one in a module-scoped fixture and releases it at teardown (``runner_for`
 
 Each test carries the marker of its folder: ``unit`` (no ModelRunner: the data, the spec, the noise,
 the layer contract), ``engine`` (SGLang ModelRunners in this process, checked against HF/PEFT) and
-``integration`` (servers and worker groups in subprocesses). ``bash scripts/test.sh -m unit`` runs the
-quick ones.
+``integration`` (servers, worker groups and a run killed and resumed, in subprocesses).
+``bash scripts/test.sh -m unit`` runs the quick ones.
 """
 
 from __future__ import annotations

@@ -16,7 +16,13 @@ import time
 import pytest
 
 from sglang.srt.mezo.engine import models as mezo_models
-from sglang.srt.mezo.engine.models import BUILTIN_MODELS, CACHE_ENV, COMPLETE_MARKER, canonical_alias, resolve_model_path
+from sglang.srt.mezo.engine.models import (
+    BUILTIN_MODELS,
+    CACHE_ENV,
+    COMPLETE_MARKER,
+    canonical_alias,
+    resolve_model_path,
+)
 
 SPEC = BUILTIN_MODELS["smollm2-135m"]
 

@@ -1,23 +1,19 @@
-"""A run rebuilt from its trajectory, bit for bit; and a real run killed with SIGKILL, resumed,
-ending exactly where an uninterrupted run ends."""
+"""A run rebuilt from its trajectory, bit for bit (the kill-and-resume test is in
+tests/integration/test_kill_and_resume.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 from conftest import make_causal_lm, trainer_for
+from sglang.srt.mezo_trainer import main as trainer_main
 
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.training.replay import hf_pieces, replay
 from sglang.srt.mezo.training.trainer import MeZOTrainer
-from sglang.srt.mezo_trainer import main as trainer_main
 from sglang.srt.mezo.zo.trajectory import Trajectory
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -53,12 +49,12 @@ def test_lora_replay_is_bit_identical(tmp_path, tiny_llama, dtype):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_full_weight_replay_gives_a_checkpoint_transformers_and_sglang_load(tmp_path, tiny_llama, dtype):
+    from conftest import runner_for
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
     from sglang.srt.mezo.engine.forward import ExtendForward
     from sglang.srt.mezo.engine.runner import RunnerSpec
-    from conftest import runner_for
 
     cfg = config(tmp_path, trainable="full", learning_rate=1e-3, epsilon=1e-3, n_spsa=1, num_steps=4, dtype=dtype)
     seqs, positions = [s for s, _ in TASK], [len(s) - 1 for s, _ in TASK]
@@ -101,44 +97,3 @@ def test_a_20000_step_trajectory_is_under_half_a_megabyte():
     size = len(json.dumps(t.to_dict()))
     assert size < 500_000, size
     assert Trajectory.from_dict(json.loads(json.dumps(t.to_dict()))).steps == t.steps
-
-
-def test_a_run_killed_mid_step_resumes_exactly(tmp_path, tiny_llama, toy_file):
-    """A real CLI run, SIGKILLed after its second checkpoint, continued with --resume: its
-    trajectory, metrics and final adapter equal those of a run that was never stopped."""
-    from safetensors.torch import load_file
-
-    def cli(out, *extra):
-        return [sys.executable, "-m", "sglang.srt.mezo_mlm_trainer", "--model-path", tiny_llama, "--train-file",
-                toy_file, "--eval-file", toy_file, "--label-words", "0:bad,1:good", "--device", "cpu",
-                "--num-steps", "600", "--eval-steps", "100", "--batch-size", "8", "--learning-rate", "5e-2",
-                "--output-dir", str(out), "--quiet", *extra]
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    killed = subprocess.Popen(cli(tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    second = tmp_path / "killed" / "checkpoints" / "step-000200"
-    deadline = time.monotonic() + 300
-    while not second.exists() and killed.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait(timeout=60)
-    assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    state = json.loads((tmp_path / "killed" / "summary.json").read_text()) if (tmp_path / "killed" / "summary.json").exists() else None
-    assert state is None  # it did not finish
-
-    resumed = subprocess.run(cli(tmp_path / "killed", "--resume"), capture_output=True, text=True, env=env, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
-    straight = subprocess.run(cli(tmp_path / "straight"), capture_output=True, text=True, env=env, timeout=600)
-    assert straight.returncode == 0, straight.stderr
-
-    a, b = Trajectory.load(str(tmp_path / "killed")), Trajectory.load(str(tmp_path / "straight"))
-    assert len(a.steps) == 600 and a.steps == b.steps
-
-    def metrics(run):
-        lines = [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
-        return [{k: v for k, v in e.items() if k != "step_time_s"} for e in lines]
-
-    assert metrics("killed") == metrics("straight")
-    wa = load_file(str(tmp_path / "killed" / "adapter" / "adapter_model.safetensors"))
-    wb = load_file(str(tmp_path / "straight" / "adapter" / "adapter_model.safetensors"))
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

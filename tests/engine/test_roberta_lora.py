@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TOY_ROWS, make_masked_lm, trainer_for
-
 from sglang.srt import mezo_mlm_trainer as mm
-from sglang.srt.mezo.spec.config import MeZOConfig
-from sglang.srt.mezo.training.prompt_trainer import MeZOMLMTrainer
-from sglang.srt.mezo.training.finetune import mezo_mlm_finetune
+
 from sglang.srt.mezo.data.examples import Example
+from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.training.finetune import mezo_mlm_finetune
+from sglang.srt.mezo.training.prompt_trainer import MeZOMLMTrainer
 from sglang.srt.mezo.zo.update import apply_update
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

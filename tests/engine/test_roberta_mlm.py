@@ -22,8 +22,8 @@ from transformers import RobertaConfig
 from transformers import RobertaForMaskedLM as HFRobertaForMaskedLM
 
 from sglang.srt.mezo.engine import forward as mezo_forward
-from sglang.srt.mezo.engine.roberta_mlm import RobertaForMaskedLM
 from sglang.srt.mezo.engine.forward import ExtendForward
+from sglang.srt.mezo.engine.roberta_mlm import RobertaForMaskedLM
 from sglang.srt.mezo.engine.runner import RunnerSpec
 
 VOCAB = 500  # not a multiple of 64: SGLang pads the embedding rows, the head must not show them

@@ -12,8 +12,8 @@ from conftest import make_causal_lm, runner_for, trainer_for
 
 from sglang.srt.mezo.engine.forward import ExtendForward
 from sglang.srt.mezo.engine.runner import RunnerSpec
-from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.errors import MeZODivergedError
+from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.training.trainer import MeZOTrainer
 
 SEQS = [[0, 5, 7, 9, 11, 3, 40], [0, 8, 200, 4], [0, 300, 301, 302, 303, 304, 305, 306, 307]]

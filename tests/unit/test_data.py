@@ -11,15 +11,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from sglang.srt import mezo_tasks as mt
+
 from sglang.srt.mezo.data import loaders
-from sglang.srt.mezo.data.sampling import LM_BFF_SEEDS, sample_k_shot
-from sglang.srt.mezo.data.presets import TASKS, fill_template, get_task
-from sglang.srt.mezo.errors import DataFormatError
 from sglang.srt.mezo.data.examples import Example
-from sglang.srt.mezo.data.metrics import accuracy, compute_metric, macro_f1
 from sglang.srt.mezo.data.loaders import default_data_root, load_examples, resolve_task_data
+from sglang.srt.mezo.data.metrics import accuracy, compute_metric, macro_f1
+from sglang.srt.mezo.data.presets import TASKS, fill_template, get_task
+from sglang.srt.mezo.data.sampling import LM_BFF_SEEDS, sample_k_shot
+from sglang.srt.mezo.errors import DataFormatError
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"

@@ -14,8 +14,13 @@ from transformers import AutoTokenizer
 from sglang.srt.mezo.data.examples import Example
 from sglang.srt.mezo.data.presets import TaskPreset, get_task
 from sglang.srt.mezo.data.prompt import EncodedExample, MLMConfig, PromptEncoder
-from sglang.srt.mezo.engine.models import check_model_path, check_trainable, model_architectures, model_kind, \
-    resolve_model_path
+from sglang.srt.mezo.engine.models import (
+    check_model_path,
+    check_trainable,
+    model_architectures,
+    model_kind,
+    resolve_model_path,
+)
 from sglang.srt.mezo.spec.config import MeZOConfig, Objective
 from sglang.srt.mezo.spec.defaults import resolve_hyperparameters
 from sglang.srt.mezo.training.objectives.label_words import LabelWordObjective
