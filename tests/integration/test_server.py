@@ -150,12 +150,13 @@ def test_flags_in_help_and_impossible_settings_refused(tiny_llama, dirs):
     help_text = subprocess.run([sys.executable, "-m", "sglang.launch_server", "--help"], capture_output=True,
                                text=True, timeout=120).stdout
     for flag in ("--enable-mezo", "--mezo-data-dir", "--mezo-output-dir", "--mezo-max-concurrent-jobs",
-                 "--mezo-train-share"):
+                 "--mezo-train-share", "--mezo-max-loaded-adapters", "--mezo-keep-checkpoints", "--mezo-max-upload-mb"):
         assert flag in help_text
     launch = [sys.executable, "-m", "sglang.launch_server", "--model-path", tiny_llama, "--enable-mezo",
               "--mezo-output-dir", dirs["out"]]
     refused = [subprocess.Popen(launch + extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for extra in (["--max-loras-per-batch", "3"], ["--mezo-train-share", "1.5"])]
+               for extra in (["--max-loras-per-batch", "3"], ["--mezo-train-share", "1.5"],
+                             ["--mezo-max-loaded-adapters", "0"])]
     errors = []
     for proc in refused:
         _, err = proc.communicate(timeout=120)
@@ -163,6 +164,7 @@ def test_flags_in_help_and_impossible_settings_refused(tiny_llama, dirs):
         errors.append(err)
     assert "--max-loras-per-batch 3 is too small" in errors[0] and "use at least 4" in errors[0]
     assert "--mezo-train-share must be in (0, 1], got 1.5" in errors[1]
+    assert "--mezo-max-loaded-adapters must be >= 1, got 0" in errors[2]
 
 
 def test_without_the_flag_no_job_route_exists(tiny_llama, dirs):
@@ -235,7 +237,8 @@ def test_openai_client_upload_train_list_events_checkpoints_and_serve(server, di
     assert "successfully completed" in events[0].message
 
     checkpoints = list(client.fine_tuning.jobs.checkpoints.list(job.id))
-    assert [c.step_number for c in checkpoints] == [6, 4, 2]  # every evaluation, the final one too
+    steps = [c.step_number for c in checkpoints]  # one at every evaluation, the final one too, ...
+    assert steps[:2] == [6, 4] and set(steps) <= {6, 4, 2}  # ... of which the last two and the best are kept
     assert all(c.metrics.train_loss is not None for c in checkpoints)
 
     # Served at once: /v1/models, the OpenAI endpoints with "<base>:<name>", /generate's lora_path.
@@ -324,6 +327,8 @@ def test_unknown_ids_and_bad_uploads(server):
                  "/v1/fine_tuning/jobs/nope/checkpoints", "/v1/files/file-000000000000000000000000"):
         assert srv.get(path).status_code == 404, path
     assert srv.post("/v1/fine_tuning/jobs/ftjob-000000000000000000000000/cancel").status_code == 404
+    for path in ("/v1/files/file-000000000000000000000000", "/v1/models/ft-nope-00000000"):
+        assert requests.delete(srv.url + path, headers=AUTH, timeout=30).status_code == 404, path
     r = srv.post("/v1/files", files={"file": ("run.sh", b"rm -rf /")}, data={"purpose": "fine-tune"})
     assert r.status_code == 400 and "unsupported type" in r.json()["error"]["message"]
     r = srv.post("/v1/files", files={"file": ("x.jsonl", b'{"sentence": "a", "label": 1}\n')}, data={"purpose": "batch"})

@@ -3,7 +3,8 @@
 What :func:`register` (called by the project's plugin in every SGLang process) installs:
 
 - in every process, two hooks on ``ServerArgs``: ``add_cli_args`` (AFTER) adds the flags
-  ``--enable-mezo``, ``--mezo-data-dir``, ``--mezo-output-dir``, ``--mezo-max-concurrent-jobs``;
+  ``--enable-mezo``, ``--mezo-data-dir``, ``--mezo-output-dir``, ``--mezo-max-concurrent-jobs``,
+  ``--mezo-train-share``, ``--mezo-max-loaded-adapters``, ``--mezo-keep-checkpoints``, ``--mezo-max-upload-mb``;
   ``from_cli_args`` (BEFORE) turns on, where the user did not choose, what training needs (LoRA
   with enough slots, rank and target modules, the non-overlap scheduler, the CPU settings on a
   machine without a GPU) and refuses what cannot work; (AFTER) attaches the settings to the
@@ -11,9 +12,10 @@ What :func:`register` (called by the project's plugin in every SGLang process) i
   ``SGLANG_MEZO_SERVER=1`` for the child processes;
 - in the launcher (HTTP) process, only with the flag: a BEFORE hook on
   ``http_server._setup_and_run_http_server`` that adds the job and file routes to SGLang's app
-  (so ``--api-key`` protects them) and a background task that loads finished adapters through the
-  tokenizer manager (so ``/generate``'s ``lora_path``, ``model="<base>:<name>"`` and
-  ``/v1/models`` know them);
+  (so ``--api-key`` protects them), a middleware that loads a finished adapter through the
+  tokenizer manager when a request names it (``/generate``'s ``lora_path``, ``model="<base>:<name>"``)
+  and lists all of them in ``/v1/models``, and a background task that keeps the loaded ones within
+  ``--mezo-max-loaded-adapters``;
 - in a child of such a launcher: the scheduler hooks of :mod:`sglang.srt.mezo.server.scheduler_jobs`.
 
 Without ``--enable-mezo`` only the flags exist: no route, no scheduler hook.
@@ -28,6 +30,7 @@ import sys
 import tempfile
 from typing import Any, Optional
 
+from sglang.srt.mezo.engine.hardware import AUTO_DTYPE, choose_dtype
 from sglang.srt.mezo.server.http_api import _before_setup_http_server
 from sglang.srt.mezo.server.settings import ServerSettings
 from sglang.srt.mezo.spec.defaults import SUPPORTED_TARGETS
@@ -45,6 +48,15 @@ SERVING_SLOTS = 2  # LoRA pool slots left for serving: the base model and one se
 
 
 CPU_MAX_TOTAL_TOKENS = 8192  # what the trainer's own runner uses on a CPU
+
+
+DEFAULT_MAX_LOADED_ADAPTERS = 8
+
+
+DEFAULT_KEEP_CHECKPOINTS = 2  # with the best one, OpenAI's three
+
+
+DEFAULT_MAX_UPLOAD_MB = 32.0
 
 
 # Filled by the add_cli_args hook: each flag's default and its option strings, to tell the values a
@@ -79,6 +91,17 @@ def _after_add_cli_args(result, parser: argparse.ArgumentParser, *args, **kwargs
                        help="While requests are being served, the largest share of the scheduler's time that "
                             "training may take (after a training unit of t seconds, the next waits "
                             "t * (1/share - 1)); with no requests, training runs back to back. "
+                            "Default: %(default)s")
+    group.add_argument("--mezo-max-loaded-adapters", type=int, default=DEFAULT_MAX_LOADED_ADAPTERS,
+                       help="Jobs' adapters and checkpoints loaded for serving at once: all of them are listed "
+                            "and served, the least recently used are unloaded and loaded again on the next "
+                            "request that names them. Default: %(default)s")
+    group.add_argument("--mezo-keep-checkpoints", type=int, default=DEFAULT_KEEP_CHECKPOINTS,
+                       help="Checkpoints a job keeps: its last N and its best (highest validation accuracy); "
+                            "older ones are unloaded and removed as new ones are saved. 0 keeps all. "
+                            "Default: %(default)s")
+    group.add_argument("--mezo-max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
+                       help="Largest file POST /v1/files takes, in MiB; larger uploads get HTTP 413. "
                             "Default: %(default)s")
     for action in parser._actions:
         _defaults[action.dest] = action.default
@@ -130,6 +153,15 @@ def configure_args(args: argparse.Namespace) -> ServerSettings:
     share = getattr(args, "mezo_train_share", 0.5)
     if not 0 < share <= 1:
         raise MeZOLaunchError(f"--mezo-train-share must be in (0, 1], got {share}")
+    loaded = getattr(args, "mezo_max_loaded_adapters", DEFAULT_MAX_LOADED_ADAPTERS)
+    if loaded < 1:
+        raise MeZOLaunchError(f"--mezo-max-loaded-adapters must be >= 1, got {loaded}")
+    keep = getattr(args, "mezo_keep_checkpoints", DEFAULT_KEEP_CHECKPOINTS)
+    if keep < 0:
+        raise MeZOLaunchError(f"--mezo-keep-checkpoints must be >= 0 (0 keeps every checkpoint), got {keep}")
+    upload_mb = getattr(args, "mezo_max_upload_mb", DEFAULT_MAX_UPLOAD_MB)
+    if not upload_mb > 0:
+        raise MeZOLaunchError(f"--mezo-max-upload-mb must be > 0, got {upload_mb}")
     for dest, flag in (("tp_size", "--tp-size"), ("dp_size", "--dp-size"), ("pp_size", "--pp-size"),
                        ("tokenizer_worker_num", "--tokenizer-worker-num")):
         if (getattr(args, dest, 1) or 1) > 1:
@@ -160,8 +192,12 @@ def configure_args(args: argparse.Namespace) -> ServerSettings:
                                   "(sgl-kernel built for CPU), which are not installed; use torch_native")
         default("sampling_backend", "pytorch")
         # SGLang's dtype "auto" serves a float32 checkpoint in float16 (configs/model_config.py,
-        # _get_and_verify_dtype); the trainer runs float32 on a CPU, and so does the server here.
-        default("dtype", "float32")
+        # _get_and_verify_dtype), which a CPU computes slowly; the server serves, and its jobs train,
+        # in the dtype this CPU computes natively, as a run started here would choose.
+        if not explicit("dtype") or args.dtype == "auto":
+            choice = choose_dtype(AUTO_DTYPE, "cpu")
+            args.dtype = choice.dtype
+            logger.info("MeZO server: dtype %s", choice.reason)
         args.disable_cuda_graph = True
         default("max_total_tokens", CPU_MAX_TOTAL_TOKENS)
         default("lora_backend", "torch_native")
@@ -213,7 +249,8 @@ def configure_args(args: argparse.Namespace) -> ServerSettings:
     settings = ServerSettings(
         output_dir=output_dir, data_dir=data_dir, max_concurrent_jobs=jobs, model_path=args.model_path,
         served_model_name=args.served_model_name or args.model_path, max_lora_rank=args.max_lora_rank,
-        lora_target_modules=tuple(trainable), train_share=share)
+        lora_target_modules=tuple(trainable), train_share=share, max_loaded_adapters=loaded,
+        keep_checkpoints=keep, max_upload_bytes=int(upload_mb * 1024 * 1024))
     args._mezo_settings = settings
     return settings
 

@@ -6,6 +6,8 @@ file in it has exactly one writer, so the two processes never race on a file:
 - ``files/<file-id>.json`` and ``files/<file-id><ext>``: uploads (HTTP process);
 - ``jobs/<job-id>/request.json``: what was asked, checked and resolved (HTTP process, once);
 - ``jobs/<job-id>/control.json``: cancel / pause / resume wishes (HTTP process);
+- ``jobs/<job-id>/deleted.json``: the job's models deleted with ``DELETE /v1/models`` (HTTP
+  process; their folders are removed by it too, once the job has ended and nothing else writes them);
 - ``jobs/<job-id>/state.json``, ``events.jsonl``, ``checkpoints/``, ``run/``: what the job did
   (the scheduler process, the only place where training runs).
 
@@ -30,10 +32,6 @@ from sglang.srt.mezo.errors import RequestError
 from sglang.srt.mezo.server.settings import ServerSettings
 from sglang.srt.mezo.server.store import DATA_SUFFIXES, JobStore
 from sglang.srt.mezo.spec.config import MeZOConfig
-
-
-
-
 
 # ---------------------------------------------------------------- job requests
 

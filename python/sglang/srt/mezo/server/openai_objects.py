@@ -4,7 +4,7 @@ hyperparameters a job ran with, its metrics CSV."""
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Mapping, Optional
 
 from sglang.srt.mezo.errors import RequestError
 from sglang.srt.mezo.server.store import QUEUED, SUCCEEDED, JobStore
@@ -15,9 +15,11 @@ def job_status(request: dict, state: dict) -> str:
     return state.get("status") or QUEUED
 
 
-def job_object(request: dict, state: dict) -> dict:
-    """``fine_tuning.job`` as OpenAI returns it, plus MeZO's progress fields."""
+def job_object(request: dict, state: dict, deleted: Optional[Mapping[str, int]] = None) -> dict:
+    """``fine_tuning.job`` as OpenAI returns it, plus MeZO's progress fields; ``deleted``: the
+    job's models deleted since (name -> when), from the store."""
     status = job_status(request, state)
+    deleted = deleted or {}
     succeeded = status == SUCCEEDED
     return {
         "object": "fine_tuning.job",
@@ -49,12 +51,14 @@ def job_object(request: dict, state: dict) -> dict:
         "eval_accuracy": state.get("eval_accuracy"),
         "eval_loss": state.get("eval_loss"),
         "mezo": request.get("config"),
+        "fine_tuned_model_deleted": succeeded and request["fine_tuned_model"] in deleted,
     }
 
 
-def checkpoint_objects(request: dict, state: dict) -> list[dict]:
-    """Newest first, as OpenAI lists them."""
+def checkpoint_objects(request: dict, state: dict, deleted: Optional[Mapping[str, int]] = None) -> list[dict]:
+    """Newest first, as OpenAI lists them; a deleted one says so (``deleted``: name -> when)."""
     out = []
+    deleted = deleted or {}
     for ckpt in state.get("checkpoints", []):
         out.append({
             "object": "fine_tuning.job.checkpoint",
@@ -64,6 +68,7 @@ def checkpoint_objects(request: dict, state: dict) -> list[dict]:
             "fine_tuning_job_id": request["id"],
             "step_number": ckpt["step"],
             "metrics": ckpt.get("metrics", {}),
+            "deleted": ckpt["name"] in deleted,
         })
     return out[::-1]
 

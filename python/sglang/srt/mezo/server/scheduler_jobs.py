@@ -32,6 +32,7 @@ from typing import Optional
 from sglang.srt.mezo.io import atomic_write
 from sglang.srt.mezo.server.job_requests import describe_error
 from sglang.srt.mezo.server.openai_objects import openai_hyperparameters
+from sglang.srt.mezo.server.retention import checkpoints_to_keep
 from sglang.srt.mezo.server.settings import ServerSettings
 from sglang.srt.mezo.server.store import (
     ACTIVE,
@@ -44,6 +45,7 @@ from sglang.srt.mezo.server.store import (
     SUCCEEDED,
     JobStore,
     now,
+    remove_tree,
 )
 
 logger = logging.getLogger(__name__)
@@ -57,8 +59,10 @@ class JobWorker:
     bounded unit (a step, a chunk of an evaluation) per :meth:`advance`; its events become the
     job's state, events and checkpoints in the store."""
 
-    def __init__(self, job_id: str, request: dict, store: JobStore, runner, state: Optional[dict] = None):
+    def __init__(self, job_id: str, request: dict, store: JobStore, runner, state: Optional[dict] = None,
+                 keep_checkpoints: int = 0):
         self.job_id, self.request, self.store, self.runner = job_id, request, store, runner
+        self.keep_checkpoints = keep_checkpoints
         self.dir = store.job_dir(job_id)
         self.run = None  # the MeZORun, once started
         self.plan = None
@@ -141,6 +145,28 @@ class JobWorker:
                  "metrics": metrics}]
             self.event("info", f"Checkpoint at step {step} saved; servable as {name!r}", {"step": step, "name": name})
             self.write_state()
+            self.prune_checkpoints()
+
+    def prune_checkpoints(self) -> None:
+        """Apply ``--mezo-keep-checkpoints``: the state without the pruned ones is written first (so no
+        reader sees a checkpoint listed whose folder is gone), then their folders go, and any
+        checkpoint folder left unlisted by a crash in between. The latest is always kept."""
+        from sglang.srt.mezo.training.checkpoints import checkpoint_dirs
+
+        if self.keep_checkpoints <= 0:
+            return
+        keep = checkpoints_to_keep(self.state["checkpoints"], self.keep_checkpoints)
+        pruned = [c for c in self.state["checkpoints"] if c["step"] not in keep]
+        if pruned:
+            self.state["checkpoints"] = [c for c in self.state["checkpoints"] if c["step"] in keep]
+            self.state["pruned_checkpoints"] = self.state.get("pruned_checkpoints", []) + [c["name"] for c in pruned]
+            self.write_state()
+            self.event("info", f"Checkpoint(s) at step {', '.join(str(c['step']) for c in pruned)} removed: the job "
+                       f"keeps its last {self.keep_checkpoints} and its best (--mezo-keep-checkpoints)",
+                       {"pruned": [c["name"] for c in pruned]})
+        for path in checkpoint_dirs(self.plan.config.output_dir)[:-1]:  # the latest is what a resume needs
+            if int(os.path.basename(path)[5:]) not in keep:
+                remove_tree(path)
 
     def _succeed(self) -> None:
         result = self.run.result()
@@ -338,7 +364,8 @@ class MeZOJobs:
             if active >= self.settings.max_concurrent_jobs:
                 break
             state = self.interrupted.pop(job_id, None)
-            worker = JobWorker(job_id, self.requests[job_id], self.store, self.runner, state=state)
+            worker = JobWorker(job_id, self.requests[job_id], self.store, self.runner, state=state,
+                               keep_checkpoints=self.settings.keep_checkpoints)
             self.workers[job_id] = worker
             worker.write_state()
             worker.event("info", "Fine-tuning job started" if state is None else "Fine-tuning job restarted")

@@ -19,6 +19,9 @@ class ServerSettings:
     max_lora_rank: int = 8
     lora_target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     train_share: float = 0.5  # of the scheduler's time, at most, while requests are waiting
+    max_loaded_adapters: int = 8  # finished adapters and checkpoints loaded for serving at once
+    keep_checkpoints: int = 2  # a job keeps its last N checkpoints and its best one; 0 keeps all
+    max_upload_bytes: int = 32 * 1024 * 1024
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

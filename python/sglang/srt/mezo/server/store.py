@@ -3,18 +3,23 @@ atomically so that a crash never leaves a half-written record."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
+import shutil
+import threading
 import time
-from typing import Any, Optional
+from typing import Any, BinaryIO, Optional
 
 from sglang.srt.mezo.errors import RequestError
 from sglang.srt.mezo.io import atomic_json, atomic_write
 
 DATA_SUFFIXES = (".jsonl", ".json", ".tsv", ".csv", ".txt")
-MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+
+
+TOMBSTONE = ".deleting-"  # a folder renamed to this prefix is on its way out, never read
 
 # ---------------------------------------------------------------- statuses
 VALIDATING, QUEUED, RUNNING, PAUSED = "validating_files", "queued", "running", "paused"
@@ -56,10 +61,12 @@ class JobStore:
         self.jobs_dir = os.path.join(self.root, "jobs")
         os.makedirs(self.files_dir, exist_ok=True)
         os.makedirs(self.jobs_dir, exist_ok=True)
+        self._marks_lock = threading.Lock()
 
     # -- files (uploads)
 
-    def save_upload(self, filename: str, data: bytes, purpose: str) -> dict:
+    def check_upload(self, filename: str, purpose: str) -> str:
+        """The stored suffix of an upload named ``filename``, or the RequestError that refuses it."""
         base = os.path.basename(filename or "")
         suffix = os.path.splitext(base)[1].lower()
         if purpose != "fine-tune":
@@ -69,17 +76,56 @@ class JobStore:
             raise RequestError(f"file {base!r}: unsupported type {suffix or '(no extension)'!r}; upload one of "
                                f"{', '.join(DATA_SUFFIXES)} (JSONL: one object per line with a text field such as "
                                "'sentence' and a 'label')", "file")
-        if not data.strip():
-            raise RequestError(f"file {base!r} is empty", "file")
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise RequestError(f"file {base!r} is {len(data)} bytes, more than the {MAX_UPLOAD_BYTES} allowed", "file")
+        return suffix
+
+    def save_upload(self, filename: str, source: BinaryIO, purpose: str) -> dict:
+        """Store an upload read from ``source``: its data file first, then the record that makes it
+        visible, each written atomically (a crash in between leaves an unlisted data file, which
+        :meth:`sweep` removes)."""
+        suffix = self.check_upload(filename, purpose)
+        base = os.path.basename(filename or "")
         file_id = new_id("file")
         data_path = os.path.join(self.files_dir, file_id + suffix)
-        atomic_write(data_path, lambda tmp: open(tmp, "wb").write(data))
-        meta = {"id": file_id, "object": "file", "bytes": len(data), "created_at": now(), "filename": base,
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                shutil.copyfileobj(source, f, 1024 * 1024)
+
+        atomic_write(data_path, write)
+        size = os.path.getsize(data_path)
+        if not _has_content(data_path):
+            os.unlink(data_path)
+            raise RequestError(f"file {base!r} is empty", "file")
+        meta = {"id": file_id, "object": "file", "bytes": size, "created_at": now(), "filename": base,
                 "purpose": purpose, "status": "processed", "status_details": None, "suffix": suffix}
         atomic_json(os.path.join(self.files_dir, file_id + ".json"), meta, indent=1)
         return meta
+
+    def delete_file(self, meta: dict) -> None:
+        """Remove an upload: its record first (one unlink: it is gone from every listing at once),
+        then its data."""
+        os.unlink(os.path.join(self.files_dir, meta["id"] + ".json"))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.file_path(meta))
+
+    def sweep(self) -> list[str]:
+        """Remove what a crash can leave: upload data without a record, temporary files of atomic
+        writes, folders half-way through :func:`remove_tree`. Call only while no upload is being
+        written (at start-up). Returns what was removed."""
+        removed = []
+        names = set(os.listdir(self.files_dir))
+        for name in names:
+            path = os.path.join(self.files_dir, name)
+            stem, ext = os.path.splitext(name)
+            orphan = name.startswith("file-") and ext != ".json" and stem + ".json" not in names
+            if orphan or name.startswith("."):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                removed.append(path)
+        for job_id in self.job_ids():
+            run = os.path.join(self.job_dir(job_id), "run")
+            removed += _remove_tombstones(run) + _remove_tombstones(os.path.join(run, "checkpoints"))
+        return removed
 
     def get_file(self, file_id: str) -> Optional[dict]:
         if not re.fullmatch(r"file-[0-9a-f]{24}", file_id or ""):
@@ -131,6 +177,16 @@ class JobStore:
     def write_control(self, job_id: str, control: dict) -> None:
         atomic_json(os.path.join(self.job_dir(job_id), "control.json"), control, indent=1)
 
+    def deletions(self, job_id: str) -> dict:
+        """Models of the job that were deleted (name -> when); written by the HTTP process only."""
+        return read_json(os.path.join(self.job_dir(job_id), "deleted.json"), {}) or {}
+
+    def mark_deleted(self, job_id: str, name: str) -> None:
+        with self._marks_lock:  # two deletions of one job's models must not lose each other's mark
+            marks = self.deletions(job_id)
+            marks[name] = now()
+            atomic_json(os.path.join(self.job_dir(job_id), "deleted.json"), marks, indent=1)
+
     def append_event(self, job_id: str, level: str, message: str, data: Optional[dict] = None,
                      type: str = "message") -> dict:
         event = {"object": "fine_tuning.job.event", "id": new_id("ftevent"), "created_at": now(),
@@ -155,3 +211,34 @@ class JobStore:
         except FileNotFoundError:
             pass
         return out[::-1]
+
+
+# ---------------------------------------------------------------- removing folders
+def remove_tree(path: str) -> None:
+    """Remove a folder so that no reader sees half of it: one rename out of the way, then the
+    deletion (a crash in between leaves a tombstone that :meth:`JobStore.sweep` removes)."""
+    if not os.path.isdir(path):
+        return
+    parent, name = os.path.split(os.path.abspath(path))
+    doomed = os.path.join(parent, f"{TOMBSTONE}{name}-{secrets.token_hex(4)}")
+    os.rename(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _remove_tombstones(folder: str) -> list[str]:
+    """Remove the tombstones directly in ``folder`` (where :func:`remove_tree` leaves them)."""
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(TOMBSTONE)]
+    except FileNotFoundError:
+        return []
+    for name in names:
+        shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+    return [os.path.join(folder, n) for n in names]
+
+
+def _has_content(path: str) -> bool:
+    with open(path, "rb") as f:
+        while chunk := f.read(1024 * 1024):
+            if chunk.strip():
+                return True
+    return False
