@@ -517,12 +517,14 @@ def test_the_first_screen_says_which_dtype_the_run_chose_and_why(tiny_llama, toy
     code = mm.main(["--model-path", tiny_llama, "--train-file", toy_file, "--eval-file", toy_file,
                     "--num-steps", "1", "--eval-steps", "1", "--label-words", "0:bad,1:good", "--output-dir", str(out),
                     "--device", "cpu"])
-    screen = "".join(capfd.readouterr())
-    assert code == 0, screen
-    lines = screen.splitlines()
-    dtype_line = next(i for i, line in enumerate(lines) if line.startswith("[mezo] dtype "))
-    assert lines[dtype_line].startswith("[mezo] dtype float32: this CPU (") and "no bf16 instructions" in lines[dtype_line]
-    assert dtype_line < next(i for i, line in enumerate(lines) if "final eval accuracy" in line)
+    stdout, stderr = capfd.readouterr()
+    assert code == 0, stdout + stderr
+    log = next(stream for stream in (stdout, stderr) if "[mezo] dtype " in stream).splitlines()  # the run's log lines
+    dtype_line = next(i for i, line in enumerate(log) if line.startswith("[mezo] dtype "))
+    assert log[dtype_line].startswith("[mezo] dtype float32: this CPU (") and "no bf16 instructions" in log[dtype_line]
+    # It comes first among the run's lines, before the one that names the task and its hyperparameters.
+    assert dtype_line < next(i for i, line in enumerate(log) if line.startswith("[mezo] ") and "task sst-2:" in line)
+    assert "final eval accuracy" in stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["dtype"] == "float32" and summary["dtype_choice"]["dtype"] == "float32"
     assert (out / "learning_curves.png").is_file()
