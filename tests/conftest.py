@@ -184,3 +184,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of 64 values, so that the tiny test tensors go through the chunked path too."""
+    import sglang.srt.mezo.zo.noise as noise
+
+    monkeypatch.setattr(noise, "CHUNK", 64)

@@ -20,12 +20,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TASK = [([0, 5, 7, 9, 11, 3, 40], 42), ([0, 8, 200, 4], 42), ([0, 300, 301, 302, 303, 304, 305, 306, 307], 42)]
 
 
-@pytest.fixture
-def small_chunks(monkeypatch):
-    """Chunks of 64 values, so that the tiny test tensors go through the chunked path too."""
-    monkeypatch.setattr(noise, "CHUNK", 64)
-
-
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("kind", ["gaussian", "rademacher"])
 def test_add_subtract_run_draws_z_three_times_a_step_and_replays_bit_for_bit(small_chunks, monkeypatch, tmp_path,

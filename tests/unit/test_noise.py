@@ -19,12 +19,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TASK = [([0, 5, 7, 9, 11, 3, 40], 42), ([0, 8, 200, 4], 42), ([0, 300, 301, 302, 303, 304, 305, 306, 307], 42)]
 
 
-@pytest.fixture
-def small_chunks(monkeypatch):
-    """Chunks of 64 values, so that the tiny test tensors go through the chunked path too."""
-    monkeypatch.setattr(noise, "CHUNK", 64)
-
-
 @pytest.mark.parametrize("kind", ["gaussian", "rademacher"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_chunks_hold_the_whole_tensors_z(small_chunks, kind, dtype):

@@ -13,6 +13,7 @@ drawn from its ``metrics.jsonl`` into ``learning_curves.png`` beside it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from typing import Optional
@@ -65,7 +66,10 @@ def plot_learning_curves(metrics_path: str, out_path: Optional[str] = None, titl
         ax_loss.plot(x, y, color="tab:blue", alpha=0.3, lw=0.8, label="per step")
         window = max(1, len(y) // 20)
         if window > 1:
-            smooth = [sum(y[max(0, i - window + 1):i + 1]) / len(y[max(0, i - window + 1):i + 1]) for i in range(len(y))]
+            # A running sum, not a sum per point: redrawn after every evaluation of a run of any length.
+            totals = list(itertools.accumulate(y, initial=0.0))
+            smooth = [(totals[i + 1] - totals[max(0, i - window + 1)]) / (i + 1 - max(0, i - window + 1))
+                      for i in range(len(y))]
             ax_loss.plot(x, smooth, color="tab:blue", lw=1.8, label=f"mean of {window} steps")
         ax_loss.legend(loc="upper right", fontsize=8)
     ax_loss.set(xlabel="step", ylabel="train loss (batch)", title="Train loss")
