@@ -21,7 +21,7 @@ from conftest import _CORPUS, SPECIALS, TOY_ROWS, make_masked_lm, trainer_for
 from sglang.srt import mezo_mlm_trainer as mm
 
 from sglang.srt.mezo.data.examples import Example
-from sglang.srt.mezo.data.presets import TASKS, get_task
+from sglang.srt.mezo.data.presets import LABEL_WORD_TASKS, get_task
 from sglang.srt.mezo.data.prompt import EncodedExample, MLMConfig, PromptEncoder, label_token_ids
 from sglang.srt.mezo.data.sampling import prepare_data
 from sglang.srt.mezo.engine.models import model_kind
@@ -93,7 +93,7 @@ def _example(preset, label):
     return Example(PAIR.text_a, PAIR.text_b if len(preset.text_fields) == 2 else None, label)
 
 
-@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize("task", LABEL_WORD_TASKS)
 def test_masked_prompt_tokens_around_mask(toks, task):
     tok, preset = toks["masked"], get_task(task)
     if preset.mlm_template is None:  # boolq: no masked-LM preset
@@ -114,7 +114,7 @@ def test_masked_prompt_tokens_around_mask(toks, task):
     assert tokens(tok, enc.label_token_ids) == ["Ġ" + w for w in FIXTURE_WORDS["masked"][: len(preset.labels)]]
 
 
-@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize("task", LABEL_WORD_TASKS)
 def test_causal_prompt_ends_where_mask_stands(toks, task):
     tok, preset = toks["causal"], get_task(task)
     if preset.causal_template is None:  # mnli/snli: no causal prompt in the paper

@@ -17,7 +17,7 @@ from sglang.srt.mezo.data import loaders
 from sglang.srt.mezo.data.examples import Example
 from sglang.srt.mezo.data.loaders import default_data_root, load_examples, resolve_task_data
 from sglang.srt.mezo.data.metrics import accuracy, compute_metric, macro_f1
-from sglang.srt.mezo.data.presets import TASKS, fill_template, get_task
+from sglang.srt.mezo.data.presets import LABEL_WORD_TASKS, TASKS, fill_template, get_task
 from sglang.srt.mezo.data.sampling import LM_BFF_SEEDS, sample_k_shot
 from sglang.srt.mezo.errors import DataFormatError
 
@@ -76,7 +76,7 @@ def test_get_task_unknown_lists_known():
         get_task("cola")
 
 
-@pytest.mark.parametrize("name", list(TASKS))
+@pytest.mark.parametrize("name", LABEL_WORD_TASKS)
 def test_presets_are_consistent(name):
     p = TASKS[name]
     assert p.name == name and p.metric in ("accuracy", "macro_f1") and p.max_length in (128, 256)
@@ -140,7 +140,7 @@ def test_fill_template_trec_cb_boolq():
         "Ghost in the Shell -- an anime. is ghost in the shell based on the anime?\n[MASK]"
 
 
-@pytest.mark.parametrize("name", list(TASKS))
+@pytest.mark.parametrize("name", LABEL_WORD_TASKS)
 def test_fill_template_every_preset(name):
     p = TASKS[name]
     ex = Example("first one.", "second one." if len(p.text_fields) == 2 else None, p.labels[0])

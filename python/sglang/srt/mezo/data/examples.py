@@ -10,6 +10,9 @@ from typing import Hashable
 class Example:
     """One labelled input; ``text_b`` is None for single-sentence tasks.
 
+    >>> Example("Which gas do plants take in?", None, 1, choices=("oxygen", "carbon dioxide")).choices[1]
+    'carbon dioxide'
+
     >>> Example("the plot is thin .", None, 0).label
     0
     """
@@ -17,3 +20,5 @@ class Example:
     text_a: str
     text_b: str | None
     label: Hashable
+    #: A multiple-choice example's own options (``label`` indexes them); None: the task's label words.
+    choices: tuple[str, ...] | None = None

@@ -139,6 +139,17 @@ def _text(value: Any, key: str, where: str) -> str:
     return str(value).strip()
 
 
+def _choices(row: Mapping[str, Any], label: Any, where: str) -> tuple[str, ...]:
+    """A multiple-choice row's options: a list of at least two texts that ``label`` indexes."""
+    choices = row.get("choices")
+    if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c.strip() for c in choices):
+        raise DataFormatError(f"{where}: field 'choices' is {choices!r}; a multiple-choice row needs a list of at "
+                              "least two non-empty answer texts, and 'label' the index of the right one")
+    if not isinstance(label, int) or not 0 <= label < len(choices):
+        raise DataFormatError(f"{where}: label {label!r} is not an index into the row's {len(choices)} choices")
+    return tuple(c.strip() for c in choices)
+
+
 def _build(rows: Iterable[tuple[str, Mapping[str, Any]]], preset: TaskPreset | None,
            columns: Mapping[str, str] | None, src: str, header_at: str | None = None,
            fields: tuple[str, str | None, str] | None = None) -> list[Example]:
@@ -154,7 +165,8 @@ def _build(rows: Iterable[tuple[str, Mapping[str, Any]]], preset: TaskPreset | N
         label = labeler(row[fields[2]], where)
         if label is not _SKIP:
             text_b = None if fields[1] is None else _text(row[fields[1]], fields[1], where)
-            out.append(Example(_text(row[fields[0]], fields[0], where), text_b, label))
+            choices = _choices(row, label, where) if preset and preset.objective == "options" else None
+            out.append(Example(_text(row[fields[0]], fields[0], where), text_b, label, choices))
     if labeler is None:
         raise DataFormatError(f"{src}, line 1: no examples found (empty file or only a header). "
                               "Check the path and that the file was fully written")
@@ -175,8 +187,16 @@ def _read_text(path: Path) -> str:
         return "\n".join(_decode_line(b) for b in re.split(rb"\r\n|\r|\n", data))
 
 
-def _lines(path: Path) -> list[tuple[int, str]]:
-    """Non-blank lines with 1-based numbers; CRLF/CR endings tolerated (str.splitlines would split more)."""
+def numbered_lines(path: Path) -> list[tuple[int, str]]:
+    """A text file's non-blank lines with their 1-based numbers (for errors that name the line);
+    CRLF/CR endings tolerated (str.splitlines would split more).
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "rows.jsonl"
+    >>> _ = path.write_text('{"a": 1}\\n\\n{"a": 2}\\n')
+    >>> numbered_lines(path)
+    [(1, '{"a": 1}'), (3, '{"a": 2}')]
+    """
     return [(n, line) for n, line in enumerate(re.split(r"\r\n|\r|\n", _read_text(path)), 1) if line.strip()]
 
 
@@ -188,7 +208,7 @@ def _decode_line(raw: bytes) -> str:
 
 
 def _tsv_rows(path: Path, preset: TaskPreset | None, columns: Mapping[str, str] | None) -> tuple[str, Iterator]:
-    lines = _lines(path)
+    lines = numbered_lines(path)
     if not lines:
         raise DataFormatError(f"{path}, line 1: empty file; expected a header such as 'label<TAB>sentence'")
     header_at = f"{path}, line {lines[0][0]}"
@@ -218,7 +238,7 @@ def _tsv_rows(path: Path, preset: TaskPreset | None, columns: Mapping[str, str] 
 
 
 def _txt_rows(path: Path) -> Iterator:
-    for n, line in _lines(path):
+    for n, line in numbered_lines(path):
         parts = line.strip().split(None, 1)
         if len(parts) < 2:
             raise DataFormatError(f"{path}, line {n}: expected 'LABEL SENTENCE' (a space after the label), "
@@ -227,7 +247,7 @@ def _txt_rows(path: Path) -> Iterator:
 
 
 def _jsonl_rows(path: Path) -> Iterator:
-    for n, line in _lines(path):
+    for n, line in numbered_lines(path):
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:

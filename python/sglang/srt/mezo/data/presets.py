@@ -43,6 +43,14 @@ class TaskPreset:
     text_fields: tuple[str, ...]
     hub_name: tuple[str, ...]
     local_files: dict[str, str] = field(hash=False)
+    #: The objective a run of this task trains with unless told otherwise: "ce" (one-token label
+    #: words), "options" (each option's log-likelihood) or "completion" (generated text).
+    objective: str = "ce"
+
+    @property
+    def generative(self) -> bool:
+        """Whether the task's answers are generated text (scored by generating them)."""
+        return self.objective == "completion"
 
 
 _NLI_MLM = "<S1> ? [MASK] , <S2>"
@@ -97,7 +105,23 @@ TASKS: dict[str, TaskPreset] = {p.name: p for p in (
     TaskPreset("boolq", (True, False), None, None, "<S1> <S2>?\n[MASK]", {True: "Yes", False: "No"}, 256,
                "accuracy", False, ("passage", "question"), ("super_glue", "boolq"),
                {"train": "boolq/train32.jsonl", "dev": "boolq/val.jsonl"}),
+    # Multiple choice: every example brings its own options (``Example.choices``), each scored by its
+    # log-likelihood after the prompt, as the MeZO paper scores COPA.
+    TaskPreset("arc-easy", (0, 1, 2, 3), None, None, "Question: <S1>\nAnswer: [MASK]", None, 256, "accuracy",
+               False, ("question",), ("allenai/ai2_arc", "ARC-Easy"),
+               {"train": "arc_easy/train.jsonl", "dev": "arc_easy/dev.jsonl"}, objective="options"),
+    # Generative: rows become prompt/completion pairs (data/generative.py), scored by generating.
+    TaskPreset("squad", (), None, None, None, None, 1024, "f1", False, ("context", "question"),
+               ("rajpurkar/squad",), {"train": "squad/train.jsonl", "dev": "squad/dev.jsonl"},
+               objective="completion"),
+    # The user's own chat or prompt/completion file (OpenAI's formats): no data of its own.
+    TaskPreset("chat", (), None, None, None, None, 2048, "loss", False, ("messages",), (), {},
+               objective="completion"),
 )}
+
+
+#: The tasks whose classes are one-token label words at one position (the prompt objective).
+LABEL_WORD_TASKS: tuple[str, ...] = tuple(name for name, p in TASKS.items() if p.objective == "ce")
 
 
 # Templates that ``template="auto"`` scores on the k-shot dev split, after the preset's own (which

@@ -9,8 +9,10 @@ import random
 import warnings
 from typing import Hashable, NamedTuple, Sequence, Union
 
+from sglang.srt.mezo.data.chat import ChatExample, CompletionExample, read_completion_file
 from sglang.srt.mezo.data.examples import Example
-from sglang.srt.mezo.data.loaders import load_examples, resolve_task_data
+from sglang.srt.mezo.data.generative import squad_examples
+from sglang.srt.mezo.data.loaders import default_data_root, load_examples, resolve_task_data
 from sglang.srt.mezo.data.presets import TaskPreset
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,9 @@ DEFAULT_DATA_SEED = 42  # one of LM-BFF's five data seeds
 #: A dataset as a run takes it: a path or hub name :func:`load_examples` reads, a list of
 #: :class:`Example`, or None for the task's own data.
 DataSource = Union[str, os.PathLike, Sequence[Example], None]
+
+#: A generative run's dataset: a path, a list of chat or prompt/completion rows, or None.
+CompletionSource = Union[str, os.PathLike, Sequence[Union[ChatExample, CompletionExample]], None]
 
 
 def _examples_from(source: DataSource, preset: TaskPreset, split: str) -> list[Example]:
@@ -143,3 +148,42 @@ def prepare_data(preset: TaskPreset, train_dataset: DataSource = None, eval_data
     splits = prepare_splits(preset, train_dataset, eval_dataset, k_shot=k_shot, seed=seed,
                             max_eval_examples=max_eval_examples)
     return splits.train, splits.eval
+
+
+def completion_splits(preset: TaskPreset, train_dataset: CompletionSource = None,
+                      eval_dataset: CompletionSource = None, *, k_shot: int | None = None,
+                      seed: int = DEFAULT_DATA_SEED, max_eval_examples: int | None = None) -> DataSplits:
+    """(train, eval, no dev) of a generative run: chat or prompt/completion rows.
+
+    A path is read by :func:`~sglang.srt.mezo.data.chat.read_completion_file` (OpenAI's chat and
+    prompt/completion JSONL), or for task ``squad`` by
+    :func:`~sglang.srt.mezo.data.generative.squad_examples`; None is the task's own file (``squad``:
+    ../shared/data/squad; ``chat`` has none). ``k_shot``: train on that many rows (a seeded sample;
+    None or 0: all); ``max_eval_examples`` caps the eval rows likewise.
+    """
+
+    def read(source: CompletionSource, split: str) -> list:
+        if source is None:
+            if split not in preset.local_files and not (split == "dev" and preset.local_files):
+                return []
+            source = resolve_task_data(preset, split)
+            if source.startswith("hub:"):
+                raise FileNotFoundError(f"task {preset.name!r}: its {split} file {preset.local_files.get(split)!r} is "
+                                        f"not under the data folder ({default_data_root()}); set SGLANG_MEZO_DATA_DIR "
+                                        "or give the file")
+        if isinstance(source, (str, os.PathLike)):
+            path = os.fspath(source)
+            return squad_examples(path) if preset.name == "squad" else read_completion_file(path)
+        return list(source)
+
+    def sample(rows: list, n: int | None) -> list:
+        if not n or len(rows) <= n:
+            return rows
+        return [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), n))]
+
+    if preset.name == "chat" and train_dataset is None:
+        raise ValueError("task 'chat' has no data of its own: give train_file (a JSONL of OpenAI chat rows "
+                         '{"messages": [...]} or {"prompt": ..., "completion": ...} rows)')
+    train = sample(read(train_dataset, "train"), k_shot)
+    evals = sample(read(eval_dataset, "dev"), max_eval_examples)
+    return DataSplits(train, evals, [])
