@@ -166,6 +166,28 @@ def tiny_qwen2(tmp_path_factory, llama_tokenizer_dir):
     return make_causal_lm(str(tmp_path_factory.mktemp("qwen2")), "qwen2", tokenizer_dir=llama_tokenizer_dir)
 
 
+# SmolLM2-135M-Instruct's chat template (ChatML with a default system prompt).
+CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+          "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+          "<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+          "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+          "{% endif %}")
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_llama(tmp_path_factory, llama_tokenizer_dir):
+    """A tiny random Llama whose tokenizer has SmolLM2's ChatML template and end-of-turn token."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(llama_tokenizer_dir)
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.chat_template = CHATML
+    d = tmp_path_factory.mktemp("chat_tok")
+    tok.save_pretrained(str(d))
+    return make_causal_lm(str(tmp_path_factory.mktemp("chat_llama")), "llama", vocab_size=len(tok) + 6,
+                          tokenizer_dir=str(d))
+
+
 @pytest.fixture(scope="session")
 def toy_file(tmp_path_factory):
     """TOY_ROWS as an SST-2-style TSV."""

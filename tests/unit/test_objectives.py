@@ -43,8 +43,8 @@ def test_a_name_registered_twice_is_refused():
 
 
 def test_an_unknown_objective_is_named():
-    plan = SimpleNamespace(config=SimpleNamespace(objective="completion"))
-    with pytest.raises(ValueError, match="unknown objective 'completion'"):
+    plan = SimpleNamespace(config=SimpleNamespace(objective="telepathy"))
+    with pytest.raises(ValueError, match="unknown objective 'telepathy'"):
         objective_for(plan)
 
 
@@ -84,3 +84,38 @@ def test_label_words_ce_accuracy_and_calibration():
     assert set(LabelWordObjective(prompt, get_task("cb"), "ce").metrics([0], [0])) == {"eval_accuracy", "eval_macro_f1"}
     with pytest.raises(ValueError, match="'ce' or 'accuracy'"):
         LabelWordObjective(prompt, get_task("sst-2"), "mse")
+
+
+def test_completion_loss_is_the_token_mean_over_the_batch():
+    from sglang.srt.mezo.data.chat import TokenizedCompletion
+    from sglang.srt.mezo.training.objectives.completion import CompletionObjective
+
+    objective = CompletionObjective(tokenizer=None)
+    batch = [TokenizedCompletion((1, 5, 6, 7), (False, False, True, True), 2),
+             TokenizedCompletion((1, 8, 9), (False, False, True), 2)]
+    inputs = objective.forward_inputs(batch)
+    assert inputs.positions == [[1, 2], [1]] and inputs.row_counts() == [2, 1] and inputs.vocab_ids is None
+    logits = torch.randn(3, 12, generator=torch.Generator().manual_seed(0))
+    want = torch.nn.functional.cross_entropy(logits.double(), torch.tensor([6, 7, 9])).item()
+    assert objective.loss(logits, batch) == pytest.approx(want, abs=1e-12)
+    predictions, references = objective.predict(logits, batch)
+    metrics = objective.metrics(predictions, references)
+    assert metrics["eval_loss"] == pytest.approx(want, abs=1e-12) and references == [2, 1]
+    hits = (logits.argmax(-1) == torch.tensor([6, 7, 9])).double().mean().item()
+    assert metrics["eval_mean_token_accuracy"] == pytest.approx(hits)
+    assert objective.train_metrics(logits, batch)["train_mean_token_accuracy"] == pytest.approx(hits)
+
+
+def test_options_are_one_sequence_each_and_owned_by_their_item():
+    from sglang.srt.mezo.training.objectives.options import OptionsItem, OptionsObjective
+
+    class _Tok:
+        def encode(self, text, add_special_tokens=True):
+            return [1] + [len(w) for w in text.split()]
+
+    objective = OptionsObjective(_Tok(), get_task("arc-easy"))
+    batch = [OptionsItem((1, 2, 3), ((4,), (5, 6)), 1), OptionsItem((1, 7), ((8, 9, 10),), 0)]
+    inputs = objective.forward_inputs(batch)
+    assert inputs.sequences == [[1, 2, 3, 4], [1, 2, 3, 5, 6], [1, 7, 8, 9, 10]]
+    assert inputs.positions == [[2], [2, 3], [1, 2, 3]] and inputs.owners == [0, 0, 1]
+    assert inputs.sequences_of([1]) == [2] and inputs.sequences_of([0]) == [0, 1]

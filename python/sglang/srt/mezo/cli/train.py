@@ -26,7 +26,6 @@ import textwrap
 import time
 from typing import Iterator, Optional, Sequence
 
-from sglang.srt.mezo.data.presets import get_task
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.spec.flags import add_config_arguments, config_from_arguments, defaults_table
 
@@ -121,6 +120,23 @@ def _percent(value: Optional[float]) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def _metric_rows(result: dict, best_step: str) -> list[tuple[str, str]]:
+    metric = result.get("primary_metric", "eval_accuracy")
+    if metric == "eval_accuracy":
+        return [("zero-shot eval accuracy (step 0)", _percent(result.get("zero_shot_accuracy"))),
+                ("final eval accuracy", _percent(result.get("eval_accuracy")) + f" (step {result['steps']})"),
+                ("best eval accuracy", _percent(result.get("best_eval_accuracy")) + best_step)]
+
+    def value(record: Optional[dict]) -> str:
+        v = (record or {}).get(metric)
+        return "-" if v is None else f"{v:.4f}" if metric == "eval_loss" else f"{v:.1f}"
+
+    name = metric.removeprefix("eval_").replace("_", " ")
+    return [(f"zero-shot eval {name} (step 0)", value(result.get("zero_shot_eval"))),
+            (f"final eval {name}", value(result.get("final_eval")) + f" (step {result['steps']})"),
+            (f"best eval {name}", value(result.get("best_eval")) + best_step)]
+
+
 def format_summary(result: dict) -> str:
     """The final table the CLI prints."""
     h = result["hyperparameters"]
@@ -128,11 +144,9 @@ def format_summary(result: dict) -> str:
     rows = [
         ("task", f"{result['task']} ({result['num_train_examples']} train / "
                  f"{result['num_eval_examples']} eval examples)"),
-        ("model", f"{result['model_path']} ({result['prompt']['model_kind']} LM, "
+        ("model", f"{result['model_path']} ({result['model_kind']} LM, "
                   + (f"LoRA r={h['lora_rank']})" if h["trainable"] == "lora" else "all weights)")),
-        ("zero-shot eval accuracy (step 0)", _percent(result.get("zero_shot_accuracy"))),
-        ("final eval accuracy", _percent(result.get("eval_accuracy")) + f" (step {result['steps']})"),
-        ("best eval accuracy", _percent(result.get("best_eval_accuracy")) + best_step),
+        *_metric_rows(result, best_step),
         ("steps", str(result["steps"])),
         ("wall time", f"{result['wall_time_s']:.1f} s"),
         ("adapter", result.get("adapter_path") or "-"),
@@ -187,8 +201,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
         quiet = args.quiet or (worker is not None and worker.rank != 0)  # rank 0 logs, the others do not
         # The CLI always writes its run somewhere: runs/<task>-<timestamp> unless told where.
-        output_dir = args.output_dir or os.path.join("runs", f"{get_task(args.task).name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        config = config_from_arguments(args, progress_bar=not quiet, output_dir=output_dir)
+        config = config_from_arguments(args, progress_bar=not quiet, output_dir=args.output_dir or "runs")
+        if not args.output_dir:
+            config = dataclasses.replace(config, output_dir=os.path.join(
+                "runs", f"{config.task}-{time.strftime('%Y%m%d-%H%M%S')}"))
     except ValueError as e:  # a bad value: say so before anything slow happens
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -52,7 +52,10 @@ from sglang.srt.mezo.spec.defaults import (
 Trainable = Literal["lora", "full"]
 
 
-Objective = Literal["ce", "accuracy"]
+Objective = Literal["ce", "accuracy", "completion", "options"]
+
+
+OptionScore = Literal["mean", "sum"]
 
 
 Schedule = Literal["constant", "linear"]
@@ -87,7 +90,10 @@ class MeZOConfig:
     # ---- model and data
     model_path: str = _spec("smollm2-135m", "checkpoint folder, Hugging Face hub id, or the built-in alias "
                             "'smollm2-135m'", group="model and data")
-    task: str = _spec("sst-2", "task preset: sst-2, sst-5, trec, mnli, snli, rte, cb, boolq", group="model and data")
+    task: Optional[str] = _spec(None, "task preset: sst-2, sst-5, trec, mnli, snli, rte, cb, boolq (label words); "
+                                "arc-easy (multiple choice); squad (generated answers); chat (a chat or "
+                                "prompt/completion --train-file) (default: chat for objective completion, else sst-2)",
+                                group="model and data")
     train_file: Optional[str] = _spec(None, "training data (.tsv/.txt/.jsonl/.json/.csv, a save_to_disk folder "
                                       "or hub:NAME) (default: the task's training set from ../shared/data if "
                                       "present, else the hub)", group="model and data")
@@ -113,8 +119,15 @@ class MeZOConfig:
     use_space_prefix: bool = _spec(True, "give label words a leading space (' great'), as byte-level BPE and "
                                    "SentencePiece vocabularies spell a word inside a sentence", cli="space-prefix",
                                    group="prompt")
-    objective: Objective = _spec("ce", "ce: cross-entropy over the label words; accuracy: minus accuracy "
-                                 "(non-differentiable)", group="prompt")
+    objective: Optional[Objective] = _spec(
+        None, "ce: cross-entropy over one-token label words; accuracy: minus accuracy (non-differentiable); "
+        "options: cross-entropy over each option's log-likelihood (label words of several tokens, a row's "
+        "'choices'); completion: cross-entropy of a completion's or the assistant messages' tokens "
+        "(default: the task's: ce, options for arc-easy, completion for squad and chat)", group="prompt")
+    option_score: OptionScore = _spec("mean", "options: an option's score is the mean (or the sum) of its tokens' "
+                                      "log-probabilities", group="prompt")
+    max_new_tokens: int = _spec(50, "completion: the longest answer an evaluation generates, in tokens (it also "
+                                "stops at a line break or the end of the turn)", group="prompt")
 
     # ---- what to train
     trainable: Optional[Trainable] = _spec(None, "what MeZO trains: a LoRA adapter or every weight (default: lora "
@@ -201,14 +214,14 @@ class MeZOConfig:
                 setattr(self, f.name, {str(k) if not isinstance(k, bool) else str(k).lower(): w
                                        for k, w in value.items()})
             _check_type(f.name, getattr(self, f.name), hints[f.name])
-        self.task = get_task(self.task).name
+        self._resolve_task_and_objective()
         if not self.model_path.strip():
             raise ValueError("model_path is empty: give a checkpoint folder, a hub id or 'smollm2-135m'")
         _check_range("learning_rate", self.learning_rate, lambda v: v >= 0, ">= 0")
         _check_range("epsilon", self.epsilon, lambda v: v > 0, "a positive number")
         _check_range("weight_decay", self.weight_decay, lambda v: v >= 0, ">= 0")
         _check_range("lora_alpha", self.lora_alpha, lambda v: v > 0, "> 0")
-        for name, low in (("num_steps", 0), ("eval_steps", 0), ("k_shot", 0), ("batch_size", 1), ("n_spsa", 1),
+        for name, low in (("max_new_tokens", 1), ("num_steps", 0), ("eval_steps", 0), ("k_shot", 0), ("batch_size", 1), ("n_spsa", 1),
                           ("lora_rank", 1), ("lora_layers", 1), ("max_eval_examples", 1), ("max_total_tokens", 1)):
             _check_range(name, getattr(self, name), lambda v, low=low: v >= low, f">= {low}")
         unknown = [t for t in self.lora_target_modules if t not in SUPPORTED_TARGETS + ENCODER_TARGETS]
@@ -249,6 +262,23 @@ class MeZOConfig:
         if self.split_batch and self.batch_size is not None and self.n_spsa > self.batch_size:
             raise ValueError(f"split_batch gives each of the n_spsa={self.n_spsa} directions its own examples: "
                              f"batch_size ({self.batch_size}) must be >= n_spsa")
+
+    def _resolve_task_and_objective(self) -> None:
+        """Fill in whichever of task and objective is not given from the other, and check that they fit."""
+        if self.objective is None:
+            self.objective = get_task(self.task).objective if self.task is not None else "ce"
+        if self.task is None:
+            self.task = "chat" if self.objective == "completion" else "sst-2"
+        preset = get_task(self.task)
+        self.task = preset.name
+        fits = {"completion": ("completion",), "options": ("options",)}.get(preset.objective, ("ce", "accuracy", "options"))
+        if self.objective not in fits:
+            raise ValueError(f"task {preset.name!r} trains with objective {' or '.join(map(repr, fits))}, not "
+                             f"{self.objective!r}" + (": its answers are generated text" if preset.generative else
+                                                      ": its options are each example's own choices"
+                                                      if preset.objective == "options" else
+                                                      ": its classes are label words (objective 'completion' "
+                                                      "is for task 'squad' or a chat/prompt-completion file, task 'chat')"))
 
     # ---- resolving the defaults
 

@@ -14,13 +14,14 @@ from sglang.srt.mezo.training.plan import prepare, run
 DEFAULT_MODEL = MeZOConfig.model_path
 
 
-DEFAULT_TASK = MeZOConfig.task
+#: The task of a run that names neither a task nor an objective.
+DEFAULT_TASK = "sst-2"
 
 
 # ---------------------------------------------------------------- one call
 def mezo_mlm_finetune(
     model_path: str = DEFAULT_MODEL,
-    task_name: str = DEFAULT_TASK,
+    task_name: Optional[str] = None,
     train_dataset: DataSource = None,
     eval_dataset: DataSource = None,
     *,
@@ -37,13 +38,21 @@ def mezo_mlm_finetune(
     device: Optional[str] = None,
     eval_steps: Optional[int] = None,
     mlm_config: Optional[MLMConfig] = None,
-    objective: str = "ce",
+    objective: Optional[str] = None,
     max_eval_examples: Optional[int] = None,
     eval_at_start: bool = True,
     progress_bar: bool = True,
     **config_overrides: Any,
 ) -> dict:
-    """Fine-tune ``model_path`` on a task with MeZO and the prompt objective; evaluate; save.
+    """Fine-tune ``model_path`` on a task with MeZO; evaluate; save.
+
+    ``objective`` (default: the task's): ``"ce"`` for one-token label words (the prompt objective),
+    ``"options"`` for options scored by log-likelihood (``task_name="arc-easy"``, label words of
+    several tokens), ``"completion"`` for generated text: ``task_name="squad"``, or a chat or
+    prompt/completion JSONL in OpenAI's format as ``train_dataset`` (task ``chat``); a completion
+    run's evaluations report ``eval_loss`` and ``eval_mean_token_accuracy`` on the target tokens,
+    and, for rows with reference answers (SQuAD), ``eval_f1`` and ``eval_exact_match`` of the
+    answers it generates through SGLang.
 
     The arguments are a :class:`~sglang.srt.mezo.spec.config.MeZOConfig`'s fields (other fields, e.g.
     ``lora_alpha``, ``n_spsa``, ``lr_schedule``, ``dtype``, pass through ``config_overrides``);
@@ -70,6 +79,9 @@ def mezo_mlm_finetune(
         ...                       batch_size=64, learning_rate=1e-6, epsilon=1e-3)  # doctest: +SKIP
         >>> r["best_eval_accuracy"]  # doctest: +SKIP
         0.87
+        >>> r = mezo_mlm_finetune(objective="completion", train_dataset="chats.jsonl",
+        ...                       eval_dataset="chats_valid.jsonl", output_dir="runs/chat")  # doctest: +SKIP
+        >>> r["final_eval"]["eval_mean_token_accuracy"]  # doctest: +SKIP
     """
     # Spec fields this function takes under the paper code's names.
     renamed = {"task": "task_name", "train_file": "train_dataset", "eval_file": "eval_dataset"}

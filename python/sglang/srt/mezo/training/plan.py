@@ -39,11 +39,11 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from sglang.srt.mezo.data.presets import TaskPreset, get_task
-from sglang.srt.mezo.data.prompt import EncodedExample, MLMConfig, PromptEncoder
-from sglang.srt.mezo.data.sampling import DataSource, DataSplits, prepare_splits
+from sglang.srt.mezo.data.prompt import MLMConfig, PromptEncoder
+from sglang.srt.mezo.data.sampling import DataSource, DataSplits, completion_splits, prepare_splits
 from sglang.srt.mezo.engine.hardware import AUTO_DTYPE, DtypeChoice, choose_dtype
 from sglang.srt.mezo.engine.models import check_model_path, check_trainable, model_architectures, model_kind
 from sglang.srt.mezo.engine.runner import resolve_device, runner_dtype
@@ -72,10 +72,11 @@ class RunPlan:
     model_path: str  # the local folder an alias resolved to, or the path/hub id as given
     kind: str
     preset: TaskPreset
-    prompt: PromptEncoder
-    train: list[EncodedExample]
-    eval: list[EncodedExample]
+    prompt: Optional[PromptEncoder]  # the label-word prompt; None for the options and completion objectives
+    train: list  # batch items of the run's objective (EncodedExample for label words)
+    eval: list
     examples: Optional[DataSplits] = None  # the rows behind train/eval, and the k-shot dev split
+    tokenizer: Any = None
     prompt_choice: Optional[PromptChoice] = None  # set by start_run when the spec asks for a search
     data_given_in_memory: bool = False
     prepare_time_s: float = 0.0
@@ -89,7 +90,7 @@ class RunPlan:
     @property
     def searches_prompt(self) -> bool:
         c = self.config
-        return c.template == AUTO or c.label_words == AUTO or c.calibrate
+        return self.prompt is not None and (c.template == AUTO or c.label_words == AUTO or c.calibrate)
 
     def use_prompt(self, choice: PromptChoice) -> None:
         """Take ``choice`` as the run's prompt: re-encode the examples with it."""
@@ -102,11 +103,12 @@ class RunPlan:
         """What the run used, for its summary."""
         c = self.config
         return {
-            "task": self.preset.name, "model_path": c.model_path, "objective": c.objective, "seed": c.seed,
+            "task": self.preset.name, "model_path": c.model_path, "model_kind": self.kind, "objective": c.objective,
+            "seed": c.seed,
             "num_train_examples": len(self.train), "num_eval_examples": len(self.eval),
             "hyperparameters": {"trainable": c.trainable, **{k: getattr(c, k) for k in DEFAULTS[("causal", "lora")]}},
             "dtype_choice": None if self.dtype_choice is None else dataclasses.asdict(self.dtype_choice),
-            "prompt": self.prompt.describe(),
+            "prompt": self.prompt.describe() if self.prompt is not None else None,
             "prompt_search": self.prompt_choice.to_dict() if self.prompt_choice else None,
             "config": c.to_dict(),
             "data_given_in_memory": self.data_given_in_memory,
@@ -144,14 +146,20 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
     dtype_choice = _dtype_choice(config, runner)
     config = dataclasses.replace(config, dtype=dtype_choice.dtype)
     check_trainable(kind, config.trainable)
-    # The prompt is checked against the tokenizer before any data is read or model loaded.
-    # "auto" parts start as the preset's; start_run searches once a model is there.
-    mlm = MLMConfig(None if config.template == AUTO else config.template,
-                    None if config.label_words == AUTO else config.label_words, config.use_space_prefix)
-    prompt = PromptEncoder.for_task(tokenizer, kind, preset, mlm)
+    if kind == "masked" and config.objective in ("options", "completion"):
+        raise ValueError(f"objective {config.objective!r} scores text a causal LM writes; {config.model_path} is a "
+                         "masked LM: use objective 'ce' with one-token label words, or a causal LM")
+    # The label-word prompt is checked against the tokenizer before any data is read or model
+    # loaded. "auto" parts start as the preset's; start_run searches once a model is there.
+    prompt = None
+    if config.objective in ("ce", "accuracy"):
+        mlm = MLMConfig(None if config.template == AUTO else config.template,
+                        None if config.label_words == AUTO else config.label_words, config.use_space_prefix)
+        prompt = PromptEncoder.for_task(tokenizer, kind, preset, mlm)
     in_memory = not isinstance(train_dataset, (str, os.PathLike, type(None))) or \
         not isinstance(eval_dataset, (str, os.PathLike, type(None)))
-    splits = prepare_splits(
+    split = completion_splits if config.objective == "completion" else prepare_splits
+    splits = split(
         preset, config.train_file if train_dataset is None else train_dataset,
         config.eval_file if eval_dataset is None else eval_dataset,
         k_shot=config.k_shot, seed=config.seed, max_eval_examples=config.max_eval_examples)
@@ -163,9 +171,11 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
     if train and config.batch_size > len(train):
         logger.info("batch size %d > %d training examples: every step uses all of them", config.batch_size, len(train))
         config = dataclasses.replace(config, batch_size=len(train))
-    plan = RunPlan(config, path, kind, preset, prompt, prompt.encode_all(train), prompt.encode_all(evals),
-                   examples=splits, data_given_in_memory=in_memory, resume_from=check_resumable(config),
-                   dtype_choice=dtype_choice)
+    plan = RunPlan(config, path, kind, preset, prompt, [], [], examples=splits, tokenizer=tokenizer,
+                   data_given_in_memory=in_memory, resume_from=check_resumable(config), dtype_choice=dtype_choice)
+    # Rows become the objective's batch items here, once: every bad row fails before a model loads.
+    encode = prompt.encode_all if prompt is not None else objective_for(plan).encode
+    plan.train, plan.eval = encode(train), encode(evals)
     plan.prepare_time_s = time.perf_counter() - started
     logger.info("dtype %s", dtype_choice.reason)
     logger.info("%s (%s LM), task %s: %d train / %d eval examples, %s", config.model_path, kind, preset.name,
@@ -197,7 +207,7 @@ def start_run(plan: RunPlan, runner=None, callbacks=None, data_parallel: Optiona
     group that shares every step (:mod:`sglang.srt.mezo.parallel`)."""
     started = time.perf_counter()
     trainer = MeZOTrainer(plan.model_path if runner is None else None, plan.trainer_config(), runner=runner,
-                          tokenizer=plan.prompt.tokenizer, objective=objective_for(plan), kind=plan.kind,
+                          tokenizer=plan.tokenizer, objective=objective_for(plan), kind=plan.kind,
                           data_parallel=data_parallel)
     if trainer.config.dtype != plan.config.dtype:  # a runner that prepare() was not given: its dtype rules
         plan.dtype_choice = _dtype_choice(plan.config, runner)

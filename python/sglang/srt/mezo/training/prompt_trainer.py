@@ -5,7 +5,6 @@ built from a task and a prompt. The seed's name: it drives causal LMs as well as
 
 from __future__ import annotations
 
-import typing
 from typing import Optional, Sequence, Union
 
 import torch
@@ -21,13 +20,14 @@ from sglang.srt.mezo.engine.models import (
     model_kind,
     resolve_model_path,
 )
-from sglang.srt.mezo.spec.config import MeZOConfig, Objective
+from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.spec.defaults import resolve_hyperparameters
 from sglang.srt.mezo.training.objectives.label_words import LabelWordObjective
 from sglang.srt.mezo.training.trainer import MeZOTrainer
 
 #: The spec's objective names that the label-word objective implements.
-OBJECTIVES = typing.get_args(Objective)
+#: The label-word objectives this trainer runs (the spec has more: see training/objectives).
+OBJECTIVES = ("ce", "accuracy")
 
 
 class MeZOMLMTrainer(MeZOTrainer):
@@ -112,4 +112,4 @@ class MeZOMLMTrainer(MeZOTrainer):
 
     def label_logits(self, batch: Sequence[EncodedExample]) -> torch.Tensor:
         """``[len(batch), n_labels]`` logits of the label words at each prompt's position."""
-        return self.logits(*self.objective.forward_inputs(batch)).float()
+        return self.logits_for(self.objective.forward_inputs(batch)).float()

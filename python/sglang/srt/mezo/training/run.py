@@ -166,7 +166,7 @@ class MeZORun:
         self.train_loss.append(result.loss)
         event = self._emit({
             "event": "step", "step": self.step_count, "loss": result.loss,
-            "projected_grad": result.projected_grads[0], "lr": result.lr,
+            "projected_grad": result.projected_grads[0], "lr": result.lr, **result.metrics,
             "step_time_s": time.perf_counter() - t0,
             "tokens": sum(len(s) for s in self.trainer.objective.forward_inputs(batch).sequences),
         })
@@ -278,7 +278,11 @@ class MeZORun:
     def result(self) -> dict:
         """Loss history, evaluations, final and best accuracy, where the adapter is."""
         final = self.evals[-1] if self.evals else {}
-        best = max(self.evals, key=lambda r: r["eval_accuracy"]) if self.evals else None
+        metric = self.trainer.objective.primary_metric
+        if final and metric not in final:
+            metric = "eval_loss"  # an eval set without the objective's headline metric (no references, say)
+        sign = -1.0 if metric == "eval_loss" else 1.0
+        best = max(self.evals, key=lambda r: sign * r[metric]) if self.evals else None
         zero = self.evals[0] if self.evals and self.evals[0]["step"] == 0 else None
         return {
             "steps": self.step_count,
@@ -286,9 +290,13 @@ class MeZORun:
             "eval_history": list(self.evals),
             "eval_accuracy": final.get("eval_accuracy"),
             "eval_loss": final.get("eval_loss"),
-            "best_eval_accuracy": best["eval_accuracy"] if best else None,
+            "final_eval": dict(final),
+            "primary_metric": metric,
+            "best_eval": dict(best) if best else None,
+            "zero_shot_eval": dict(zero) if zero else None,
+            "best_eval_accuracy": best.get("eval_accuracy") if best else None,
             "best_step": best["step"] if best else None,
-            "zero_shot_accuracy": zero["eval_accuracy"] if zero else None,
+            "zero_shot_accuracy": zero.get("eval_accuracy") if zero else None,
             "adapter_path": self.adapter_path,
             "wall_time_s": self.wall_time_s or time.perf_counter() - self._started,
             "trainable_parameters": self.trainer.trainable.num_parameters,

@@ -29,12 +29,13 @@ import math
 import os
 import random
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol, Sequence
 
 import torch
 
 from sglang.srt.mezo.engine.forward import ExtendForward
+from sglang.srt.mezo.engine.generate import GreedyGenerator
 from sglang.srt.mezo.engine.hardware import AUTO_DTYPE, choose_dtype
 from sglang.srt.mezo.engine.lora_pool import LoRASettings, PoolLoRA, copies_expected
 from sglang.srt.mezo.engine.models import check_model_path, is_masked_lm, model_architectures, resolve_model_path
@@ -48,7 +49,7 @@ from sglang.srt.mezo.engine.runner import (
 from sglang.srt.mezo.errors import MeZODivergedError
 from sglang.srt.mezo.io import atomic_json
 from sglang.srt.mezo.spec.config import MeZOConfig
-from sglang.srt.mezo.training.objectives.base import Objective
+from sglang.srt.mezo.training.objectives.base import ForwardInputs, GenerationInputs, GenerativeObjective, Objective
 from sglang.srt.mezo.training.objectives.next_token import NextTokenObjective
 from sglang.srt.mezo.training.run import MeZORun, rng_state, set_rng_state
 from sglang.srt.mezo.training.trainable import FullWeights, LoRAWeights
@@ -67,6 +68,9 @@ class StepResult:
     projected_grads: list[float]
     seeds: list[int]
     lr: float
+    #: The objective's other training metrics (e.g. train_mean_token_accuracy), averaged over the
+    #: +eps and -eps forwards of the step (paired forward only).
+    metrics: dict = field(default_factory=dict)
 
 
 class DataParallel(Protocol):
@@ -146,6 +150,8 @@ class MeZOTrainer:
         config = self.config
         self.runner = runner
         self.forward = ExtendForward(runner)
+        self._generator: Optional[GreedyGenerator] = None  # built on the first generative evaluation
+        self._step_metrics: dict = {}
         self._tokenizer = tokenizer
         self.trainable = self._make_trainable()
         self.decay = decay_mask(self.trainable.names)
@@ -243,13 +249,28 @@ class MeZOTrainer:
             lora_ids = [self.trainable.lora_id] * len(sequences)
         return self.forward(sequences, positions, vocab_ids, lora_ids)
 
+    def logits_for(self, inputs: ForwardInputs) -> torch.Tensor:
+        """The logits an objective's :class:`ForwardInputs` ask for, at the current weights."""
+        return self.logits(inputs.sequences, inputs.positions, inputs.vocab_ids)
+
+    def generate(self, inputs: GenerationInputs) -> list[list[int]]:
+        """Greedy answers through SGLang (prefill, then decode with the KV cache) at the trained
+        weights: a perturbation a step left in place comes off first."""
+        if self._ahead is not None:
+            self.settle()
+        if self._generator is None:
+            self._generator = GreedyGenerator(self.runner)
+        return self._generator(inputs.prompts, max_new_tokens=inputs.max_new_tokens,
+                               stop_token_ids=inputs.stop_token_ids,
+                               lora_ids=[self.trainable.lora_id] * len(inputs.prompts))
+
     def compute_loss(self, batch: Sequence[Any]) -> float:
         """The objective's loss on ``batch`` (encoded items) at the current weights."""
-        return self.objective.loss(self.logits(*self.objective.forward_inputs(batch)), batch)
+        return self.objective.loss(self.logits_for(self.objective.forward_inputs(batch)), batch)
 
     def predict(self, batch: Sequence[Any]) -> tuple[list, list]:
         """The objective's (predictions, references) for ``batch`` at the current weights."""
-        return self.objective.predict(self.logits(*self.objective.forward_inputs(batch)), batch)
+        return self.objective.predict(self.logits_for(self.objective.forward_inputs(batch)), batch)
 
     # ---- the MeZO step --------------------------------------------------------------------------
 
@@ -320,28 +341,34 @@ class MeZOTrainer:
         theta = [t.clone() for t in self.trainable.tensors]
         parts = split_evenly(len(batch), len(seeds))
         inputs = self.objective.forward_inputs(batch)
-        sequences, positions, plus_ids, minus_ids = [], [], [], []
+        counts = inputs.row_counts()
+        sequences, positions, plus_ids, minus_ids, part_rows = [], [], [], [], []
         try:
             for seed, rows, ((plus_id, plus), (minus_id, minus)) in zip(seeds, parts, self.trainable.probe_slots):
                 for i, (t, p, m) in enumerate(zip(theta, plus, minus)):
                     z = self._z(seed, i, t)
                     m.copy_(t).add_(z, alpha=-eps)
                     p.copy_(t).add_(z, alpha=eps)
-                sequences += [inputs.sequences[r] for r in rows]
-                positions += [inputs.positions[r] for r in rows]
-                plus_ids += [plus_id] * len(rows)
-                minus_ids += [minus_id] * len(rows)
-            n = len(sequences)
+                seqs = inputs.sequences_of(rows)
+                sequences += [inputs.sequences[i] for i in seqs]
+                positions += [inputs.positions[i] for i in seqs]
+                plus_ids += [plus_id] * len(seqs)
+                minus_ids += [minus_id] * len(seqs)
+                part_rows.append(sum(counts[i] for i in seqs))
+            n = sum(part_rows)  # logits rows of one side
             logits = self.logits(sequences * 2, positions * 2, inputs.vocab_ids, plus_ids + minus_ids)
         finally:
             self._copy_back(theta)
         losses, start = [], 0
-        for rows in parts:
+        for rows, n_rows in zip(parts, part_rows):
             part = [batch[r] for r in rows]
-            end = start + len(rows)
+            end = start + n_rows
             losses.append((self.objective.loss(logits[start:end], part),
                            self.objective.loss(logits[n + start:n + end], part)))
             start = end
+        if len(parts) == 1:  # one direction: both sides saw the whole batch
+            sides = [self.objective.train_metrics(logits[:n], batch), self.objective.train_metrics(logits[n:], batch)]
+            self._step_metrics = {k: (sides[0][k] + sides[1][k]) / 2 for k in sides[0]}
         return losses
 
     @torch.no_grad()
@@ -364,6 +391,7 @@ class MeZOTrainer:
         # Add/subtract restore: the last seed's +eps z restore waits for the update's pass (z drawn
         # 3 times a step instead of 4); replay repeats the same arithmetic (restore_ops).
         pending = AddZ(seeds[-1], self.config.epsilon) if self.restore == "add-subtract" and batch else None
+        self._step_metrics = {}
         if self.config.split_batch and batch:
             pending = None  # the adapter's slot never moves: the directions live in slots of their own
             losses = self._split_losses(batch, seeds)
@@ -401,7 +429,7 @@ class MeZOTrainer:
         self.step_count += 1
         self.trajectory.append(seeds, grads)
         return StepResult(loss=sum(lp + lm for lp, lm in losses) / (2 * len(losses)), projected_grads=grads,
-                          seeds=seeds, lr=lr)
+                          seeds=seeds, lr=lr, metrics=self._step_metrics)
 
     def state_dict(self) -> dict:
         """Where the trainer is besides its weights: the step count and the step-seed RNG."""
@@ -513,6 +541,8 @@ class Evaluation:
     def __init__(self, trainer: MeZOTrainer, examples: Sequence[Any], batch_size: int):
         self.trainer, self.examples, self.batch_size = trainer, examples, batch_size
         self.cursor, self.loss_sum, self.predictions, self.references = 0, 0.0, [], []
+        self.answers: list[str] = []
+        self.answer_references: list = []
 
     @property
     def done(self) -> bool:
@@ -522,13 +552,21 @@ class Evaluation:
     def advance(self) -> None:
         chunk = self.examples[self.cursor : self.cursor + self.batch_size]
         objective = self.trainer.objective
-        logits = self.trainer.logits(*objective.forward_inputs(chunk))
+        logits = self.trainer.logits_for(objective.forward_inputs(chunk))
         self.loss_sum += objective.eval_loss(logits, chunk) * len(chunk)
         predictions, references = objective.predict(logits, chunk)
         self.predictions += predictions
         self.references += references
+        if isinstance(objective, GenerativeObjective) and objective.generates(chunk):
+            answers, references = objective.answers(self.trainer.generate(objective.generation_inputs(chunk)), chunk)
+            self.answers += answers
+            self.answer_references += references
         self.cursor += len(chunk)
 
     def metrics(self) -> dict:
-        return {"eval_loss": self.loss_sum / max(len(self.examples), 1),
-                **self.trainer.objective.metrics(self.predictions, self.references)}
+        objective = self.trainer.objective
+        result = {"eval_loss": self.loss_sum / max(len(self.examples), 1),
+                  **objective.metrics(self.predictions, self.references)}
+        if self.answers:
+            result.update(objective.generation_metrics(self.answers, self.answer_references))
+        return result

@@ -27,7 +27,7 @@ A new objective is one module in this folder that subclasses :class:`Objective`,
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import torch
 
@@ -35,16 +35,34 @@ from sglang.srt.mezo.data.metrics import accuracy
 
 
 class ForwardInputs(NamedTuple):
-    """One forward's work: token-id sequences, the one position of each whose logits are needed,
-    and the vocabulary rows to compute there."""
+    """One forward's work: token-id sequences, the position of each whose logits are needed (or a
+    list of positions: one logits row each), and the vocabulary rows to compute there. The logits
+    come back as one row per position, sequence by sequence."""
 
     sequences: list[list[int]]
-    positions: list[int]
+    positions: list[Union[int, list[int]]]
     vocab_ids: Optional[torch.Tensor]  # None: every vocabulary row
+    #: The batch item each sequence belongs to, in order (None: sequence i is item i); an item
+    #: may run as several sequences (one per option, say).
+    owners: Optional[list[int]] = None
+
+    def row_counts(self) -> list[int]:
+        """How many logits rows each sequence gets."""
+        return [1 if isinstance(p, int) else len(p) for p in self.positions]
+
+    def sequences_of(self, items: Sequence[int]) -> list[int]:
+        """The indices of the sequences of batch items ``items`` (in sequence order)."""
+        if self.owners is None:
+            return list(items)
+        wanted = set(items)
+        return [i for i, owner in enumerate(self.owners) if owner in wanted]
 
 
 class Objective(ABC):
     """What MeZO minimises, as a function of one forward's logits (see the module docstring)."""
+
+    #: The evaluation metric that is the run's headline and picks its best checkpoint (higher is better).
+    primary_metric: str = "eval_accuracy"
 
     def encode(self, examples: Sequence[Any]) -> list:
         """A task's rows as this objective's batch items, once per run; base: as they are."""
@@ -62,6 +80,10 @@ class Objective(ABC):
     def predict(self, logits: torch.Tensor, batch: Sequence[Any]) -> tuple[list, list]:
         """(predictions, references) of ``batch``, for :meth:`metrics`."""
 
+    def train_metrics(self, logits: torch.Tensor, batch: Sequence[Any]) -> dict:
+        """Metrics a training step reports besides its loss, from one side's logits; base: none."""
+        return {}
+
     def eval_loss(self, logits: torch.Tensor, batch: Sequence[Any]) -> float:
         """The loss an evaluation reports (mean over ``batch``); base: the training loss."""
         return self.loss(logits, batch)
@@ -69,3 +91,33 @@ class Objective(ABC):
     def metrics(self, predictions: list, references: list) -> dict:
         """An evaluation's metrics from all its predictions; base: accuracy."""
         return {"eval_accuracy": accuracy(predictions, references)}
+
+
+class GenerationInputs(NamedTuple):
+    """What an evaluation generates for a batch: each example's prompt ids, greedy, stopping at
+    any of ``stop_token_ids`` or after ``max_new_tokens``."""
+
+    prompts: list[list[int]]
+    max_new_tokens: int
+    stop_token_ids: frozenset[int]
+
+
+class GenerativeObjective(Objective):
+    """An objective whose evaluation also generates each example's answer through SGLang (greedy,
+    at the trained weights, never perturbed ones) and scores the text against its references."""
+
+    def generates(self, batch: Sequence[Any]) -> bool:
+        """Whether an evaluation generates answers for ``batch``; base: always."""
+        return True
+
+    @abstractmethod
+    def generation_inputs(self, batch: Sequence[Any]) -> GenerationInputs:
+        """What to generate for ``batch``."""
+
+    @abstractmethod
+    def answers(self, generated: list[list[int]], batch: Sequence[Any]) -> tuple[list[str], list]:
+        """(answer texts, references) of ``batch`` from the ids :meth:`generation_inputs` produced."""
+
+    @abstractmethod
+    def generation_metrics(self, answers: list[str], references: list) -> dict:
+        """An evaluation's generation metrics from all its answers."""
