@@ -16,6 +16,10 @@ restart or a crash never sees half of one. This module imports neither torch nor
 
 >>> parse_hyperparameter("n_epochs", "auto"), parse_hyperparameter("batch_size", 4)
 (None, 4)
+
+OpenAI's own training files (chat ``{"messages": [...]}`` rows, or ``{"prompt": ..., "completion": ...}``
+rows) are told apart from classification rows by :func:`file_format`; a job on one trains with the
+run spec's ``completion`` objective (task ``chat``) unless the request names a task or objective.
 """
 
 from __future__ import annotations
@@ -92,8 +96,8 @@ def _hyperparameter_sources(body: dict) -> dict:
             raise RequestError("method must be an object like {'type': 'supervised', 'supervised': {...}}", "method")
         kind = method.get("type", "supervised")
         if kind != "supervised":
-            raise RequestError(f"method type {kind!r} is not supported: MeZO jobs are 'supervised' (a prompt "
-                               "objective over label words)", "method.type")
+            raise RequestError(f"method type {kind!r} is not supported: MeZO jobs are 'supervised' (a chat or "
+                               "prompt/completion file, or classification rows with label words)", "method.type")
         unknown = set(method) - {"type", "supervised"}
         if unknown:
             raise RequestError(f"method has unknown keys {sorted(unknown)}", "method")
@@ -159,6 +163,73 @@ def resolve_data_file(ref: Any, param: str, settings: ServerSettings, store: Job
     if os.path.splitext(path)[1].lower() not in DATA_SUFFIXES:
         raise RequestError(f"{param} {ref!r}: unsupported file type; use one of {', '.join(DATA_SUFFIXES)}", param)
     return path, ref
+
+
+#: Bytes of a data file's first row that :func:`file_format` reads at most (a longer first row is
+#: not sniffed: the file goes the classification way, whose loader then names what is wrong).
+SNIFF_BYTES = 4 * 1024 * 1024
+
+
+def file_format(path: str) -> Optional[str]:
+    """``"chat"`` or ``"prompt/completion"`` when the first row of a JSONL file is one of OpenAI's
+    fine-tuning formats; None otherwise (classification data, another file type, or a first row
+    that is not a JSON object, left to the loader to report with its line).
+
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "rows.jsonl")
+    >>> _ = open(path, "w").write('\\n{"messages": [{"role": "user", "content": "Hi"}]}\\n')
+    >>> file_format(path)
+    'chat'
+    >>> _ = open(path, "w").write('{"sentence": "a fine film", "label": 1}\\n')
+    >>> file_format(path) is None
+    True
+    """
+    if os.path.splitext(path)[1].lower() not in (".jsonl", ".json"):
+        return None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            line = ""
+            while not line.strip():
+                line = f.readline(SNIFF_BYTES)
+                if not line:
+                    return None
+        row = json.loads(line)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(row, dict):
+        return None
+    if "messages" in row:
+        return "chat"
+    if "prompt" in row or "completion" in row:
+        return "prompt/completion"
+    return None
+
+
+def _choose_objective(hp: dict, formats: Mapping[str, Optional[str]]) -> None:
+    """Set the completion objective for OpenAI-format files (``formats``: param -> :func:`file_format`)
+    when the request names neither task nor objective; refuse what cannot fit (mixed formats, a
+    label-word job on a chat file) with a message, instead of the loader's row-level complaint."""
+    generative = {param: fmt for param, fmt in formats.items() if fmt is not None}
+    if not generative:
+        return
+    train_fmt = formats.get("training_file")
+    if "validation_file" in formats and (train_fmt is None) != (formats["validation_file"] is None):
+        raise RequestError(f"training_file is {train_fmt or 'classification'} data but validation_file is "
+                           f"{formats['validation_file'] or 'classification'} data; give both files in one kind "
+                           "(chat or prompt/completion rows, or classification rows)", "validation_file")
+    if hp.get("task") is None and hp.get("objective") is None:
+        hp["objective"] = "completion"  # the run spec then takes task "chat": the user's own file
+        return
+    objective = hp.get("objective")
+    task = hp.get("task")
+    if objective not in (None, "completion") or task not in (None, "chat"):
+        param = "objective" if objective not in (None, "completion") else "task"
+        value = objective if param == "objective" else task
+        where = next(iter(generative))
+        raise RequestError(f"{where} holds OpenAI {generative[where]} rows, which train with objective "
+                           f"'completion' (task 'chat'), not {param} {value!r}; drop {param!r} from the job, or "
+                           "give classification rows such as {\"sentence\": ..., \"label\": 0}", param)
+    hp["objective"] = "completion"
 
 
 @dataclass
@@ -232,6 +303,10 @@ def parse_job_request(body: Any, settings: ServerSettings, store: JobStore) -> J
             if key in hp and hp[key] != body[key]:
                 raise RequestError(f"{key!r} is given twice with different values; give it once", key)
             hp[key] = body[key]
+    formats = {"training_file": file_format(train_path)}
+    if eval_path is not None:
+        formats["validation_file"] = file_format(eval_path)
+    _choose_objective(hp, formats)
     n_epochs = parse_hyperparameter("n_epochs", hp.pop("n_epochs", None))
     multiplier = parse_hyperparameter("learning_rate_multiplier", hp.pop("learning_rate_multiplier", None))
     if "batch_size" in hp:
@@ -307,6 +382,14 @@ def plan_job(req: JobRequest, prepare: Callable, defaults: Mapping) -> tuple[Any
             param = "validation_file" if req.eval_path and req.eval_path in str(e) else \
                 "training_file" if req.train_path in str(e) else _param_of(str(e))
             raise RequestError(describe_error(e, req.display_names), param) from None
+        except Exception as e:
+            # A chat template may raise its own error (jinja2's TemplateError, e.g. "roles must
+            # alternate") on a row it refuses: that is the file's fault, so a 400, not a 500.
+            if type(e).__module__.split(".")[0] != "jinja2":
+                raise
+            files = "training or validation file" if req.eval_path else "training file"
+            raise RequestError(f"the model's chat template refused a row of the {files}: "
+                               f"{describe_error(e, req.display_names)}", "training_file") from None
 
     plan = run_prepare(config)
     changed = {}

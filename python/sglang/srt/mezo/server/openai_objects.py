@@ -48,8 +48,10 @@ def job_object(request: dict, state: dict, deleted: Optional[Mapping[str, int]] 
         "steps_completed": state.get("step", 0),
         "total_steps": state.get("num_steps", request.get("num_steps")),
         "train_loss": state.get("train_loss"),
-        "eval_accuracy": state.get("eval_accuracy"),
+        "eval_accuracy": state.get("eval_accuracy"),  # classification jobs; None for chat jobs
         "eval_loss": state.get("eval_loss"),
+        "train_mean_token_accuracy": state.get("train_mean_token_accuracy"),  # chat jobs; None otherwise
+        "valid_mean_token_accuracy": state.get("valid_mean_token_accuracy"),
         "mezo": request.get("config"),
         "fine_tuned_model_deleted": succeeded and request["fine_tuned_model"] in deleted,
     }

@@ -54,6 +54,69 @@ logger = logging.getLogger(__name__)
 POLL_S = 0.25
 
 
+#: The columns of a job's metrics CSV and the keys of its ``metrics`` events, OpenAI's names.
+METRIC_COLUMNS = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy")
+
+
+def metrics_data(step: int, train: Optional[dict] = None, valid: Optional[dict] = None) -> dict:
+    """OpenAI's metrics of one step (a ``metrics`` event's data, a checkpoint's metrics): the training
+    ones from a run's step event (``loss``, ``train_mean_token_accuracy``), the validation ones from
+    its eval record (``eval_loss``, ``eval_mean_token_accuracy``); None for what was not measured
+    (token accuracy for classification jobs, validation at a step without an evaluation).
+
+    >>> metrics_data(3, train={"loss": 0.5})
+    {'step': 3, 'train_loss': 0.5, 'train_mean_token_accuracy': None, 'valid_loss': None, 'valid_mean_token_accuracy': None}
+    """
+    train, valid = train or {}, valid or {}
+    return {"step": step, "train_loss": train.get("loss"),
+            "train_mean_token_accuracy": train.get("train_mean_token_accuracy"),
+            "valid_loss": valid.get("eval_loss"), "valid_mean_token_accuracy": valid.get("eval_mean_token_accuracy")}
+
+
+def describe_eval(record: dict) -> str:
+    """An evaluation for an event's message: its loss and whichever headline metrics it has.
+
+    >>> describe_eval({"eval_loss": 1.25, "eval_mean_token_accuracy": 0.5})
+    'loss=1.2500, token accuracy=50.0%'
+    """
+    parts = [f"loss={record['eval_loss']:.4f}"]
+    if record.get("eval_accuracy") is not None:
+        parts.append(f"accuracy={100 * record['eval_accuracy']:.1f}%")
+    if record.get("eval_mean_token_accuracy") is not None:
+        parts.append(f"token accuracy={100 * record['eval_mean_token_accuracy']:.1f}%")
+    if record.get("eval_f1") is not None:
+        parts.append(f"F1={record['eval_f1']:.1f}")
+    return ", ".join(parts)
+
+
+def results_table(train_loss: list, evals: list, train_accuracy: Optional[dict] = None) -> str:
+    """A job's metrics CSV: one row per step, :data:`METRIC_COLUMNS` first, then one column for each
+    other metric its evaluations report (``eval_accuracy`` for a classification job;
+    ``eval_exact_match`` and ``eval_f1`` when the rows have reference answers). An evaluation before
+    the first step is the row of step 0; a cell is empty where nothing was measured.
+
+    >>> print(results_table([0.9, 0.7], [{"step": 2, "eval_loss": 0.8, "eval_accuracy": 0.5}]), end="")
+    step,train_loss,train_mean_token_accuracy,valid_loss,valid_mean_token_accuracy,eval_accuracy
+    1,0.9,,,,
+    2,0.7,,0.8,,0.5
+    """
+    train_accuracy = train_accuracy or {}
+    rows = {i + 1: metrics_data(i + 1, train={"loss": loss, "train_mean_token_accuracy": train_accuracy.get(i + 1)})
+            for i, loss in enumerate(train_loss)}
+    taken = {"step", "eval_loss", "eval_mean_token_accuracy"}
+    extra = sorted({k for e in evals for k in e if k.startswith("eval_") and k not in taken})
+    for e in evals:
+        row = rows.setdefault(e["step"], metrics_data(e["step"]))
+        row.update({k: v for k, v in metrics_data(e["step"], valid=e).items() if k.startswith("valid_")},
+                   **{k: e.get(k) for k in extra})
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(METRIC_COLUMNS + tuple(extra))
+    for step in sorted(rows):
+        w.writerow(["" if rows[step].get(c) is None else rows[step][c] for c in METRIC_COLUMNS + tuple(extra)])
+    return out.getvalue()
+
+
 class JobWorker:
     """One job: a :class:`~sglang.srt.mezo.training.run.MeZORun` on the scheduler's runner, advanced one
     bounded unit (a step, a chunk of an evaluation) per :meth:`advance`; its events become the
@@ -119,27 +182,30 @@ class JobWorker:
     def _on_event(self, event: dict) -> None:
         kind, step, total = event["event"], event.get("step"), self.plan.config.num_steps
         if kind == "step":
-            self.state.update(step=step, train_loss=event["loss"])
+            token_accuracy = event.get("train_mean_token_accuracy")
+            self.state.update(step=step, train_loss=event["loss"], train_mean_token_accuracy=token_accuracy)
             self.state["trained_tokens"] += event.get("tokens", 0)
-            self.event("info", f"Step {step}/{total}: training loss={event['loss']:.4f}",
-                       {"step": step, "train_loss": event["loss"], "total_steps": total, "lr": event["lr"],
+            self.event("info", f"Step {step}/{total}: training loss={event['loss']:.4f}"
+                       + (f", token accuracy={100 * token_accuracy:.1f}%" if token_accuracy is not None else ""),
+                       {**metrics_data(step, train=event), "total_steps": total, "lr": event["lr"],
                         "projected_grad": event["projected_grad"], "step_time_s": event["step_time_s"]},
                        type="metrics")
             self.write_state()
         elif kind == "eval":
-            self.state.update(eval_loss=event["eval_loss"], eval_accuracy=event["eval_accuracy"])
+            self.state.update(eval_loss=event["eval_loss"], eval_accuracy=event.get("eval_accuracy"),
+                              valid_mean_token_accuracy=event.get("eval_mean_token_accuracy"))
             metrics = {k: v for k, v in event.items() if k.startswith("eval_")}
-            self.event("info", f"Step {step}: validation loss={event['eval_loss']:.4f}, "
-                       f"accuracy={100 * event['eval_accuracy']:.1f}%",
-                       {"step": step, "valid_loss": event["eval_loss"], **metrics, "total_steps": total},
-                       type="metrics")
+            self.event("info", f"Step {step}: validation {describe_eval(event)}",
+                       {**metrics_data(step, valid=event), **metrics, "total_steps": total}, type="metrics")
             self.write_state()
         elif kind == "save" and event.get("path"):
             name = f"{self.request['fine_tuned_model']}-step-{step}"
-            metrics = {"step": step, "train_loss": self.state.get("train_loss")}
-            if self.run is not None and self.run.evals and self.run.evals[-1]["step"] == step:
-                last = self.run.evals[-1]
-                metrics.update(valid_loss=last["eval_loss"], **{k: v for k, v in last.items() if k != "step"})
+            train = {"loss": self.state.get("train_loss"),
+                     "train_mean_token_accuracy": self.state.get("train_mean_token_accuracy")}
+            last = self.run.evals[-1] if self.run is not None and self.run.evals and \
+                self.run.evals[-1]["step"] == step else None
+            metrics = {**metrics_data(step, train=train, valid=last),
+                       **{k: v for k, v in (last or {}).items() if k != "step"}}
             self.state["checkpoints"] = [c for c in self.state["checkpoints"] if c["step"] != step] + [
                 {"step": step, "name": name, "path": os.path.join(event["path"], "adapter"), "created_at": now(),
                  "metrics": metrics}]
@@ -155,7 +221,9 @@ class JobWorker:
 
         if self.keep_checkpoints <= 0:
             return
-        keep = checkpoints_to_keep(self.state["checkpoints"], self.keep_checkpoints)
+        keep = checkpoints_to_keep(self.state["checkpoints"], self.keep_checkpoints,
+                                   self.run.trainer.objective.primary_metric if self.run is not None else
+                                   "eval_accuracy")
         pruned = [c for c in self.state["checkpoints"] if c["step"] not in keep]
         if pruned:
             self.state["checkpoints"] = [c for c in self.state["checkpoints"] if c["step"] in keep]
@@ -189,16 +257,16 @@ class JobWorker:
         self.store.write_state(self.job_id, self.state)
 
     def write_results(self, result: dict) -> None:
-        """``results.csv``: the training loss of every step and each evaluation's metrics."""
-        rows = [{"step": i + 1, "train_loss": loss} for i, loss in enumerate(result["train_loss"])]
-        rows += [{"step": e["step"], **e} for e in result["eval_history"]]
-        rows.sort(key=lambda r: (r["step"], "eval_loss" in r))
-        out = io.StringIO()
-        w = csv.writer(out)
-        w.writerow(["step", "train_loss", "eval_loss", "eval_accuracy"])
-        for row in rows:
-            w.writerow([row["step"], row.get("train_loss", ""), row.get("eval_loss", ""), row.get("eval_accuracy", "")])
-        atomic_write(os.path.join(self.dir, "results.csv"), lambda tmp: open(tmp, "w").write(out.getvalue()))
+        """``results.csv`` (:func:`results_table`): each step's training metrics and each evaluation's."""
+        # Per-step training metrics besides the loss live only in the job's metrics events (they
+        # survive a restart there; steps redone after one are identical, the last one is kept).
+        train_accuracy = {}
+        for e in self.store.events(self.job_id)[::-1]:
+            data = e.get("data") or {}
+            if e.get("type") == "metrics" and data.get("train_loss") is not None:
+                train_accuracy[data["step"]] = data.get("train_mean_token_accuracy")
+        text = results_table(result["train_loss"], result["eval_history"], train_accuracy)
+        atomic_write(os.path.join(self.dir, "results.csv"), lambda tmp: open(tmp, "w").write(text))
 
     def release(self) -> None:
         """Give the job's LoRA slots back to the server (its adapters are unloaded from the pool)."""

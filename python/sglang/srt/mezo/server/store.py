@@ -74,8 +74,9 @@ class JobStore:
                                "validation data only", "purpose")
         if suffix not in DATA_SUFFIXES:
             raise RequestError(f"file {base!r}: unsupported type {suffix or '(no extension)'!r}; upload one of "
-                               f"{', '.join(DATA_SUFFIXES)} (JSONL: one object per line with a text field such as "
-                               "'sentence' and a 'label')", "file")
+                               f"{', '.join(DATA_SUFFIXES)} (JSONL: one object per line, OpenAI's chat rows "
+                               "{'messages': [...]} or prompt/completion rows, or classification rows with a text "
+                               "field such as 'sentence' and a 'label')", "file")
         return suffix
 
     def save_upload(self, filename: str, source: BinaryIO, purpose: str) -> dict:

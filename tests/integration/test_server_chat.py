@@ -1,0 +1,163 @@
+"""OpenAI's own training files in a real SGLang server: a ``supervised`` job on a chat JSONL (and on
+prompt/completion rows) trains with the completion objective, reports OpenAI's metric names in
+its events, checkpoints and result CSV, and its adapter answers ``/v1/chat/completions``.
+
+One server for the module (``python -m sglang.launch_server --enable-mezo``, the tiny Llama with
+SmolLM2's ChatML template, 127.0.0.1, a free port, ``--api-key``), driven with the official
+``openai`` client. Nothing of SGLang is mocked; the fixture stops the server (terminate, then a
+SIGKILL to its process group).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+
+import openai
+import pytest
+from test_server import KEY, Server
+
+WORDS = ("good", "bad", "fine", "great", "thin", "dull")
+CHATS = [{"messages": [{"role": "user", "content": f"say {w}"}, {"role": "assistant", "content": f"{w} {w}"}]}
+         for w in WORDS] + [
+    {"messages": [{"role": "system", "content": "be short"}, {"role": "user", "content": "hi"},
+                  {"role": "assistant", "content": "ignored", "weight": 0}, {"role": "user", "content": "again"},
+                  {"role": "assistant", "content": "hi again"}]}]
+COLUMNS = ["step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+METRIC_KEYS = set(COLUMNS)
+
+
+def _jsonl(rows) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+@pytest.fixture(scope="module")
+def chat_server(tiny_chat_llama, tmp_path_factory):
+    root = tmp_path_factory.mktemp("mezo_server_chat")
+    data, out = root / "data", root / "out"
+    data.mkdir()
+    out.mkdir()
+    srv = Server(tiny_chat_llama, str(data), str(out), str(root / "server.log"))
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _client(srv: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=srv.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
+
+
+def _upload(client: openai.OpenAI, name: str, rows) -> str:
+    return client.files.create(file=(name, _jsonl(rows)), purpose="fine-tune").id
+
+
+def _finish(client: openai.OpenAI, job, timeout: float = 180):
+    deadline = time.monotonic() + timeout
+    while job.status not in ("succeeded", "failed", "cancelled") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        job = client.fine_tuning.jobs.retrieve(job.id)
+    return job
+
+
+def _csv(client: openai.OpenAI, file_id: str) -> tuple[list[str], list[dict]]:
+    text = client.files.content(file_id).text
+    reader = csv.DictReader(io.StringIO(text))
+    return reader.fieldnames, list(reader)
+
+
+def test_a_chat_file_trains_reports_openai_metrics_and_its_adapter_chats(chat_server):
+    srv = chat_server
+    client = _client(srv)
+    train = _upload(client, "chat_train.jsonl", CHATS)
+    valid = _upload(client, "chat_valid.jsonl", CHATS[:3])
+    job = client.fine_tuning.jobs.create(
+        model=srv.model, training_file=train, validation_file=valid, suffix="chat",
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 4}}},
+        extra_body={"eval_steps": 2})
+    assert job.model_extra["mezo"]["objective"] == "completion" and job.model_extra["mezo"]["task"] == "chat"
+    job = _finish(client, job)
+    assert job.status == "succeeded", job.error
+    assert job.model_extra["total_steps"] == 4  # 2 epochs * 7 rows / batch 4, rounded up
+    assert job.model_extra["eval_accuracy"] is None and job.model_extra["eval_loss"] is not None
+    assert 0.0 <= job.model_extra["valid_mean_token_accuracy"] <= 1.0
+
+    events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
+    metrics = [e.data for e in events if e.type == "metrics"]
+    assert metrics and all(METRIC_KEYS <= set(d) for d in metrics)
+    assert all("eval_accuracy" not in d for d in metrics)  # a completion run has no label accuracy
+    steps = [d for d in metrics if d["train_loss"] is not None]
+    evals = [d for d in metrics if d["valid_loss"] is not None]
+    assert sorted(d["step"] for d in steps) == [1, 2, 3, 4]
+    assert all(0.0 <= d["train_mean_token_accuracy"] <= 1.0 for d in steps)
+    assert sorted(d["step"] for d in evals) == [0, 2, 4]  # before training, then every eval_steps
+    assert all(0.0 <= d["valid_mean_token_accuracy"] <= 1.0 for d in evals)
+
+    checkpoints = list(client.fine_tuning.jobs.checkpoints.list(job.id))
+    assert [c.step_number for c in checkpoints] == [4, 2]
+    assert all(c.metrics.valid_loss is not None and c.metrics.valid_mean_token_accuracy is not None
+               for c in checkpoints)
+
+    header, rows = _csv(client, job.result_files[0])
+    assert header == COLUMNS
+    assert [int(r["step"]) for r in rows] == [0, 1, 2, 3, 4]  # step 0: the evaluation before training
+    assert rows[0]["train_loss"] == "" and rows[0]["valid_loss"]
+    assert all(float(r["train_loss"]) > 0 and 0.0 <= float(r["train_mean_token_accuracy"]) <= 1.0 for r in rows[1:])
+    assert [bool(r["valid_loss"]) for r in rows[1:]] == [False, True, False, True]
+    by_step = {d["step"]: d for d in evals}
+    for row in rows[::2]:
+        assert float(row["valid_loss"]) == pytest.approx(by_step[int(row["step"])]["valid_loss"])
+        assert float(row["valid_mean_token_accuracy"]) == pytest.approx(
+            by_step[int(row["step"])]["valid_mean_token_accuracy"])
+
+    # Served at once through the chat endpoint, under "<base>:<name>" and (OpenAI's way) "<name>".
+    for model in (f"{srv.model}:{job.fine_tuned_model}", job.fine_tuned_model):
+        reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "say good"}],
+                                               max_tokens=5, temperature=0)
+        assert isinstance(reply.choices[0].message.content, str) and reply.usage.completion_tokens >= 1
+    card = srv.get(f"/v1/models/{job.fine_tuned_model}").json()
+    assert card["loaded"] and card["fine_tuning_job_id"] == job.id  # the adapter itself answered
+
+
+def test_prompt_completion_rows_train_without_a_validation_file(chat_server):
+    client = _client(chat_server)
+    rows = [{"prompt": f"say {w} :", "completion": f" {w}"} for w in WORDS]
+    job = client.fine_tuning.jobs.create(model=chat_server.model, training_file=_upload(client, "pc.jsonl", rows),
+                                         hyperparameters={"n_epochs": 1, "batch_size": 3})
+    job = _finish(client, job)
+    assert job.status == "succeeded", job.error
+    assert job.model_extra["mezo"]["objective"] == "completion"
+    header, table = _csv(client, job.result_files[0])
+    assert header == COLUMNS and [r["step"] for r in table] == ["1", "2"]
+    assert all(r["train_mean_token_accuracy"] and not r["valid_loss"] for r in table)  # no validation file
+
+
+def test_a_bad_chat_file_is_refused_with_its_line_and_the_server_goes_on(chat_server):
+    srv = chat_server
+    client = _client(srv)
+    jobs_before = [j.id for j in client.fine_tuning.jobs.list(limit=100)]
+    bad = _upload(client, "bad_chat.jsonl", [CHATS[0], {"messages": [{"role": "robot", "content": "beep"}]}])
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.fine_tuning.jobs.create(model=srv.model, training_file=bad)
+    assert refused.value.status_code == 400
+    error = refused.value.response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == "training_file", error
+    assert "bad_chat.jsonl" in error["message"] and "line 2" in error["message"], error
+    assert "role 'robot'" in error["message"] and "files/" not in error["message"]  # the store's paths stay private
+
+    good = _upload(client, "good.jsonl", CHATS)
+    for kwargs, param, needle in (
+            ({"training_file": good, "validation_file": bad}, "validation_file", "line 2"),
+            ({"training_file": good, "extra_body": {"task": "sst-2"}}, "task", "objective 'completion'")):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.fine_tuning.jobs.create(model=srv.model, **kwargs)
+        error = refused.value.response.json()["error"]
+        assert error["param"] == param and needle in error["message"], error
+
+    # Nothing was stored for the refused jobs, and the server still answers.
+    assert [j.id for j in client.fine_tuning.jobs.list(limit=100)] == jobs_before
+    reply = client.chat.completions.create(model=srv.model, messages=[{"role": "user", "content": "hi"}],
+                                           max_tokens=5, temperature=0)
+    assert isinstance(reply.choices[0].message.content, str)
