@@ -279,7 +279,8 @@ def run_timings(args, tok, model_path: str, nat: dict, fixed: dict, scratch: str
         "timing_seconds": timing_secs,
         "threads": torch.get_num_threads(),
     }
-    del trainers, hf_base, hf_lora
+    trainers.clear()  # not del: the cases' lambdas above close over the name (ruff F821)
+    del hf_base, hf_lora
     release_model_runner(runner)
     gc.collect()
     return out
