@@ -427,14 +427,17 @@ def test_restart_lists_jobs_resumes_the_interrupted_one_exactly_and_serves_adapt
                 for j in (running["id"], twin["id"])]
     assert adapters[0].keys() == adapters[1].keys()
     assert all(adapters[0][k].equal(adapters[1][k]) for k in adapters[0])
-    # The job trained with the run spec's defaults, in the dtype the server serves in (float32 here).
+    # The job trained with the run spec's defaults, in the dtype the server serves in: on a CPU the
+    # server's default follows the machine (bfloat16 where it is native, else float32).
+    from sglang.srt.mezo.engine.hardware import AUTO_DTYPE, choose_dtype
     from sglang.srt.mezo.spec.config import MeZOConfig
     from sglang.srt.mezo.zo.trajectory import Trajectory
 
+    served = choose_dtype(AUTO_DTYPE, "cpu").dtype
     trajectory = Trajectory.load(os.path.join(dirs["out"], "jobs", running["id"], "run"))
     recorded = MeZOConfig.from_record(trajectory.config)
-    assert (recorded.dtype, recorded.lora_rank, recorded.update_rule) == ("float32", 2, "normalized")
-    assert trajectory.dtype == "float32"
+    assert (recorded.dtype, recorded.lora_rank, recorded.update_rule) == (served, 2, "normalized")
+    assert trajectory.dtype == served
     checkpoints = new.get(f"/v1/fine_tuning/jobs/{running['id']}/checkpoints").json()["data"]
     models = {m["id"] for m in new.get("/v1/models").json()["data"]}
     assert {j["fine_tuned_model"] for j in done} <= models
