@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sglang.srt.mezo.data.loaders import numbered_lines
+from sglang.srt.mezo.data.loaders import jsonl_objects
 from sglang.srt.mezo.errors import DataFormatError
 
 ROLES = ("system", "user", "assistant")
@@ -211,15 +211,7 @@ def read_completion_file(path: str | os.PathLike) -> list[AnyExample]:
     path = Path(path)
     out: list[AnyExample] = []
     first: tuple[str, str] | None = None  # (format, where) of the first row, for the mixed-format error
-    for n, line in numbered_lines(path):
-        where = f"{path}, line {n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataFormatError(f"{where}: invalid JSON ({e.msg}, column {e.colno}). Each line must be one "
-                                  'JSON object, {"messages": [...]} or {"prompt": ..., "completion": ...}') from None
-        if not isinstance(obj, dict):
-            raise DataFormatError(f"{where}: expected a JSON object per line, found {type(obj).__name__}")
+    for where, obj in jsonl_objects(path, ', {"messages": [...]} or {"prompt": ..., "completion": ...}'):
         has_chat, has_pc = "messages" in obj, "prompt" in obj or "completion" in obj
         if has_chat == has_pc:
             what = "both 'messages' and 'prompt'/'completion'" if has_chat else f"keys {sorted(obj)}"

@@ -11,13 +11,12 @@ a bad row raises
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from sglang.srt.mezo.data.chat import CompletionExample
-from sglang.srt.mezo.data.loaders import numbered_lines
+from sglang.srt.mezo.data.loaders import jsonl_objects
 from sglang.srt.mezo.errors import DataFormatError
 
 
@@ -33,23 +32,18 @@ def squad_prompt(title: str, context: str, question: str) -> str:
 def _rows(path: Path, max_examples: int | None, fields: tuple[str, ...]):
     if max_examples is not None and max_examples < 0:
         raise ValueError(f"max_examples must be >= 0 or None, got {max_examples}")
-    lines = numbered_lines(path)
-    if not lines:
-        raise DataFormatError(f"{path}, line 1: empty file; expected one JSON object a line")
-    for n, line in lines[:max_examples] if max_examples is not None else lines:
-        where = f"{path}, line {n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataFormatError(f"{where}: invalid JSON ({e.msg}, column {e.colno}). Each line must be "
-                                  "one JSON object") from None
-        if not isinstance(obj, dict):
-            raise DataFormatError(f"{where}: expected a JSON object per line, found {type(obj).__name__}")
+    seen = False
+    for k, (where, obj) in enumerate(jsonl_objects(path)):
+        seen = True
+        if max_examples is not None and k >= max_examples:
+            break
         missing = [f for f in fields if f not in obj]
         if missing:
             raise DataFormatError(f"{where}: field {missing[0]!r} is missing (row has {sorted(obj)}); "
                                   f"each row needs {', '.join(fields)}")
         yield where, obj
+    if not seen:
+        raise DataFormatError(f"{path}, line 1: empty file; expected one JSON object a line")
 
 
 def _strings(value: Any, key: str, where: str) -> list[str]:
@@ -63,7 +57,7 @@ def squad_examples(path: str | os.PathLike, max_examples: int | None = None) -> 
     ``" {first answer}\\n"``, with every accepted answer as ``references``; the first ``max_examples``
     rows of the file, in file order.
 
-    >>> import tempfile
+    >>> import json, tempfile
     >>> path = Path(tempfile.mkdtemp()) / "squad.jsonl"
     >>> _ = path.write_text(json.dumps({"id": "1", "title": "Paris", "context": "Paris is in France.",
     ...                                 "question": "Where is Paris?", "answers": ["France", "in France"]}) + "\\n")

@@ -246,16 +246,30 @@ def _txt_rows(path: Path) -> Iterator:
         yield f"{path}, line {n}", {"label": parts[0], "sentence": parts[1]}
 
 
-def _jsonl_rows(path: Path) -> Iterator:
+def jsonl_objects(path: Path, hint: str = "") -> Iterator[tuple[str, dict]]:
+    """("<path>, line N", object) for each non-blank line of a JSON-lines file; a line that is not
+    one JSON object raises :class:`DataFormatError` naming it (``hint`` ends the invalid-JSON message).
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "rows.jsonl"
+    >>> _ = path.write_text('{"a": 1}\\n')
+    >>> [(where.endswith("line 1"), obj) for where, obj in jsonl_objects(path)]
+    [(True, {'a': 1})]
+    """
     for n, line in numbered_lines(path):
+        where = f"{path}, line {n}"
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataFormatError(f"{path}, line {n}: invalid JSON ({e.msg}, column {e.colno}). Each line "
-                                  "must be one JSON object; a single JSON list belongs in a .json file") from None
+            raise DataFormatError(f"{where}: invalid JSON ({e.msg}, column {e.colno}). Each line must be one "
+                                  f"JSON object{hint}") from None
         if not isinstance(obj, dict):
-            raise DataFormatError(f"{path}, line {n}: expected a JSON object per line, found {type(obj).__name__}")
-        yield f"{path}, line {n}", obj
+            raise DataFormatError(f"{where}: expected a JSON object per line, found {type(obj).__name__}")
+        yield where, obj
+
+
+def _jsonl_rows(path: Path) -> Iterator:
+    return jsonl_objects(path, "; a single JSON list belongs in a .json file")
 
 
 def _json_rows(path: Path) -> Iterator:
