@@ -129,7 +129,8 @@ def _metric_rows(result: dict, best_step: str) -> list[tuple[str, str]]:
 
     def value(record: Optional[dict]) -> str:
         v = (record or {}).get(metric)
-        return "-" if v is None else f"{v:.4f}" if metric == "eval_loss" else f"{v:.1f}"
+        # Losses and DPO's reward metrics (shares, log-likelihood ratios) are small numbers; F1 is in %.
+        return "-" if v is None else f"{v:.4f}" if metric == "eval_loss" or "rewards/" in metric else f"{v:.1f}"
 
     name = metric.removeprefix("eval_").replace("_", " ")
     return [(f"zero-shot eval {name} (step 0)", value(result.get("zero_shot_eval"))),

@@ -125,38 +125,40 @@ def _content(value: Any, where: str, i: int) -> str:
             kind = part.get("type") if isinstance(part, dict) else None
             if kind not in ("text", "input_text") or not isinstance(part.get("text"), str):
                 raise DataFormatError(
-                    f"{where}: message {i} has a content part {_short(part)}; only text parts "
+                    f"{where}: message {i} has a content part {short_repr(part)}; only text parts "
                     '({"type": "text", "text": "..."}) can be trained on. Drop the other parts or '
                     "make the content a string")
             texts.append(part["text"])
         # SGLang's chat serving joins text parts with one space for string-content templates.
         return " ".join(texts)
-    raise DataFormatError(f"{where}: message {i} has content {_short(value)}, expected a string "
+    raise DataFormatError(f"{where}: message {i} has content {short_repr(value)}, expected a string "
                           '(or a list of {"type": "text", "text": ...} parts). Fill in the text')
 
 
-def _short(value: Any) -> str:
+def short_repr(value: Any) -> str:
+    """``value`` as a short JSON or repr for an error message (at most 60 characters)."""
     text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _chat_row(obj: dict, where: str) -> ChatExample:
+def chat_row(obj: dict, where: str) -> ChatExample:
+    """Check one ``{"messages": [...]}`` object (``where``: "file, line N" for the errors) into a :class:`ChatExample`."""
     for key in ("tools", "functions"):
         if key in obj:
             raise DataFormatError(f"{where}: the row has {key!r}; tool definitions are not supported for "
                                   "fine-tuning here. Remove the key (and any tool messages)")
     msgs = obj["messages"]
     if not isinstance(msgs, list) or not msgs:
-        raise DataFormatError(f"{where}: 'messages' must be a non-empty list of messages, found {_short(msgs)}")
+        raise DataFormatError(f"{where}: 'messages' must be a non-empty list of messages, found {short_repr(msgs)}")
     out = []
     for i, m in enumerate(msgs, 1):
         if not isinstance(m, dict):
-            raise DataFormatError(f"{where}: message {i} is {_short(m)}, expected an object "
+            raise DataFormatError(f"{where}: message {i} is {short_repr(m)}, expected an object "
                                   'such as {"role": "user", "content": "..."}')
         role = m.get("role")
         if role not in ROLES:
             hint = " (tool use is not supported)" if role in ("tool", "function") else ""
-            raise DataFormatError(f"{where}: message {i} has role {_short(role)}{hint}; the roles are "
+            raise DataFormatError(f"{where}: message {i} has role {short_repr(role)}{hint}; the roles are "
                                   f"{', '.join(ROLES)}. Fix the role or drop the message")
         tool_key = next((k for k in _TOOL_KEYS if k in m), None)
         if tool_key:
@@ -167,7 +169,7 @@ def _chat_row(obj: dict, where: str) -> ChatExample:
             raise DataFormatError(f"{where}: message {i} ({role}) has a weight; only assistant messages may "
                                   "carry one (0: context, 1: trained on). Remove it")
         if isinstance(weight, bool) or weight not in (0, 1):
-            raise DataFormatError(f"{where}: message {i} has weight {_short(weight)}; it must be 0 (context, "
+            raise DataFormatError(f"{where}: message {i} has weight {short_repr(weight)}; it must be 0 (context, "
                                   "not trained on) or 1 (trained on). Fix the value")
         out.append(Message(role, _content(m.get("content"), where, i), int(weight)))
     if not any(m.role == "assistant" for m in out):
@@ -185,7 +187,7 @@ def _completion_row(obj: dict, where: str) -> CompletionExample:
             raise DataFormatError(f"{where}: the row has {other!r} but no {key!r}. Every prompt/completion "
                                   "row needs both")
         if not isinstance(obj[key], str):
-            raise DataFormatError(f"{where}: {key!r} is {_short(obj[key])}, expected a string. Fix the row")
+            raise DataFormatError(f"{where}: {key!r} is {short_repr(obj[key])}, expected a string. Fix the row")
     if not obj["completion"]:
         raise DataFormatError(f"{where}: 'completion' is empty, so nothing to train on. Fill it in or drop "
                               "the row")
@@ -223,7 +225,7 @@ def read_completion_file(path: str | os.PathLike) -> list[AnyExample]:
         elif fmt != first[0]:
             raise DataFormatError(f"{where}: a {fmt} row, but the file started with {first[0]} rows "
                                   f"({first[1]}). Use one format per file")
-        out.append(_chat_row(obj, where) if has_chat else _completion_row(obj, where))
+        out.append(chat_row(obj, where) if has_chat else _completion_row(obj, where))
     if not out:
         raise DataFormatError(f"{path}, line 1: empty file; expected one JSON object a line, "
                               '{"messages": [...]} or {"prompt": ..., "completion": ...}')

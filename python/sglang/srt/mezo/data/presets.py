@@ -117,6 +117,9 @@ TASKS: dict[str, TaskPreset] = {p.name: p for p in (
     # The user's own chat or prompt/completion file (OpenAI's formats): no data of its own.
     TaskPreset("chat", (), None, None, None, None, 2048, "loss", False, ("messages",), (), {},
                objective="completion"),
+    # The user's own preference pairs (OpenAI's dpo rows or TRL's prompt/chosen/rejected).
+    TaskPreset("preference", (), None, None, None, None, 2048, "reward accuracy", False, ("input",), (), {},
+               objective="dpo"),
 )}
 
 

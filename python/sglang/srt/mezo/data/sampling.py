@@ -13,6 +13,7 @@ from sglang.srt.mezo.data.chat import ChatExample, CompletionExample, read_compl
 from sglang.srt.mezo.data.examples import Example
 from sglang.srt.mezo.data.generative import squad_examples
 from sglang.srt.mezo.data.loaders import default_data_root, load_examples, resolve_task_data
+from sglang.srt.mezo.data.preference import PreferenceExample, read_preference_file
 from sglang.srt.mezo.data.presets import TaskPreset
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ DEFAULT_DATA_SEED = 42  # one of LM-BFF's five data seeds
 DataSource = Union[str, os.PathLike, Sequence[Example], None]
 
 #: A generative run's dataset: a path, a list of chat or prompt/completion rows, or None.
-CompletionSource = Union[str, os.PathLike, Sequence[Union[ChatExample, CompletionExample]], None]
+CompletionSource = Union[str, os.PathLike, Sequence[Union[ChatExample, CompletionExample, PreferenceExample]], None]
 
 
 def _examples_from(source: DataSource, preset: TaskPreset, split: str) -> list[Example]:
@@ -173,6 +174,8 @@ def completion_splits(preset: TaskPreset, train_dataset: CompletionSource = None
                                         "or give the file")
         if isinstance(source, (str, os.PathLike)):
             path = os.fspath(source)
+            if preset.objective == "dpo":
+                return read_preference_file(path)
             return squad_examples(path) if preset.name == "squad" else read_completion_file(path)
         return list(source)
 
@@ -184,6 +187,10 @@ def completion_splits(preset: TaskPreset, train_dataset: CompletionSource = None
     if preset.name == "chat" and train_dataset is None:
         raise ValueError("task 'chat' has no data of its own: give train_file (a JSONL of OpenAI chat rows "
                          '{"messages": [...]} or {"prompt": ..., "completion": ...} rows)')
+    if preset.name == "preference" and train_dataset is None:
+        raise ValueError("task 'preference' has no data of its own: give train_file (a JSONL of preference pairs: "
+                         'OpenAI\'s {"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": '
+                         '[...]} or TRL\'s {"prompt": ..., "chosen": ..., "rejected": ...})')
     train = sample(read(train_dataset, "train"), k_shot)
     evals = sample(read(eval_dataset, "dev"), max_eval_examples)
     return DataSplits(train, evals, [])

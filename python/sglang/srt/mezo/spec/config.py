@@ -52,7 +52,7 @@ from sglang.srt.mezo.spec.defaults import (
 Trainable = Literal["lora", "full"]
 
 
-Objective = Literal["ce", "accuracy", "completion", "options"]
+Objective = Literal["ce", "accuracy", "completion", "options", "dpo"]
 
 
 OptionScore = Literal["mean", "sum"]
@@ -92,7 +92,8 @@ class MeZOConfig:
                             "'smollm2-135m'", group="model and data")
     task: Optional[str] = _spec(None, "task preset: sst-2, sst-5, trec, mnli, snli, rte, cb, boolq (label words); "
                                 "arc-easy (multiple choice); squad (generated answers); chat (a chat or "
-                                "prompt/completion --train-file) (default: chat for objective completion, else sst-2)",
+                                "prompt/completion --train-file); preference (a file of preference pairs, objective dpo) "
+                                "(default: chat for objective completion, preference for dpo, else sst-2)",
                                 group="model and data")
     train_file: Optional[str] = _spec(None, "training data (.tsv/.txt/.jsonl/.json/.csv, a save_to_disk folder "
                                       "or hub:NAME) (default: the task's training set from ../shared/data if "
@@ -128,6 +129,8 @@ class MeZOConfig:
                                       "log-probabilities", group="prompt")
     max_new_tokens: int = _spec(50, "completion: the longest answer an evaluation generates, in tokens (it also "
                                 "stops at a line break or the end of the turn)", group="prompt")
+    beta: float = _spec(0.1, "dpo: the temperature of DPO's loss (TRL's and OpenAI's default 0.1; higher keeps the "
+                        "model closer to the reference)", group="prompt")
 
     # ---- what to train
     trainable: Optional[Trainable] = _spec(None, "what MeZO trains: a LoRA adapter or every weight (default: lora "
@@ -221,6 +224,7 @@ class MeZOConfig:
         _check_range("epsilon", self.epsilon, lambda v: v > 0, "a positive number")
         _check_range("weight_decay", self.weight_decay, lambda v: v >= 0, ">= 0")
         _check_range("lora_alpha", self.lora_alpha, lambda v: v > 0, "> 0")
+        _check_range("beta", self.beta, lambda v: v > 0, "> 0")
         for name, low in (("max_new_tokens", 1), ("num_steps", 0), ("eval_steps", 0), ("k_shot", 0), ("batch_size", 1), ("n_spsa", 1),
                           ("lora_rank", 1), ("lora_layers", 1), ("max_eval_examples", 1), ("max_total_tokens", 1)):
             _check_range(name, getattr(self, name), lambda v, low=low: v >= low, f">= {low}")
@@ -268,13 +272,15 @@ class MeZOConfig:
         if self.objective is None:
             self.objective = get_task(self.task).objective if self.task is not None else "ce"
         if self.task is None:
-            self.task = "chat" if self.objective == "completion" else "sst-2"
+            self.task = {"completion": "chat", "dpo": "preference"}.get(self.objective, "sst-2")
         preset = get_task(self.task)
         self.task = preset.name
-        fits = {"completion": ("completion",), "options": ("options",)}.get(preset.objective, ("ce", "accuracy", "options"))
+        fits = {"completion": ("completion",), "options": ("options",), "dpo": ("dpo",)}.get(
+            preset.objective, ("ce", "accuracy", "options"))
         if self.objective not in fits:
             raise ValueError(f"task {preset.name!r} trains with objective {' or '.join(map(repr, fits))}, not "
-                             f"{self.objective!r}" + (": its answers are generated text" if preset.generative else
+                             f"{self.objective!r}" + (": its rows are preference pairs" if preset.objective == "dpo"
+                                                      else ": its answers are generated text" if preset.generative else
                                                       ": its options are each example's own choices"
                                                       if preset.objective == "options" else
                                                       ": its classes are label words (objective 'completion' "

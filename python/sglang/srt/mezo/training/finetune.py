@@ -52,7 +52,9 @@ def mezo_mlm_finetune(
     prompt/completion JSONL in OpenAI's format as ``train_dataset`` (task ``chat``); a completion
     run's evaluations report ``eval_loss`` and ``eval_mean_token_accuracy`` on the target tokens,
     and, for rows with reference answers (SQuAD), ``eval_f1`` and ``eval_exact_match`` of the
-    answers it generates through SGLang.
+    answers it generates through SGLang; ``"dpo"`` for preference pairs (OpenAI's dpo rows or
+    TRL's prompt/chosen/rejected as ``train_dataset``, task ``preference``; ``beta=`` its
+    temperature), with TRL's reward metrics (``eval_rewards/accuracies`` and the rest).
 
     The arguments are a :class:`~sglang.srt.mezo.spec.config.MeZOConfig`'s fields (other fields, e.g.
     ``lora_alpha``, ``n_spsa``, ``lr_schedule``, ``dtype``, pass through ``config_overrides``);

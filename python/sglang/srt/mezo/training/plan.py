@@ -34,6 +34,7 @@ Example (SmolLM2-135M, 16-shot SST-2, the calibrated LoRA defaults)::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -50,6 +51,7 @@ from sglang.srt.mezo.engine.runner import resolve_device, runner_dtype
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.spec.defaults import AUTO, DEFAULTS
 from sglang.srt.mezo.training.objectives import objective_for
+from sglang.srt.mezo.training.objectives.base import ReferenceObjective
 from sglang.srt.mezo.training.prompt_search import PromptChoice, search_prompt
 from sglang.srt.mezo.training.trainer import DataParallel, MeZOTrainer
 
@@ -58,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 #: Where a run records the prompt it chose (template="auto", label_words="auto", calibrate).
 PROMPT_FILE = "prompt.json"
+#: Where a run records its objective's reference scores (DPO's log p_ref of every pair).
+REFERENCE_FILE = "reference.json"
 
 
 # ---------------------------------------------------------------- a run: plan, then run
@@ -146,7 +150,7 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
     dtype_choice = _dtype_choice(config, runner)
     config = dataclasses.replace(config, dtype=dtype_choice.dtype)
     check_trainable(kind, config.trainable)
-    if kind == "masked" and config.objective in ("options", "completion"):
+    if kind == "masked" and config.objective in ("options", "completion", "dpo"):
         raise ValueError(f"objective {config.objective!r} scores text a causal LM writes; {config.model_path} is a "
                          "masked LM: use objective 'ce' with one-token label words, or a causal LM")
     # The label-word prompt is checked against the tokenizer before any data is read or model
@@ -158,7 +162,7 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
         prompt = PromptEncoder.for_task(tokenizer, kind, preset, mlm)
     in_memory = not isinstance(train_dataset, (str, os.PathLike, type(None))) or \
         not isinstance(eval_dataset, (str, os.PathLike, type(None)))
-    split = completion_splits if config.objective == "completion" else prepare_splits
+    split = completion_splits if config.objective in ("completion", "dpo") else prepare_splits
     splits = split(
         preset, config.train_file if train_dataset is None else train_dataset,
         config.eval_file if eval_dataset is None else eval_dataset,
@@ -209,16 +213,28 @@ def start_run(plan: RunPlan, runner=None, callbacks=None, data_parallel: Optiona
     trainer = MeZOTrainer(plan.model_path if runner is None else None, plan.trainer_config(), runner=runner,
                           tokenizer=plan.tokenizer, objective=objective_for(plan), kind=plan.kind,
                           data_parallel=data_parallel)
-    if trainer.config.dtype != plan.config.dtype:  # a runner that prepare() was not given: its dtype rules
-        plan.dtype_choice = _dtype_choice(plan.config, runner)
-        plan.config = dataclasses.replace(plan.config, dtype=plan.dtype_choice.dtype)
-    if plan.searches_prompt and plan.prompt_choice is None:
-        plan.use_prompt(_recorded_or_searched_prompt(plan, trainer))
-    if plan.prompt_choice is not None:
-        trainer.objective = objective_for(plan)  # the chosen prompt, calibrated
-    mezo_run = trainer.start_run(plan.train, plan.eval, callbacks=callbacks)
-    if plan.config.resume:
-        mezo_run.resume(plan.resume_from)
+    try:
+        if trainer.config.dtype != plan.config.dtype:  # a runner that prepare() was not given: its dtype rules
+            plan.dtype_choice = _dtype_choice(plan.config, runner)
+            plan.config = dataclasses.replace(plan.config, dtype=plan.dtype_choice.dtype)
+        if plan.searches_prompt and plan.prompt_choice is None:
+            plan.use_prompt(_recorded_or_searched_prompt(plan, trainer))
+        if plan.prompt_choice is not None:
+            trainer.objective = objective_for(plan)  # the chosen prompt, calibrated
+        if isinstance(trainer.objective, ReferenceObjective):
+            plan.train, plan.eval = _recorded_or_computed_reference(plan, trainer)
+        mezo_run = trainer.start_run(plan.train, plan.eval, callbacks=callbacks)
+        if plan.config.resume:
+            mezo_run.resume(plan.resume_from)
+    except BaseException:
+        # A run that cannot start lets go of what it took: the runner it built, or its adapters on a given one.
+        from sglang.srt.mezo.engine.runner import release_model_runner
+
+        if runner is None:
+            release_model_runner(trainer.runner)
+        else:
+            trainer.close()
+        raise
     mezo_run.setup_time_s = time.perf_counter() - started
     return mezo_run
 
@@ -238,6 +254,38 @@ def _recorded_or_searched_prompt(plan: RunPlan, trainer: MeZOTrainer) -> PromptC
     if path and c.num_steps > 0:
         atomic_json(path, choice.to_dict(), indent=1)
     return choice
+
+
+def _recorded_or_computed_reference(plan: RunPlan, trainer: MeZOTrainer) -> tuple[list, list]:
+    """The train and eval items with their reference scores (DPO's log p_ref): a resumed run's
+    recorded ones, else computed at the initial weights (before the first step) and recorded in
+    ``<output_dir>/reference.json``, keyed by a digest of the items so that other data is refused."""
+    from sglang.srt.mezo.io import atomic_json
+
+    objective = trainer.objective
+    # A zero-step run only evaluates: its training items need no reference.
+    items = {"train": plan.train if plan.config.num_steps > 0 else [], "eval": plan.eval}
+    digest = hashlib.sha256(repr([objective.forward_inputs(v).sequences for v in items.values()]).encode()).hexdigest()
+    path = os.path.join(plan.config.output_dir, REFERENCE_FILE) if plan.config.output_dir else None
+    if plan.resume_from and path and os.path.exists(path):
+        with open(path) as f:
+            record = json.load(f)
+        if record["digest"] != digest:
+            raise ValueError(f"{path}: the run's reference log-likelihoods were computed for other data; resume "
+                             "with the files the run started with, or start a new run (another output_dir)")
+        values = record["values"]
+    elif plan.resume_from:
+        raise ValueError(f"{plan.resume_from}: the run has no {REFERENCE_FILE} in {plan.config.output_dir}, and its "
+                         "reference (the initial weights) cannot be recomputed from trained ones; start a new run")
+    else:
+        size = plan.config.batch_size
+        values = {split: [v for i in range(0, len(rows), size) for v in objective.reference_values(
+            trainer.logits_for(objective.forward_inputs(rows[i:i + size])), rows[i:i + size])]
+            for split, rows in items.items()}
+        if path and plan.config.num_steps > 0:
+            atomic_json(path, {"digest": digest, "values": values})
+    train = objective.with_reference(plan.train, values["train"]) if items["train"] else plan.train
+    return train, objective.with_reference(plan.eval, values["eval"])
 
 
 def run(plan: RunPlan, runner=None, callbacks=None) -> dict:

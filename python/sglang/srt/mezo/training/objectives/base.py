@@ -121,3 +121,18 @@ class GenerativeObjective(Objective):
     @abstractmethod
     def generation_metrics(self, answers: list[str], references: list) -> dict:
         """An evaluation's generation metrics from all its answers."""
+
+
+class ReferenceObjective(Objective):
+    """An objective whose loss also needs each item's score under the model the run starts from (DPO's
+    reference model). The run computes those scores once, before its first step, from the logits
+    of :meth:`forward_inputs` at the initial weights, and keeps them with the run (a resumed run
+    reads them back instead of recomputing them from trained weights)."""
+
+    @abstractmethod
+    def reference_values(self, logits: torch.Tensor, batch: Sequence[Any]) -> list:
+        """Each item's reference scores (JSON-able) from :meth:`forward_inputs`' logits."""
+
+    @abstractmethod
+    def with_reference(self, batch: Sequence[Any], values: Sequence[Any]) -> list:
+        """``batch``'s items carrying ``values`` (from :meth:`reference_values`), ready for :meth:`loss`."""
