@@ -29,8 +29,9 @@ def _side(prompt: list[int], answer: list[int]) -> TokenizedCompletion:
     return TokenizedCompletion(tuple(prompt + answer), (False,) * len(prompt) + (True,) * len(answer), len(prompt))
 
 
+LONG_PROMPT = [0] + list(range(20, 44))  # longer than the shortest prefix worth sharing (16 tokens)
 PAIRS = [TokenizedPair(_side([0, 5, 7], [11, 3]), _side([0, 5, 7], [12, 40, 2])),
-         TokenizedPair(_side([0, 8], [200, 4, 9]), _side([0, 8], [201])),
+         TokenizedPair(_side(LONG_PROMPT, [200, 4, 9]), _side(LONG_PROMPT, [201])),
          TokenizedPair(_side([0, 300, 301, 302], [305, 6]), _side([0, 300, 301, 302], [306, 7]))]
 
 
@@ -95,8 +96,16 @@ def test_dpo_loss_rewards_and_projected_gradient_match_peft(tmp_path, tiny_llama
         load_into_peft(peft, theta_ref)
         assert abs(hf_dpo_loss(peft, pairs, reference, beta) - math.log(2)) < 1e-5
 
-        seed = 7
-        g, lp, lm = tr.projected_gradient(pairs, seed)
+        # The paired forward extends the long prompt once per side: its KV is shared by both answers.
+        extends, original = [], tr.runner.forward
+        tr.runner.forward = lambda batch, *a, **kw: extends.append(list(batch.extend_prefix_lens_cpu)) or \
+            original(batch, *a, **kw)
+        try:
+            seed = 7
+            g, lp, lm = tr.projected_gradient(pairs, seed)
+        finally:
+            del tr.runner.forward
+        assert len(extends) == 2 and sorted(extends[1])[-4:] == [len(LONG_PROMPT) - 1] * 4
         losses = {}
         for sign in (1, -1):
             load_into_peft(peft, {n: theta[n] + sign * cfg.epsilon * tr._z(seed, i, theta[n])

@@ -345,7 +345,7 @@ def test_split_batch_estimates_each_direction_on_its_own_part_in_one_forward(tmp
         start = [t.clone() for t in tr.trainable.tensors]
         forwards = []
         original = tr.forward
-        tr.forward = lambda *a: forwards.append(len(a[0])) or original(*a)
+        tr.forward = lambda *a, **kw: forwards.append(len(a[0])) or original(*a, **kw)
         split = tr._split_losses(TASK, [11, 12])
         assert forwards == [2 * len(TASK)]  # both directions, both signs: one forward of the batch twice
         assert all(torch.equal(a, b) for a, b in zip(start, tr.trainable.tensors))

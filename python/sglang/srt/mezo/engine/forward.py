@@ -184,11 +184,14 @@ class ExtendForward:
         positions: Sequence[Union[int, Sequence[int]]],
         vocab_ids: Optional[torch.Tensor] = None,
         lora_ids: Optional[Sequence[Optional[str]]] = None,
+        share_prefixes: Optional[bool] = None,
     ) -> torch.Tensor:
         """Logits ``[rows, len(vocab_ids) or vocab]`` at ``positions[i]`` of sequence i, in order.
 
         ``positions[i]`` is one position (one row) or a list of positions (one row each, in the
-        list's order): a completion's loss needs the logits of every position before its tokens."""
+        list's order): a completion's loss needs the logits of every position before its tokens.
+        ``share_prefixes``: this forward's choice (None: the one the forward was built with)."""
+        share = self.share_prefixes if share_prefixes is None else share_prefixes
         if len(positions) != len(sequences):
             raise ValueError("one position (or one list of positions) per sequence is required")
         positions = [[p] if isinstance(p, int) else list(p) for p in positions]
@@ -205,11 +208,11 @@ class ExtendForward:
                 )
             # Sharing only lowers what a chunk allocates, so the unshared count stays a safe bound.
             if chunk and budget + len(seq) > self.max_tokens_per_forward:
-                out.append(self._forward(chunk, sequences, positions, vocab_ids, lora_ids))
+                out.append(self._forward(chunk, sequences, positions, vocab_ids, lora_ids, share))
                 chunk, budget = [], 0
             chunk.append(i)
             budget += len(seq)
-        out.append(self._forward(chunk, sequences, positions, vocab_ids, lora_ids))
+        out.append(self._forward(chunk, sequences, positions, vocab_ids, lora_ids, share))
         return torch.cat(out)
 
     def _new_req(self, ids: Sequence[int], lora_id: Optional[str]) -> Req:
@@ -217,8 +220,8 @@ class ExtendForward:
         return new_req(f"mezo-{self._rid}", ids, lora_id)
 
     @torch.no_grad()
-    def _forward(self, idx, sequences, positions, vocab_ids, lora_ids) -> torch.Tensor:
-        if self.share_prefixes and self._can_share and len(idx) > 1:
+    def _forward(self, idx, sequences, positions, vocab_ids, lora_ids, share: bool) -> torch.Tensor:
+        if share and self._can_share and len(idx) > 1:
             # A shared prefix stops before a sequence's first requested position: that logit must
             # come out of the sequence's own extend.
             caps = [min(positions[i]) for i in idx]

@@ -247,7 +247,9 @@ class MeZOTrainer:
             self.settle()
         if lora_ids is None:
             lora_ids = [self.trainable.lora_id] * len(sequences)
-        return self.forward(sequences, positions, vocab_ids, lora_ids)
+        # An objective whose sequences share prefixes turns sharing on; otherwise the forward's own setting.
+        share = True if self.objective.shares_prefixes else None
+        return self.forward(sequences, positions, vocab_ids, lora_ids, share_prefixes=share)
 
     def logits_for(self, inputs: ForwardInputs) -> torch.Tensor:
         """The logits an objective's :class:`ForwardInputs` ask for, at the current weights."""

@@ -63,6 +63,10 @@ class Objective(ABC):
 
     #: The evaluation metric that is the run's headline and picks its best checkpoint (higher is better).
     primary_metric: str = "eval_accuracy"
+    #: Whether this objective's sequences usually start with a prefix they share (a DPO pair's two
+    #: answers to one prompt): its forwards then extend each shared prefix once per adapter
+    #: (:mod:`sglang.srt.mezo.engine.prefix_sharing`; the same logits up to float rounding).
+    shares_prefixes: bool = False
 
     def encode(self, examples: Sequence[Any]) -> list:
         """A task's rows as this objective's batch items, once per run; base: as they are."""

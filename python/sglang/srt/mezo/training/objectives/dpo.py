@@ -60,6 +60,8 @@ class DPOObjective(ReferenceObjective):
 
     #: Whether the preferred answer wins on the validation pairs (TRL's reward accuracy).
     primary_metric = "eval_rewards/accuracies"
+    #: A pair's two sequences share the whole prompt: it is extended once per side of a step.
+    shares_prefixes = True
 
     def __init__(self, tokenizer, beta: float = DEFAULT_BETA, max_length: Optional[int] = None):
         if not beta > 0:
