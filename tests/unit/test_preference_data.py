@@ -57,6 +57,7 @@ def test_the_three_formats_become_one_example_a_side(tmp_path):
      "the prompt ends with an assistant message"),
     ({"input": "just text", "preferred_output": "a", "non_preferred_output": "b"}, "'input' is 'just text'"),
     (_openai(messages=[{"role": "robot", "content": "q"}]), "role 'robot'"),
+    ({**_openai(), "input": {"messages": [{"role": "user", "content": "q"}], "tools": []}}, "tool definitions"),
     ({"prompt": "q", "chosen": [{"role": "assistant", "content": "a"}], "rejected": " b"}, "a text prompt with message"),
     ({"messages": [{"role": "user", "content": "q"}]}, "a supervised chat row"),
     ({"prompt": "q", "chosen": "a", "rejected": "b", "preferred_output": "c"}, "keys of both formats"),

@@ -98,20 +98,16 @@ def _side(obj: dict, key: str, where: str) -> Union[str, Message]:
 
 
 def _prompt_messages(value: Any, key: str, where: str) -> tuple[Message, ...]:
-    if key == "input":
-        if not isinstance(value, dict) or "messages" not in value:
-            raise DataFormatError(f"{where}: 'input' is {short_repr(value)}, expected "
-                                  '{"messages": [{"role": "user", "content": "..."}, ...]}')
-        for extra in ("tools", "functions"):
-            if extra in value:
-                raise DataFormatError(f"{where}: 'input' has {extra!r}; tool definitions are not supported for "
-                                      "fine-tuning here. Remove the key")
-        value = value["messages"]
-    if not isinstance(value, list) or not value:
-        raise DataFormatError(f"{where}: the prompt must be a non-empty list of messages, found {short_repr(value)}")
+    if key == "input" and (not isinstance(value, dict) or "messages" not in value):
+        raise DataFormatError(f"{where}: 'input' is {short_repr(value)}, expected "
+                              '{"messages": [{"role": "user", "content": "..."}, ...]}')
+    row = dict(value) if key == "input" else {"messages": value}  # OpenAI's input is a chat row
+    if not isinstance(row["messages"], list) or not row["messages"]:
+        raise DataFormatError(f"{where}: the prompt must be a non-empty list of messages, found "
+                              f"{short_repr(row['messages'])}")
     # The prompt's own assistant turns are context: checked as a chat row with a reply appended.
-    probe = value + [{"role": "assistant", "content": ""}]
-    messages = chat_row({"messages": probe}, f"{where}: {key!r}").messages[:-1]
+    row["messages"] = row["messages"] + [{"role": "assistant", "content": ""}]
+    messages = chat_row(row, f"{where}: {key!r}").messages[:-1]
     if messages[-1].role == "assistant":
         raise DataFormatError(f"{where}: the prompt ends with an assistant message, so the answers would be a "
                               "second reply in the same turn. End the prompt with the user's message")

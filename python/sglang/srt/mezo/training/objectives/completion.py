@@ -40,6 +40,15 @@ def target_positions(item: TokenizedCompletion) -> list[int]:
     return [i - 1 for i, target in enumerate(item.targets) if target]
 
 
+def row_limit(plan) -> int:
+    """The most tokens a row of ``plan``'s run may have: the model's context (a tokenizer without one
+    reports a huge sentinel), within what one forward of a runner with the run's KV cache can hold
+    (half of it: the +/- eps sides)."""
+    context = getattr(plan.tokenizer, "model_max_length", None)
+    context = context if context and context < 10**6 else plan.preset.max_length
+    return min(context, plan.config.max_total_tokens // 2)
+
+
 def _targets(item: TokenizedCompletion) -> list[int]:
     return [t for t, target in zip(item.input_ids, item.targets) if target]
 
@@ -63,11 +72,7 @@ class CompletionObjective(GenerativeObjective):
     @classmethod
     def from_plan(cls, plan, name: str) -> "CompletionObjective":
         """The objective of a :class:`~sglang.srt.mezo.training.plan.RunPlan` whose spec names it."""
-        # The model's context (a tokenizer without one reports a huge sentinel), within what one
-        # forward of a runner with the run's KV cache can hold (half of it: the +/- eps sides).
-        context = getattr(plan.tokenizer, "model_max_length", None)
-        context = context if context and context < 10**6 else plan.preset.max_length
-        return cls(plan.tokenizer, plan.config.max_new_tokens, min(context, plan.config.max_total_tokens // 2))
+        return cls(plan.tokenizer, plan.config.max_new_tokens, row_limit(plan))
 
     def encode(self, examples: Sequence[Union[ChatExample, CompletionExample, TokenizedCompletion]]
                ) -> list[TokenizedCompletion]:

@@ -31,7 +31,7 @@ import torch
 from sglang.srt.mezo.data.preference import PreferenceExample, TokenizedPair, encode_pairs, with_reference
 from sglang.srt.mezo.training.objectives import register
 from sglang.srt.mezo.training.objectives.base import ForwardInputs, ReferenceObjective
-from sglang.srt.mezo.training.objectives.completion import target_positions
+from sglang.srt.mezo.training.objectives.completion import row_limit, target_positions
 
 #: DPO's temperature when a run does not set one (TRL's and OpenAI's default).
 DEFAULT_BETA = 0.1
@@ -71,9 +71,7 @@ class DPOObjective(ReferenceObjective):
     @classmethod
     def from_plan(cls, plan, name: str) -> "DPOObjective":
         """The objective of a :class:`~sglang.srt.mezo.training.plan.RunPlan` whose spec names it."""
-        context = getattr(plan.tokenizer, "model_max_length", None)
-        context = context if context and context < 10**6 else plan.preset.max_length
-        return cls(plan.tokenizer, plan.config.beta, min(context, plan.config.max_total_tokens // 2))
+        return cls(plan.tokenizer, plan.config.beta, row_limit(plan))
 
     def encode(self, examples: Sequence[Union[PreferenceExample, TokenizedPair]]) -> list[TokenizedPair]:
         """Pairs as token ids, both sides rendered as the completion objective renders a row."""
