@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -172,6 +173,15 @@ def test_a_dpo_run_records_its_reference_and_a_resumed_run_reads_it_back(tmp_pat
     steps = [json.loads(line) for line in open(tmp_path / "a" / "metrics.jsonl")]
     steps = [e for e in steps if e.get("event") == "step"]
     assert len(steps) == 4 and all({"rewards/accuracies", "rewards/margins"} <= set(e) for e in steps)
+
+    # Replay needs no reference: the trajectory holds each step's projected gradient.
+    from safetensors.torch import load_file
+
+    from sglang.srt.mezo.training.replay import replay
+
+    rebuilt = load_file(os.path.join(replay(str(tmp_path / "a"), str(tmp_path / "replayed")), "adapter_model.safetensors"))
+    saved = load_file(str(tmp_path / "a" / "adapter" / "adapter_model.safetensors"))
+    assert saved.keys() == rebuilt.keys() and all(torch.equal(saved[n], rebuilt[n]) for n in saved)
 
     # Stopped after 2 steps and resumed: the same losses as the straight run, from the recorded
     # reference (computing it again now would use trained weights, and every number would move).
