@@ -124,6 +124,26 @@ def test_two_workers_follow_one_process_survive_a_kill_and_resume(tmp_path, refe
     assert steps == list(range(1, STEPS + 1))  # the lines of the killed run after its checkpoint were redone
 
 
+def test_two_workers_weight_a_completion_loss_by_target_tokens(tmp_path, tiny_chat_llama):
+    """A completion loss is a mean over target tokens: shards with unequal token counts must combine
+    by tokens (not examples) for two workers to follow one process."""
+    rows = [{"messages": [{"role": "user", "content": f"say {w}"}, {"role": "assistant", "content": (w + " ") * k}]}
+            for k, w in zip((1, 9, 2, 7, 1, 8, 3, 6), ("a", "b", "c", "d", "e", "f", "g", "h"))]
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = lambda out: ["--model-path", tiny_chat_llama, "--objective", "completion", "--train-file", str(data),  # noqa: E731
+                        "--batch-size", "8", "--num-steps", "4", "--eval-steps", "0", "--no-eval-at-start",
+                        "--learning-rate", "1e-2", "--dtype", "float32", "--seed", "7", "--output-dir", str(out),
+                        "--quiet", "--no-paired-forward"]
+    one = subprocess.run([*CLI, *argv(tmp_path / "one")], env=_env(), capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    workers = _workers(argv(tmp_path / "two"), _free_port())
+    for w in workers:
+        _, err = w.communicate(timeout=300)
+        assert w.returncode == 0, err[-3000:]
+    assert _grads(tmp_path / "two") == (_grads(tmp_path / "one")[0], pytest.approx(_grads(tmp_path / "one")[1], rel=1e-6))
+
+
 def test_nproc_runs_torchrun_with_identical_workers(tmp_path, reference, tiny_llama, toy_file):
     out = tmp_path / "nproc"
     argv = _argv(tiny_llama, toy_file, out)

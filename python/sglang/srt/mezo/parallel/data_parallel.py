@@ -161,11 +161,12 @@ class DataParallelGroup:
         n = len(batch)
         return list(batch[self.rank * n // self.world_size: (self.rank + 1) * n // self.world_size])
 
-    def combine_losses(self, losses: list[tuple[float, float]], batch_size: int) -> list[tuple[float, float]]:
-        """(L+, L-) per seed on this worker's shard of ``batch_size`` examples -> those of the global
-        batch: the shard-size-weighted mean over the workers. Every worker sums the gathered
+    def combine_losses(self, losses: list[tuple[float, float]], weight: float) -> list[tuple[float, float]]:
+        """(L+, L-) per seed on this worker's shard, a mean over ``weight`` terms (its examples, or a
+        completion's target tokens) -> those of the global batch: the weighted mean over the
+        workers, what one process would compute on the whole batch. Every worker sums the gathered
         numbers in rank order, so all of them get bitwise the same result."""
-        row = [float(batch_size)] + [batch_size * v for pair in losses for v in pair]
+        row = [float(weight)] + [weight * v for pair in losses for v in pair]
         rows = self.all_gather_floats(row, "step")
         total = sum(r[0] for r in rows)
         if total <= 0:
@@ -192,10 +193,17 @@ class DataParallelGroup:
 
 
 # ---------------------------------------------------------------- a run on N workers
+def _item_fields(item: Any) -> Any:
+    """A batch item (any objective's dataclass) as JSON: its fields, without where it was read from
+    (the same rows may sit in other folders on other machines)."""
+    if dataclasses.is_dataclass(item):
+        return {f.name: getattr(item, f.name) for f in dataclasses.fields(item) if f.name != "where"}
+    return str(item)
+
+
 def _fingerprint(plan) -> str:
     spec = {k: v for k, v in plan.config.to_dict().items() if k not in PER_WORKER_SETTINGS}
-    train = [[list(e.input_ids), e.position, e.label_index] for e in plan.train]
-    return hashlib.sha256(json.dumps([spec, train], sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([spec, list(plan.train)], sort_keys=True, default=_item_fields).encode()).hexdigest()
 
 
 def worker_plan(plan, rank: int):

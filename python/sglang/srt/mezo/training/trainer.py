@@ -79,8 +79,9 @@ class DataParallel(Protocol):
     def shard(self, batch: Sequence[Any], step: int) -> list:
         """This worker's part of step ``step``'s global batch."""
 
-    def combine_losses(self, losses: list[tuple[float, float]], batch_size: int) -> list[tuple[float, float]]:
-        """(L+, L-) per seed on this worker's part -> those of the global batch, the same on every worker."""
+    def combine_losses(self, losses: list[tuple[float, float]], weight: float) -> list[tuple[float, float]]:
+        """(L+, L-) per seed on this worker's part (``weight``: the loss terms it averages) -> those of
+        the global batch, the same on every worker."""
 
 
 class MeZOTrainer:
@@ -401,7 +402,7 @@ class MeZOTrainer:
             losses = [self._perturbed_losses(batch, s, restore=pending is None or k < len(seeds) - 1)
                       if batch else (0.0, 0.0) for k, s in enumerate(seeds)]
         try:
-            losses = self.combine_losses(losses, len(batch))
+            losses = self.combine_losses(losses, self.objective.loss_weight(batch) if batch else 0.0)
             for lp, lm in losses:
                 if not (math.isfinite(lp) and math.isfinite(lm)):
                     raise MeZODivergedError(
@@ -462,13 +463,14 @@ class MeZOTrainer:
         self.trainable.after_update()
         self.trajectory.settled.append((len(self.trajectory.steps), seed))
 
-    def combine_losses(self, losses: list[tuple[float, float]], batch_size: int) -> list[tuple[float, float]]:
+    def combine_losses(self, losses: list[tuple[float, float]], weight: float) -> list[tuple[float, float]]:
         """(L+, L-) per seed of this process's batch -> those of the whole step's batch. One
-        process: as they are; data-parallel workers average theirs, weighted by batch size
-        (:meth:`~sglang.srt.mezo.parallel.data_parallel.DataParallelGroup.combine_losses`)."""
+        process: as they are; data-parallel workers average theirs, weighted by how many terms each
+        loss averages (:meth:`Objective.loss_weight`: examples, or a completion's target tokens;
+        :meth:`~sglang.srt.mezo.parallel.data_parallel.DataParallelGroup.combine_losses`)."""
         if self.data_parallel is None:
             return losses
-        return self.data_parallel.combine_losses(losses, batch_size)
+        return self.data_parallel.combine_losses(losses, weight)
 
     # ---- evaluation, saving, the loop ---------------------------------------------------------
 

@@ -84,6 +84,11 @@ class Objective(ABC):
     def predict(self, logits: torch.Tensor, batch: Sequence[Any]) -> tuple[list, list]:
         """(predictions, references) of ``batch``, for :meth:`metrics`."""
 
+    def loss_weight(self, batch: Sequence[Any]) -> float:
+        """How many terms :meth:`loss` averages over ``batch``; data-parallel workers weight their
+        shards' losses by it. Base: one per item."""
+        return float(len(batch))
+
     def train_metrics(self, logits: torch.Tensor, batch: Sequence[Any]) -> dict:
         """Metrics a training step reports besides its loss, from one side's logits; base: none."""
         return {}

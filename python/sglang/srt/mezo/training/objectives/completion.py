@@ -96,6 +96,10 @@ class CompletionObjective(GenerativeObjective):
         nll, _ = self._token_nll(logits, batch)
         return nll.mean().item()
 
+    def loss_weight(self, batch: Sequence[TokenizedCompletion]) -> float:
+        """The batch's target tokens: the loss is their mean, so shards combine by them."""
+        return float(sum(sum(e.targets) for e in batch))
+
     def train_metrics(self, logits: torch.Tensor, batch: Sequence[TokenizedCompletion]) -> dict:
         """OpenAI's ``train_mean_token_accuracy``: greedy next-token hits on the target tokens."""
         _, hits = self._token_nll(logits, batch)
