@@ -1,6 +1,7 @@
 """OpenAI's own training files in a real SGLang server: a ``supervised`` job on a chat JSONL (and on
 prompt/completion rows) trains with the completion objective, reports OpenAI's metric names in
-its events, checkpoints and result CSV, and its adapter answers ``/v1/chat/completions``.
+its events, checkpoints and result CSV, and its adapter answers ``/v1/chat/completions``; a ``dpo``
+job on preference pairs trains the DPO objective and reports TRL's reward metrics beside them.
 
 One server for the module (``python -m sglang.launch_server --enable-mezo``, the tiny Llama with
 SmolLM2's ChatML template, 127.0.0.1, a free port, ``--api-key``), driven with the official
@@ -161,3 +162,76 @@ def test_a_bad_chat_file_is_refused_with_its_line_and_the_server_goes_on(chat_se
     reply = client.chat.completions.create(model=srv.model, messages=[{"role": "user", "content": "hi"}],
                                            max_tokens=5, temperature=0)
     assert isinstance(reply.choices[0].message.content, str)
+
+
+# ---------------------------------------------------------------- dpo jobs: preference pairs
+
+def _pair(w: str) -> dict:
+    return {"input": {"messages": [{"role": "user", "content": f"say {w}"}]},
+            "preferred_output": [{"role": "assistant", "content": f"{w} {w}"}],
+            "non_preferred_output": [{"role": "assistant", "content": "no"}]}
+
+
+PAIRS = [_pair(w) for w in WORDS]
+REWARD_KEYS = {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"}
+
+
+def test_a_dpo_job_trains_on_preference_pairs_reports_trl_rewards_and_its_adapter_chats(chat_server):
+    srv = chat_server
+    client = _client(srv)
+    train = _upload(client, "pairs_train.jsonl", PAIRS)
+    valid = _upload(client, "pairs_valid.jsonl", PAIRS[:3])
+    job = client.fine_tuning.jobs.create(
+        model=srv.model, training_file=train, validation_file=valid, suffix="dpo",
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 2, "batch_size": 3}}},
+        extra_body={"eval_steps": 2})
+    assert job.model_extra["mezo"]["objective"] == "dpo" and job.model_extra["mezo"]["task"] == "preference"
+    assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.2
+    job = _finish(client, job)
+    assert job.status == "succeeded", job.error
+    assert job.model_extra["total_steps"] == 4  # 2 epochs * 6 pairs / batch 3
+    assert job.method.dpo.hyperparameters.batch_size == 3
+
+    metrics = [e.data for e in client.fine_tuning.jobs.list_events(job.id, limit=100) if e.type == "metrics"]
+    steps = [d for d in metrics if d["train_loss"] is not None]
+    evals = [d for d in metrics if d["valid_loss"] is not None]
+    assert sorted(d["step"] for d in steps) == [1, 2, 3, 4] and all(REWARD_KEYS <= set(d) for d in steps)
+    assert sorted(d["step"] for d in evals) == [0, 2, 4]
+    assert all({f"eval_{k}" for k in REWARD_KEYS} <= set(d) for d in evals)
+    zero = next(d for d in evals if d["step"] == 0)  # at the reference weights: every margin 0, loss log 2
+    assert zero["valid_loss"] == pytest.approx(0.6931471805599453) and zero["eval_rewards/margins"] == 0
+
+    header, rows = _csv(client, job.result_files[0])
+    assert header[:5] == COLUMNS and REWARD_KEYS <= set(header) and "eval_rewards/accuracies" in header
+    assert [int(r["step"]) for r in rows] == [0, 1, 2, 3, 4]
+    assert all(r["rewards/accuracies"] for r in rows[1:]) and rows[2]["eval_rewards/margins"], rows
+
+    reply = client.chat.completions.create(model=f"{srv.model}:{job.fine_tuned_model}",
+                                           messages=[{"role": "user", "content": "say good"}], max_tokens=5,
+                                           temperature=0)
+    assert isinstance(reply.choices[0].message.content, str) and reply.usage.completion_tokens >= 1
+
+
+def test_bad_dpo_jobs_are_refused_with_what_to_fix(chat_server):
+    srv = chat_server
+    client = _client(srv)
+    jobs_before = [j.id for j in client.fine_tuning.jobs.list(limit=100)]
+    pairs = _upload(client, "pairs.jsonl", PAIRS)
+    chats = _upload(client, "chats.jsonl", CHATS)
+    same = {**PAIRS[1], "non_preferred_output": PAIRS[1]["preferred_output"]}
+    bad = _upload(client, "bad_pairs.jsonl", [PAIRS[0], same])
+    dpo = {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}}
+    for kwargs, param, needle in (
+            ({"training_file": bad, "method": dpo}, "training_file", "bad_pairs.jsonl), line 2: 'preferred_output' and"),
+            ({"training_file": chats, "method": dpo}, "training_file", "a dpo job needs preference pairs"),
+            ({"training_file": pairs}, "method.type", "train them with method"),
+            ({"training_file": pairs, "validation_file": chats, "method": dpo}, "validation_file", "chat rows"),
+            ({"training_file": pairs, "method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0}}}},
+             "method.dpo.hyperparameters.beta", "beta must be"),
+            ({"training_file": chats, "method": {"type": "reinforcement", "reinforcement": {}}}, "method.type",
+             "'reinforcement' is not supported")):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.fine_tuning.jobs.create(model=srv.model, **kwargs)
+        error = refused.value.response.json()["error"]
+        assert error["param"] == param and needle in error["message"], (kwargs, error)
+    assert [j.id for j in client.fine_tuning.jobs.list(limit=100)] == jobs_before

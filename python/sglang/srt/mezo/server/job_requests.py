@@ -20,6 +20,8 @@ restart or a crash never sees half of one. This module imports neither torch nor
 OpenAI's own training files (chat ``{"messages": [...]}`` rows, or ``{"prompt": ..., "completion": ...}``
 rows) are told apart from classification rows by :func:`file_format`; a job on one trains with the
 run spec's ``completion`` objective (task ``chat``) unless the request names a task or objective.
+A ``dpo`` job (``method = {"type": "dpo", "dpo": {"hyperparameters": {"beta": ...}}}``) trains the
+``dpo`` objective on a file of preference pairs (OpenAI's dpo rows or TRL's prompt/chosen/rejected).
 """
 
 from __future__ import annotations
@@ -83,6 +85,24 @@ def parse_hyperparameter(name: str, value: Any) -> Any:
     return float(value)
 
 
+#: OpenAI's fine-tuning methods this server trains (``method.type``).
+METHODS = ("supervised", "dpo")
+
+
+def parse_beta(value: Any) -> Any:
+    """DPO's beta: "auto" (None here: the run spec's default, 0.1) or a number > 0.
+
+    >>> parse_beta("auto"), parse_beta(0.2)
+    (None, 0.2)
+    """
+    if value is None or value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise RequestError(f"beta must be 'auto' or a number > 0 (DPO's temperature, default 0.1), got {value!r}",
+                           "method.dpo.hyperparameters.beta")
+    return float(value)
+
+
 def _hyperparameter_sources(body: dict) -> dict:
     """Merge the hyperparameters of ``method`` (current) and top-level ``hyperparameters`` (older)."""
     merged: dict = {}
@@ -95,20 +115,28 @@ def _hyperparameter_sources(body: dict) -> dict:
         if not isinstance(method, dict):
             raise RequestError("method must be an object like {'type': 'supervised', 'supervised': {...}}", "method")
         kind = method.get("type", "supervised")
-        if kind != "supervised":
-            raise RequestError(f"method type {kind!r} is not supported: MeZO jobs are 'supervised' (a chat or "
-                               "prompt/completion file, or classification rows with label words)", "method.type")
-        unknown = set(method) - {"type", "supervised"}
+        if kind not in METHODS:
+            why = (": reward-driven jobs (graders) are not built yet" if kind == "reinforcement" else "")
+            raise RequestError(f"method type {kind!r} is not supported{why}; MeZO jobs are 'supervised' (a chat or "
+                               "prompt/completion file, or classification rows with label words) or 'dpo' (a file "
+                               "of preference pairs)", "method.type")
+        unknown = set(method) - {"type", kind}
         if unknown:
             raise RequestError(f"method has unknown keys {sorted(unknown)}", "method")
-        sup = method.get("supervised") or {}
+        sup = method.get(kind) or {}
         if not isinstance(sup, dict) or set(sup) - {"hyperparameters"}:
-            raise RequestError("method.supervised must be {'hyperparameters': {...}}", "method.supervised")
+            raise RequestError(f"method.{kind} must be {{'hyperparameters': {{...}}}}", f"method.{kind}")
         hp = sup.get("hyperparameters") or {}
         if not isinstance(hp, dict):
-            raise RequestError("method.supervised.hyperparameters must be an object",
-                               "method.supervised.hyperparameters")
-        sources.append(("method.supervised.hyperparameters", hp))
+            raise RequestError(f"method.{kind}.hyperparameters must be an object", f"method.{kind}.hyperparameters")
+        if kind == "supervised" and "beta" in hp:
+            raise RequestError("beta is a hyperparameter of method 'dpo'; a supervised job has none",
+                               "method.supervised.hyperparameters.beta")
+        if kind == "dpo":
+            merged["objective"] = "dpo"
+            if "beta" in hp:
+                hp = {**hp, "beta": parse_beta(hp["beta"])}
+        sources.append((f"method.{kind}.hyperparameters", hp))
     for where, hp in sources:
         for key, value in hp.items():
             if key in SERVER_OWNED:
@@ -171,8 +199,8 @@ SNIFF_BYTES = 4 * 1024 * 1024
 
 
 def file_format(path: str) -> Optional[str]:
-    """``"chat"`` or ``"prompt/completion"`` when the first row of a JSONL file is one of OpenAI's
-    fine-tuning formats; None otherwise (classification data, another file type, or a first row
+    """``"chat"``, ``"prompt/completion"`` or ``"preference"`` (OpenAI's dpo rows, TRL's
+    prompt/chosen/rejected) when the first row of a JSONL file is one of those fine-tuning formats; None otherwise (classification data, another file type, or a first row
     that is not a JSON object, left to the loader to report with its line).
 
     >>> import tempfile
@@ -198,6 +226,8 @@ def file_format(path: str) -> Optional[str]:
         return None
     if not isinstance(row, dict):
         return None
+    if "preferred_output" in row or "non_preferred_output" in row or "chosen" in row or "rejected" in row:
+        return "preference"
     if "messages" in row:
         return "chat"
     if "prompt" in row or "completion" in row:
@@ -210,6 +240,23 @@ def _choose_objective(hp: dict, formats: Mapping[str, Optional[str]]) -> None:
     when the request names neither task nor objective; refuse what cannot fit (mixed formats, a
     label-word job on a chat file) with a message, instead of the loader's row-level complaint."""
     generative = {param: fmt for param, fmt in formats.items() if fmt is not None}
+    dpo = hp.get("objective") == "dpo"
+    preference = [param for param, fmt in generative.items() if fmt == "preference"]
+    if dpo or preference:
+        wrong = [param for param, fmt in formats.items() if fmt != "preference"]
+        if preference and not dpo:
+            raise RequestError(f"{preference[0]} holds preference pairs; train them with method "
+                               '{"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}}', "method.type")
+        if wrong:
+            raise RequestError(f"a dpo job needs preference pairs, but {wrong[0]} holds "
+                               f"{formats[wrong[0]] or 'classification'} rows; give rows like "
+                               '{"input": {"messages": [...]}, "preferred_output": [{"role": "assistant", ...}], '
+                               '"non_preferred_output": [...]} or {"prompt": ..., "chosen": ..., "rejected": ...}',
+                               wrong[0])
+        if hp.get("task") not in (None, "preference"):
+            raise RequestError(f"a dpo job trains task 'preference' (the uploaded pairs), not {hp['task']!r}; "
+                               "drop 'task'", "task")
+        return
     if not generative:
         return
     train_fmt = formats.get("training_file")

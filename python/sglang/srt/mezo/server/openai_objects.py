@@ -37,8 +37,7 @@ def job_object(request: dict, state: dict, deleted: Optional[Mapping[str, int]] 
         "training_file": request["training_file"],
         "validation_file": request.get("validation_file"),
         "hyperparameters": state.get("hyperparameters") or request["hyperparameters"],
-        "method": {"type": "supervised", "supervised": {
-            "hyperparameters": state.get("hyperparameters") or request["hyperparameters"]}},
+        "method": method_object(request, state.get("hyperparameters") or request["hyperparameters"]),
         "metadata": request.get("metadata"),
         "suffix": request.get("suffix"),
         "user_provided_suffix": request.get("suffix"),
@@ -55,6 +54,18 @@ def job_object(request: dict, state: dict, deleted: Optional[Mapping[str, int]] 
         "mezo": request.get("config"),
         "fine_tuned_model_deleted": succeeded and request["fine_tuned_model"] in deleted,
     }
+
+
+def method_object(request: dict, hyperparameters: dict) -> dict:
+    """OpenAI's ``method`` of a job: ``dpo`` (with its ``beta``) for a job on preference pairs, else ``supervised``.
+
+    >>> method_object({"config": {"objective": "dpo", "beta": 0.1}}, {"batch_size": 8})
+    {'type': 'dpo', 'dpo': {'hyperparameters': {'batch_size': 8, 'beta': 0.1}}}
+    """
+    config = request.get("config") or {}
+    if config.get("objective") == "dpo":
+        return {"type": "dpo", "dpo": {"hyperparameters": {**hyperparameters, "beta": config.get("beta")}}}
+    return {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}}
 
 
 def checkpoint_objects(request: dict, state: dict, deleted: Optional[Mapping[str, int]] = None) -> list[dict]:

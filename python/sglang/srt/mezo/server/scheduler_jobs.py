@@ -73,6 +73,20 @@ def metrics_data(step: int, train: Optional[dict] = None, valid: Optional[dict] 
             "valid_loss": valid.get("eval_loss"), "valid_mean_token_accuracy": valid.get("eval_mean_token_accuracy")}
 
 
+#: What a run's step event holds besides the objective's own training metrics.
+_STEP_FIELDS = ("event", "step", "loss", "projected_grad", "lr", "step_time_s", "tokens", "train_mean_token_accuracy")
+
+
+def train_extras(step_event: dict) -> dict:
+    """The objective's own training metrics of a step (a DPO job's ``rewards/*`` and ``logps/*``, as
+    TRL names them), under their names.
+
+    >>> train_extras({"event": "step", "step": 1, "loss": 0.6, "rewards/accuracies": 0.75})
+    {'rewards/accuracies': 0.75}
+    """
+    return {k: v for k, v in step_event.items() if k not in _STEP_FIELDS}
+
+
 def describe_eval(record: dict) -> str:
     """An evaluation for an event's message: its loss and whichever headline metrics it has.
 
@@ -86,14 +100,19 @@ def describe_eval(record: dict) -> str:
         parts.append(f"token accuracy={100 * record['eval_mean_token_accuracy']:.1f}%")
     if record.get("eval_f1") is not None:
         parts.append(f"F1={record['eval_f1']:.1f}")
+    if record.get("eval_rewards/accuracies") is not None:
+        parts.append(f"reward accuracy={100 * record['eval_rewards/accuracies']:.1f}%, "
+                     f"margin={record['eval_rewards/margins']:.4f}")
     return ", ".join(parts)
 
 
-def results_table(train_loss: list, evals: list, train_accuracy: Optional[dict] = None) -> str:
+def results_table(train_loss: list, evals: list, train_accuracy: Optional[dict] = None,
+                  train_metrics: Optional[dict] = None) -> str:
     """A job's metrics CSV: one row per step, :data:`METRIC_COLUMNS` first, then one column for each
-    other metric its evaluations report (``eval_accuracy`` for a classification job;
-    ``eval_exact_match`` and ``eval_f1`` when the rows have reference answers). An evaluation before
-    the first step is the row of step 0; a cell is empty where nothing was measured.
+    other metric its steps (``train_metrics``: step -> the objective's own, a DPO job's ``rewards/*``)
+    and its evaluations report (``eval_accuracy`` for a classification job; ``eval_exact_match`` and
+    ``eval_f1`` when the rows have reference answers; a DPO job's ``eval_rewards/*``). An evaluation
+    before the first step is the row of step 0; a cell is empty where nothing was measured.
 
     >>> print(results_table([0.9, 0.7], [{"step": 2, "eval_loss": 0.8, "eval_accuracy": 0.5}]), end="")
     step,train_loss,train_mean_token_accuracy,valid_loss,valid_mean_token_accuracy,eval_accuracy
@@ -103,12 +122,17 @@ def results_table(train_loss: list, evals: list, train_accuracy: Optional[dict] 
     train_accuracy = train_accuracy or {}
     rows = {i + 1: metrics_data(i + 1, train={"loss": loss, "train_mean_token_accuracy": train_accuracy.get(i + 1)})
             for i, loss in enumerate(train_loss)}
+    train_metrics = train_metrics or {}
+    for step, values in train_metrics.items():
+        if step in rows:
+            rows[step].update(values)
     taken = {"step", "eval_loss", "eval_mean_token_accuracy"}
-    extra = sorted({k for e in evals for k in e if k.startswith("eval_") and k not in taken})
+    eval_extra = sorted({k for e in evals for k in e if k.startswith("eval_") and k not in taken})
+    extra = sorted({k for values in train_metrics.values() for k in values}) + eval_extra
     for e in evals:
         row = rows.setdefault(e["step"], metrics_data(e["step"]))
         row.update({k: v for k, v in metrics_data(e["step"], valid=e).items() if k.startswith("valid_")},
-                   **{k: e.get(k) for k in extra})
+                   **{k: e.get(k) for k in eval_extra})
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(METRIC_COLUMNS + tuple(extra))
@@ -187,8 +211,9 @@ class JobWorker:
             self.state["trained_tokens"] += event.get("tokens", 0)
             self.event("info", f"Step {step}/{total}: training loss={event['loss']:.4f}"
                        + (f", token accuracy={100 * token_accuracy:.1f}%" if token_accuracy is not None else ""),
-                       {**metrics_data(step, train=event), "total_steps": total, "lr": event["lr"],
-                        "projected_grad": event["projected_grad"], "step_time_s": event["step_time_s"]},
+                       {**metrics_data(step, train=event), **train_extras(event), "total_steps": total,
+                        "lr": event["lr"], "projected_grad": event["projected_grad"],
+                        "step_time_s": event["step_time_s"]},
                        type="metrics")
             self.write_state()
         elif kind == "eval":
@@ -260,12 +285,15 @@ class JobWorker:
         """``results.csv`` (:func:`results_table`): each step's training metrics and each evaluation's."""
         # Per-step training metrics besides the loss live only in the job's metrics events (they
         # survive a restart there; steps redone after one are identical, the last one is kept).
-        train_accuracy = {}
+        train_accuracy, train_metrics = {}, {}
         for e in self.store.events(self.job_id)[::-1]:
             data = e.get("data") or {}
             if e.get("type") == "metrics" and data.get("train_loss") is not None:
                 train_accuracy[data["step"]] = data.get("train_mean_token_accuracy")
-        text = results_table(result["train_loss"], result["eval_history"], train_accuracy)
+                extras = {k: v for k, v in data.items() if "/" in k}  # the objective's own, TRL-named
+                if extras:
+                    train_metrics[data["step"]] = extras
+        text = results_table(result["train_loss"], result["eval_history"], train_accuracy, train_metrics)
         atomic_write(os.path.join(self.dir, "results.csv"), lambda tmp: open(tmp, "w").write(text))
 
     def release(self) -> None:

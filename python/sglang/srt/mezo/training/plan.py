@@ -278,7 +278,7 @@ def _recorded_or_computed_reference(plan: RunPlan, trainer: MeZOTrainer) -> tupl
         raise ValueError(f"{plan.resume_from}: the run has no {REFERENCE_FILE} in {plan.config.output_dir}, and its "
                          "reference (the initial weights) cannot be recomputed from trained ones; start a new run")
     else:
-        size = plan.config.batch_size
+        size = trainer.eval_batch_size  # chunked as an evaluation is: at step 0 it gives these numbers again
         values = {split: [v for i in range(0, len(rows), size) for v in objective.reference_values(
             trainer.logits_for(objective.forward_inputs(rows[i:i + size])), rows[i:i + size])]
             for split, rows in items.items()}

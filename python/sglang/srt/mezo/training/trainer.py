@@ -474,9 +474,14 @@ class MeZOTrainer:
 
     # ---- evaluation, saving, the loop ---------------------------------------------------------
 
+    @property
+    def eval_batch_size(self) -> int:
+        """Examples per forward of an evaluation (and of any unperturbed pass over a data set)."""
+        return max(self.config.batch_size, 16)
+
     def evaluation(self, examples: Sequence[Any], batch_size: Optional[int] = None) -> "Evaluation":
         """An evaluation of ``examples`` at the current weights, run a chunk at a time."""
-        return Evaluation(self, examples, batch_size or max(self.config.batch_size, 16))
+        return Evaluation(self, examples, batch_size or self.eval_batch_size)
 
     @torch.no_grad()
     def evaluate(self, examples: Sequence[Any], batch_size: Optional[int] = None) -> dict:
