@@ -28,3 +28,15 @@ class RequestError(Exception):
 
 class WorkerFailure(RuntimeError):
     """Another worker of the data-parallel group died or stopped answering."""
+
+
+class GraderError(ValueError):
+    """A grader that cannot be used; the message names the grader, the field and a fix.
+
+    ``param`` is the JSON path of the offending field, e.g. ``"grader.calculate_output"`` or
+    ``"grader.graders.exact.operation"``.
+    """
+
+    def __init__(self, message: str, param: Optional[str] = None):
+        super().__init__(message)
+        self.message, self.param = message, param
