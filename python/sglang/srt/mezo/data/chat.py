@@ -141,8 +141,11 @@ def short_repr(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def chat_row(obj: dict, where: str) -> ChatExample:
-    """Check one ``{"messages": [...]}`` object (``where``: "file, line N" for the errors) into a :class:`ChatExample`."""
+def chat_row(obj: dict, where: str, *, trained: bool = True) -> ChatExample:
+    """Check one ``{"messages": [...]}`` object (``where``: "file, line N" for the errors) into a :class:`ChatExample`.
+
+    ``trained``: the row's assistant messages are what is trained on, so it needs one of weight 1;
+    False: the row is a prompt to answer (a reinforcement row), its last message the user's."""
     for key in ("tools", "functions"):
         if key in obj:
             raise DataFormatError(f"{where}: the row has {key!r}; tool definitions are not supported for "
@@ -172,6 +175,12 @@ def chat_row(obj: dict, where: str) -> ChatExample:
             raise DataFormatError(f"{where}: message {i} has weight {short_repr(weight)}; it must be 0 (context, "
                                   "not trained on) or 1 (trained on). Fix the value")
         out.append(Message(role, _content(m.get("content"), where, i), int(weight)))
+    if not trained:
+        if out[-1].role != "user":
+            raise DataFormatError(f"{where}: the last message is the {out[-1].role}'s; a reinforcement row is a prompt "
+                                  "the model answers, so its last message must be the user's. Drop the answer (the "
+                                  "grader reads reference answers from the row's other fields)")
+        return ChatExample(tuple(out), where)
     if not any(m.role == "assistant" for m in out):
         raise DataFormatError(f"{where}: no assistant message, so nothing to train on. Add the assistant's "
                               "reply as the last message")
@@ -393,3 +402,12 @@ def generation_prompt(tokenizer, example: AnyExample) -> list[int]:
     if last is None:
         raise DataFormatError(f"{where}: no assistant message, so no place to generate at")
     return _render(tokenizer, example.messages[:last], generation_prompt=True)
+
+
+def prompt_ids(tokenizer, example: AnyExample) -> list[int]:
+    """The ids of a prompt to answer (a reinforcement row): every message, rendered with the
+    template's generation prompt; a prompt/completion row's prompt."""
+    if isinstance(example, CompletionExample):
+        return _prompt_ids(tokenizer, example.prompt)
+    _require_template(tokenizer, example.where or "chat row")
+    return _render(tokenizer, example.messages, generation_prompt=True)

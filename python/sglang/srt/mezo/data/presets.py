@@ -120,6 +120,10 @@ TASKS: dict[str, TaskPreset] = {p.name: p for p in (
     # The user's own preference pairs (OpenAI's dpo rows or TRL's prompt/chosen/rejected).
     TaskPreset("preference", (), None, None, None, None, 2048, "reward accuracy", False, ("input",), (), {},
                objective="dpo"),
+    # The user's own reinforcement prompts (OpenAI's rows: chat messages ending with the user's,
+    # plus the fields a grader reads).
+    TaskPreset("reinforcement", (), None, None, None, None, 2048, "reward", False, ("messages",), (), {},
+               objective="reward"),
 )}
 
 

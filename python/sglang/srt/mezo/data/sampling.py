@@ -15,6 +15,7 @@ from sglang.srt.mezo.data.generative import squad_examples
 from sglang.srt.mezo.data.loaders import default_data_root, load_examples, resolve_task_data
 from sglang.srt.mezo.data.preference import PreferenceExample, read_preference_file
 from sglang.srt.mezo.data.presets import TaskPreset
+from sglang.srt.mezo.data.reinforcement import RewardExample, read_reinforcement_file
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,8 @@ DEFAULT_DATA_SEED = 42  # one of LM-BFF's five data seeds
 DataSource = Union[str, os.PathLike, Sequence[Example], None]
 
 #: A generative run's dataset: a path, a list of chat or prompt/completion rows, or None.
-CompletionSource = Union[str, os.PathLike, Sequence[Union[ChatExample, CompletionExample, PreferenceExample]], None]
+CompletionSource = Union[str, os.PathLike,
+                         Sequence[Union[ChatExample, CompletionExample, PreferenceExample, RewardExample]], None]
 
 
 def _examples_from(source: DataSource, preset: TaskPreset, split: str) -> list[Example]:
@@ -176,6 +178,8 @@ def completion_splits(preset: TaskPreset, train_dataset: CompletionSource = None
             path = os.fspath(source)
             if preset.objective == "dpo":
                 return read_preference_file(path)
+            if preset.objective == "reward":
+                return read_reinforcement_file(path)
             return squad_examples(path) if preset.name == "squad" else read_completion_file(path)
         return list(source)
 
@@ -191,6 +195,9 @@ def completion_splits(preset: TaskPreset, train_dataset: CompletionSource = None
         raise ValueError("task 'preference' has no data of its own: give train_file (a JSONL of preference pairs: "
                          'OpenAI\'s {"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": '
                          '[...]} or TRL\'s {"prompt": ..., "chosen": ..., "rejected": ...})')
+    if preset.name == "reinforcement" and train_dataset is None:
+        raise ValueError("task 'reinforcement' has no data of its own: give train_file (a JSONL of OpenAI reinforcement "
+                         'rows: {"messages": [..., {"role": "user", "content": ...}], <fields the grader reads>})')
     train = sample(read(train_dataset, "train"), k_shot)
     evals = sample(read(eval_dataset, "dev"), max_eval_examples)
     return DataSplits(train, evals, [])

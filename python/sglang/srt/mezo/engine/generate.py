@@ -51,16 +51,25 @@ class GreedyGenerator:
         max_new_tokens: int,
         stop_token_ids: Collection[int] = (),
         lora_ids: Sequence[str | None] | None = None,
+        temperature: float = 0.0,
+        sample_seeds: Sequence[int] | None = None,
     ) -> list[list[int]]:
-        """Greedy continuation token ids of each prompt, without the stop token; stops at a stop token
-        or after max_new_tokens."""
+        """Continuation token ids of each prompt, without the stop token; stops at a stop token
+        or after max_new_tokens. Greedy by default; ``temperature > 0`` samples from the softmax at
+        that temperature, prompt i drawing from its own generator seeded with ``sample_seeds[i]``:
+        two prompts given the same seed under the same weights draw the same answer."""
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
         lora_ids = list(lora_ids) if lora_ids is not None else [None] * len(prompts)
         if len(lora_ids) != len(prompts):
             raise ValueError(f"{len(lora_ids)} lora_ids for {len(prompts)} prompts: give one per prompt")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature}")
+        if temperature > 0 and (sample_seeds is None or len(sample_seeds) != len(prompts)):
+            raise ValueError("sampling (temperature > 0) needs one sample seed per prompt")
         if max_new_tokens == 0:
             return [[] for _ in prompts]
+        seeds = list(sample_seeds) if temperature > 0 else None
         # The last token is sampled but never fed back, so it needs no KV slot.
         needs = [len(p) + max_new_tokens - 1 for p in prompts]
         row_width = self.runner.req_to_token_pool.req_to_token.shape[1]
@@ -79,27 +88,30 @@ class GreedyGenerator:
         budget = 0
         for i, need in enumerate(needs):
             if group and (budget + need > self.max_tokens_per_forward or len(group) == self.max_requests_per_forward):
-                self._generate(group, prompts, lora_ids, max_new_tokens, stops, out)
+                self._generate(group, prompts, lora_ids, max_new_tokens, stops, out, temperature, seeds)
                 group, budget = [], 0
             group.append(i)
             budget += need
-        self._generate(group, prompts, lora_ids, max_new_tokens, stops, out)
+        self._generate(group, prompts, lora_ids, max_new_tokens, stops, out, temperature, seeds)
         return out
 
     @torch.no_grad()
-    def _generate(self, idx, prompts, lora_ids, max_new_tokens, stops, out) -> None:
+    def _generate(self, idx, prompts, lora_ids, max_new_tokens, stops, out, temperature, seeds) -> None:
         reqs = []
+        draws = {}  # request id -> its own sampling generator (temperature > 0)
         for i in idx:
             self._rid += 1
             params = SamplingParams(temperature=0, max_new_tokens=max_new_tokens, stop_token_ids=set(stops))
             # The scheduler normalizes every request's params; without it the stop-string check fails.
             params.normalize(None)
             reqs.append(new_req(f"mezo-gen-{self._rid}", prompts[i], lora_ids[i], params))
+            if seeds is not None:
+                draws[reqs[-1].rid] = torch.Generator().manual_seed(seeds[i] % 2**63)
         batch = new_schedule_batch(self.runner, reqs)
         try:
             batch.prepare_for_extend()
             move_prefill_input_ids(batch)
-            self._step(batch)
+            self._step(batch, draws, temperature)
             while True:
                 self._drop_finished(batch)
                 if batch.is_empty():
@@ -108,7 +120,7 @@ class GreedyGenerator:
                 batch.input_ids = torch.tensor([r.output_ids[-1] for r in batch.reqs], dtype=torch.int64,
                                                device=batch.device)
                 batch.prepare_for_decode()
-                self._step(batch)
+                self._step(batch, draws, temperature)
         finally:
             self._release(reqs)
         for req, i in zip(reqs, idx):
@@ -117,14 +129,20 @@ class GreedyGenerator:
                 ids.pop()  # the stop token itself
             out[i] = ids
 
-    def _step(self, batch: ScheduleBatch) -> None:
-        """One forward of ``batch`` (extend or decode), its argmax appended to each request."""
+    def _step(self, batch: ScheduleBatch, draws: dict, temperature: float) -> None:
+        """One forward of ``batch`` (extend or decode), its argmax (or a draw) appended to each request."""
         runner = self.runner
         forward_batch = ForwardBatch.init_new(batch, runner, return_hidden_states_before_norm=False)
         logits = runner.forward(forward_batch).logits_output.next_token_logits
         # SGLang pads the vocabulary for its kernels; the padding rows are not tokens.
         vocab = runner.model_config.vocab_size
-        next_ids = logits[:, :vocab].argmax(dim=-1).tolist()
+        logits = logits[:, :vocab]
+        if draws:
+            # On the CPU, each request's own generator: its draws do not depend on the batch it sits in.
+            probs = torch.softmax(logits.float().cpu() / temperature, dim=-1)
+            next_ids = [int(torch.multinomial(p, 1, generator=draws[r.rid])) for p, r in zip(probs, batch.reqs)]
+        else:
+            next_ids = logits.argmax(dim=-1).tolist()
         for req, token in zip(batch.reqs, next_ids):
             req.output_ids.append(token)
             req.update_finish_state()

@@ -37,6 +37,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Optional, Union
 
+from sglang.srt.mezo.data.graders import parse_grader
+from sglang.srt.mezo.data.graders.files import read_grader_file
 from sglang.srt.mezo.data.presets import get_task
 from sglang.srt.mezo.data.prompt import check_label_words, check_template, parse_label_words
 from sglang.srt.mezo.spec.defaults import (
@@ -52,7 +54,7 @@ from sglang.srt.mezo.spec.defaults import (
 Trainable = Literal["lora", "full"]
 
 
-Objective = Literal["ce", "accuracy", "completion", "options", "dpo"]
+Objective = Literal["ce", "accuracy", "completion", "options", "dpo", "reward"]
 
 
 OptionScore = Literal["mean", "sum"]
@@ -93,7 +95,9 @@ class MeZOConfig:
     task: Optional[str] = _spec(None, "task preset: sst-2, sst-5, trec, mnli, snli, rte, cb, boolq (label words); "
                                 "arc-easy (multiple choice); squad (generated answers); chat (a chat or "
                                 "prompt/completion --train-file); preference (a file of preference pairs, objective dpo) "
-                                "(default: chat for objective completion, preference for dpo, else sst-2)",
+                                "reinforcement (prompts and the fields a grader reads, objective reward) "
+                                "(default: chat for objective completion, preference for dpo, reinforcement for "
+                                "reward, else sst-2)",
                                 group="model and data")
     train_file: Optional[str] = _spec(None, "training data (.tsv/.txt/.jsonl/.json/.csv, a save_to_disk folder "
                                       "or hub:NAME) (default: the task's training set from ../shared/data if "
@@ -123,7 +127,8 @@ class MeZOConfig:
     objective: Optional[Objective] = _spec(
         None, "ce: cross-entropy over one-token label words; accuracy: minus accuracy (non-differentiable); "
         "options: cross-entropy over each option's log-likelihood (label words of several tokens, a row's "
-        "'choices'); completion: cross-entropy of a completion's or the assistant messages' tokens "
+        "'choices'); completion: cross-entropy of a completion's or the assistant messages' tokens; "
+        "dpo: DPO's loss on preference pairs; reward: minus the mean grade of generated answers "
         "(default: the task's: ce, options for arc-easy, completion for squad and chat)", group="prompt")
     option_score: OptionScore = _spec("mean", "options: an option's score is the mean (or the sum) of its tokens' "
                                       "log-probabilities", group="prompt")
@@ -131,6 +136,13 @@ class MeZOConfig:
                                 "stops at a line break or the end of the turn)", group="prompt")
     beta: float = _spec(0.1, "dpo: the temperature of DPO's loss (TRL's and OpenAI's default 0.1; higher keeps the "
                         "model closer to the reference)", group="prompt")
+    grader: Union[dict, str, None] = _spec(
+        None, "reward: the grader of each generated answer, an OpenAI grader object (string_check, text_similarity, "
+        "multi) or the path of a JSON file holding one (default for task squad: SQuAD token F1 against the "
+        "accepted answers)", group="prompt")
+    temperature: float = _spec(0.0, "reward: the sampling temperature of the answers a training step grades (0: "
+                               "greedy; above 0, an answer under +eps and under -eps draws with the same seed); "
+                               "evaluation is greedy", group="prompt")
 
     # ---- what to train
     trainable: Optional[Trainable] = _spec(None, "what MeZO trains: a LoRA adapter or every weight (default: lora "
@@ -225,6 +237,8 @@ class MeZOConfig:
         _check_range("weight_decay", self.weight_decay, lambda v: v >= 0, ">= 0")
         _check_range("lora_alpha", self.lora_alpha, lambda v: v > 0, "> 0")
         _check_range("beta", self.beta, lambda v: v > 0, "> 0")
+        _check_range("temperature", self.temperature, lambda v: v >= 0, ">= 0 (0: greedy)")
+        self._check_grader()
         for name, low in (("max_new_tokens", 1), ("num_steps", 0), ("eval_steps", 0), ("k_shot", 0), ("batch_size", 1), ("n_spsa", 1),
                           ("lora_rank", 1), ("lora_layers", 1), ("max_eval_examples", 1), ("max_total_tokens", 1)):
             _check_range(name, getattr(self, name), lambda v, low=low: v >= low, f">= {low}")
@@ -272,19 +286,38 @@ class MeZOConfig:
         if self.objective is None:
             self.objective = get_task(self.task).objective if self.task is not None else "ce"
         if self.task is None:
-            self.task = {"completion": "chat", "dpo": "preference"}.get(self.objective, "sst-2")
+            self.task = {"completion": "chat", "dpo": "preference", "reward": "reinforcement"}.get(self.objective, "sst-2")
         preset = get_task(self.task)
         self.task = preset.name
-        fits = {"completion": ("completion",), "options": ("options",), "dpo": ("dpo",)}.get(
-            preset.objective, ("ce", "accuracy", "options"))
+        fits = {"completion": ("completion", "reward"), "options": ("options",), "dpo": ("dpo",),
+                "reward": ("reward",)}.get(preset.objective, ("ce", "accuracy", "options"))
         if self.objective not in fits:
             raise ValueError(f"task {preset.name!r} trains with objective {' or '.join(map(repr, fits))}, not "
                              f"{self.objective!r}" + (": its rows are preference pairs" if preset.objective == "dpo"
+                                                      else ": its rows are prompts for a grader" if
+                                                      preset.objective == "reward"
                                                       else ": its answers are generated text" if preset.generative else
                                                       ": its options are each example's own choices"
                                                       if preset.objective == "options" else
                                                       ": its classes are label words (objective 'completion' "
                                                       "is for task 'squad' or a chat/prompt-completion file, task 'chat')"))
+
+    def _check_grader(self) -> None:
+        """A reward run's grader, read (from its file) and checked before anything loads."""
+        if self.objective != "reward":
+            if self.grader is not None:
+                raise ValueError(f"grader scores generated answers: it needs objective 'reward', not {self.objective!r}")
+            return
+        if self.grader is None:
+            if self.task != "squad":
+                raise ValueError(f"objective 'reward' on task {self.task!r} needs a grader: an OpenAI grader object "
+                                 "or a JSON file of one, e.g. {\"type\": \"string_check\", \"name\": \"exact\", "
+                                 "\"input\": \"{{sample.output_text}}\", \"reference\": \"{{item.answer}}\", "
+                                 "\"operation\": \"eq\"}")
+            return
+        if isinstance(self.grader, str):
+            self.grader = read_grader_file(self.grader)
+        parse_grader(self.grader)
 
     # ---- resolving the defaults
 

@@ -53,6 +53,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         elif typing.get_origin(kind) is tuple:
             group.add_argument(flag, dest=f.name, type=lambda s: tuple(p.strip() for p in s.split(",") if p.strip()),
                                default=f.default, help=help_text.replace("%(default)s", ",".join(f.default)))
+        elif f.name == "grader":  # a JSON file of the grader object (or the object's JSON text)
+            group.add_argument(flag, dest=f.name, metavar="FILE", default=None, help=help_text)
         elif typing.get_origin(kind) is dict:
             group.add_argument(flag, dest=f.name, type=_label_words_argument, default=None, help=help_text)
         else:

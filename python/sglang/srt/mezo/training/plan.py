@@ -150,7 +150,7 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
     dtype_choice = _dtype_choice(config, runner)
     config = dataclasses.replace(config, dtype=dtype_choice.dtype)
     check_trainable(kind, config.trainable)
-    if kind == "masked" and config.objective in ("options", "completion", "dpo"):
+    if kind == "masked" and config.objective in ("options", "completion", "dpo", "reward"):
         raise ValueError(f"objective {config.objective!r} scores text a causal LM writes; {config.model_path} is a "
                          "masked LM: use objective 'ce' with one-token label words, or a causal LM")
     # The label-word prompt is checked against the tokenizer before any data is read or model
@@ -162,7 +162,7 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
         prompt = PromptEncoder.for_task(tokenizer, kind, preset, mlm)
     in_memory = not isinstance(train_dataset, (str, os.PathLike, type(None))) or \
         not isinstance(eval_dataset, (str, os.PathLike, type(None)))
-    split = completion_splits if config.objective in ("completion", "dpo") else prepare_splits
+    split = completion_splits if config.objective in ("completion", "dpo", "reward") else prepare_splits
     splits = split(
         preset, config.train_file if train_dataset is None else train_dataset,
         config.eval_file if eval_dataset is None else eval_dataset,

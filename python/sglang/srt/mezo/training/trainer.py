@@ -49,7 +49,13 @@ from sglang.srt.mezo.engine.runner import (
 from sglang.srt.mezo.errors import MeZODivergedError
 from sglang.srt.mezo.io import atomic_json
 from sglang.srt.mezo.spec.config import MeZOConfig
-from sglang.srt.mezo.training.objectives.base import ForwardInputs, GenerationInputs, GenerativeObjective, Objective
+from sglang.srt.mezo.training.objectives.base import (
+    ForwardInputs,
+    GenerationInputs,
+    GenerativeObjective,
+    Objective,
+    RewardObjective,
+)
 from sglang.srt.mezo.training.objectives.next_token import NextTokenObjective
 from sglang.srt.mezo.training.run import MeZORun, rng_state, set_rng_state
 from sglang.srt.mezo.training.trainable import FullWeights, LoRAWeights
@@ -268,8 +274,15 @@ class MeZOTrainer:
                                lora_ids=[self.trainable.lora_id] * len(inputs.prompts))
 
     def compute_loss(self, batch: Sequence[Any]) -> float:
-        """The objective's loss on ``batch`` (encoded items) at the current weights."""
-        return self.objective.loss(self.logits_for(self.objective.forward_inputs(batch)), batch)
+        """The objective's loss on ``batch`` (encoded items) at the current weights (a reward
+        objective: minus the mean reward of answers generated now)."""
+        objective = self.objective
+        if isinstance(objective, RewardObjective):
+            rows = range(len(batch))
+            generated = self._answer(batch, objective.generation_inputs(batch).prompts,
+                                     [self.trainable.lora_id] * len(batch), self._sample_seeds(rows))
+            return objective.reward_loss(objective.rewards(objective.answers(generated, batch)[0], batch))
+        return objective.loss(self.logits_for(objective.forward_inputs(batch)), batch)
 
     def predict(self, batch: Sequence[Any]) -> tuple[list, list]:
         """The objective's (predictions, references) for ``batch`` at the current weights."""
@@ -335,33 +348,43 @@ class MeZOTrainer:
 
     def _split_losses(self, batch: Sequence[Any], seeds: Sequence[int]) -> list[tuple[float, float]]:
         """(L+, L-) of direction k = seed k on its own part k of ``batch``, for every k, from one
-        forward over the batch: each example runs once at theta + eps z_k and once at theta - eps z_k,
-        on the slots of its direction. The adapter's slot is restored from a copy (bitwise exact)."""
+        forward over the batch (a reward objective: one generation): each example runs once at
+        theta + eps z_k and once at theta - eps z_k, on the slots of its direction. The adapter's
+        slot is restored from a copy (bitwise exact)."""
         if len(batch) < len(seeds):  # a data-parallel worker's share of the batch, say
             raise ValueError(f"split_batch: a batch of {len(batch)} examples cannot give each of n_spsa={len(seeds)} "
                              "directions its own; raise batch_size or lower n_spsa")
         eps = self.config.epsilon
         theta = [t.clone() for t in self.trainable.tensors]
         parts = split_evenly(len(batch), len(seeds))
-        inputs = self.objective.forward_inputs(batch)
-        counts = inputs.row_counts()
-        sequences, positions, plus_ids, minus_ids, part_rows = [], [], [], [], []
+        slots = []  # (plus id, minus id) per direction
         try:
-            for seed, rows, ((plus_id, plus), (minus_id, minus)) in zip(seeds, parts, self.trainable.probe_slots):
+            for seed, ((plus_id, plus), (minus_id, minus)) in zip(seeds, self.trainable.probe_slots):
                 for i, (t, p, m) in enumerate(zip(theta, plus, minus)):
                     z = self._z(seed, i, t)
                     m.copy_(t).add_(z, alpha=-eps)
                     p.copy_(t).add_(z, alpha=eps)
-                seqs = inputs.sequences_of(rows)
-                sequences += [inputs.sequences[i] for i in seqs]
-                positions += [inputs.positions[i] for i in seqs]
-                plus_ids += [plus_id] * len(seqs)
-                minus_ids += [minus_id] * len(seqs)
-                part_rows.append(sum(counts[i] for i in seqs))
-            n = sum(part_rows)  # logits rows of one side
-            logits = self.logits(sequences * 2, positions * 2, inputs.vocab_ids, plus_ids + minus_ids)
+                slots.append((plus_id, minus_id))
+            if isinstance(self.objective, RewardObjective):
+                return self._graded_sides(batch, parts, slots)
+            return self._forward_sides(batch, parts, slots)
         finally:
             self._copy_back(theta)
+
+    def _forward_sides(self, batch: Sequence[Any], parts: list, slots: list) -> list[tuple[float, float]]:
+        """(L+, L-) per direction from one forward: part k's sequences on direction k's two slots."""
+        inputs = self.objective.forward_inputs(batch)
+        counts = inputs.row_counts()
+        sequences, positions, plus_ids, minus_ids, part_rows = [], [], [], [], []
+        for rows, (plus_id, minus_id) in zip(parts, slots):
+            seqs = inputs.sequences_of(rows)
+            sequences += [inputs.sequences[i] for i in seqs]
+            positions += [inputs.positions[i] for i in seqs]
+            plus_ids += [plus_id] * len(seqs)
+            minus_ids += [minus_id] * len(seqs)
+            part_rows.append(sum(counts[i] for i in seqs))
+        n = sum(part_rows)  # logits rows of one side
+        logits = self.logits(sequences * 2, positions * 2, inputs.vocab_ids, plus_ids + minus_ids)
         losses, start = [], 0
         for rows, n_rows in zip(parts, part_rows):
             part = [batch[r] for r in rows]
@@ -373,6 +396,44 @@ class MeZOTrainer:
             sides = [self.objective.train_metrics(logits[:n], batch), self.objective.train_metrics(logits[n:], batch)]
             self._step_metrics = {k: (sides[0][k] + sides[1][k]) / 2 for k in sides[0]}
         return losses
+
+    def _graded_sides(self, batch: Sequence[Any], parts: list, slots: list) -> list[tuple[float, float]]:
+        """(L+, L-) per direction of a reward objective: every prompt of part k answered on direction
+        k's two slots in one generation (a sampling seed per prompt, the same on both sides), graded."""
+        objective: RewardObjective = self.objective
+        prompts, plus_ids, minus_ids, seeds = [], [], [], []
+        for rows, (plus_id, minus_id) in zip(parts, slots):
+            part = [batch[r] for r in rows]
+            prompts += objective.generation_inputs(part).prompts
+            plus_ids += [plus_id] * len(rows)
+            minus_ids += [minus_id] * len(rows)
+            seeds += self._sample_seeds(rows)
+        n = len(prompts)
+        generated = self._answer(batch, prompts * 2, plus_ids + minus_ids, seeds * 2)
+        losses, start, rewards = [], 0, []
+        for rows in parts:
+            part = [batch[r] for r in rows]
+            end = start + len(rows)
+            sides = [objective.rewards(objective.answers(generated[a:b], part)[0], part)
+                     for a, b in ((start, end), (n + start, n + end))]
+            rewards += sides[0] + sides[1]
+            losses.append((objective.reward_loss(sides[0]), objective.reward_loss(sides[1])))
+            start = end
+        self._step_metrics = {"train_reward_mean": sum(rewards) / max(len(rewards), 1)}
+        return losses
+
+    def _sample_seeds(self, rows: Sequence[int]) -> list[int]:
+        """One sampling seed per batch row of this step: the +eps and -eps answers to a prompt draw
+        alike, so their rewards differ by what the perturbation changed, not by sampling noise."""
+        return [random.Random(f"{self.config.seed}:{self.step_count}:{r}").randrange(2**63) for r in rows]
+
+    def _answer(self, batch: Sequence[Any], prompts: list, lora_ids: list, seeds: list) -> list[list[int]]:
+        """Answers to ``prompts`` on the given adapters, at the run's sampling temperature."""
+        if self._generator is None:
+            self._generator = GreedyGenerator(self.runner)
+        inputs = self.objective.generation_inputs(batch)
+        return self._generator(prompts, max_new_tokens=inputs.max_new_tokens, stop_token_ids=inputs.stop_token_ids,
+                               lora_ids=lora_ids, temperature=self.config.temperature, sample_seeds=seeds)
 
     @torch.no_grad()
     def step(self, batch: Sequence[Any], next_batch: Optional[Sequence[Any]] = None) -> StepResult:
@@ -561,6 +622,15 @@ class Evaluation:
     def advance(self) -> None:
         chunk = self.examples[self.cursor : self.cursor + self.batch_size]
         objective = self.trainer.objective
+        if isinstance(objective, RewardObjective):  # graded answers at the trained weights, greedy
+            answers, references = objective.answers(self.trainer.generate(objective.generation_inputs(chunk)), chunk)
+            rewards = objective.rewards(answers, chunk)
+            self.loss_sum += objective.reward_loss(rewards) * len(chunk)
+            self.predictions += rewards
+            self.answers += answers
+            self.answer_references += references
+            self.cursor += len(chunk)
+            return
         logits = self.trainer.logits_for(objective.forward_inputs(chunk))
         self.loss_sum += objective.eval_loss(logits, chunk) * len(chunk)
         predictions, references = objective.predict(logits, chunk)

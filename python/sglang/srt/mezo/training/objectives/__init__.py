@@ -10,7 +10,7 @@ Each objective is one module in this folder, registered under the spec names it 
    torch-free and checked before anything loads; a test keeps the two lists equal).
 
 >>> sorted(registered())
-['accuracy', 'ce', 'completion', 'dpo', 'options']
+['accuracy', 'ce', 'completion', 'dpo', 'options', 'reward']
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Callable
 #: spec objective name -> the Objective class that implements it (filled by @register).
 _REGISTRY: dict[str, type] = {}
 #: The modules that register objectives, imported on first use.
-_MODULES = ("label_words", "completion", "options", "dpo")
+_MODULES = ("label_words", "completion", "options", "dpo", "reward")
 
 
 def register(*names: str) -> Callable[[type], type]:

@@ -145,3 +145,41 @@ class ReferenceObjective(Objective):
     @abstractmethod
     def with_reference(self, batch: Sequence[Any], values: Sequence[Any]) -> list:
         """``batch``'s items carrying ``values`` (from :meth:`reference_values`), ready for :meth:`loss`."""
+
+
+class RewardObjective(GenerativeObjective):
+    """An objective measured by what the model generates, not by logits (OpenAI's ``reinforcement``
+    method): the loss of a batch is minus the mean reward a grader gives each prompt's answer, so
+    MeZO's update climbs the reward. The trainer generates each prompt's answer under theta + eps z
+    and theta - eps z in one batch (one LoRA slot each) and asks :meth:`rewards` for their grades;
+    evaluation generates at the trained weights. No logits forward is ever run for it: its
+    :meth:`forward_inputs` are the prompts, for what a caller sizes (a server's room check, token counts)."""
+
+    primary_metric = "eval_reward"
+
+    def forward_inputs(self, batch: Sequence[Any]) -> ForwardInputs:
+        """The prompts (what a step or an evaluation prefills), read only for their sizes."""
+        prompts = self.generation_inputs(batch).prompts
+        return ForwardInputs(prompts, [len(p) - 1 for p in prompts], None)
+
+    def loss(self, logits: torch.Tensor, batch: Sequence[Any]) -> float:
+        raise TypeError(f"{type(self).__name__} is measured by generating (reward_loss), not from logits")
+
+    def predict(self, logits: torch.Tensor, batch: Sequence[Any]) -> tuple[list, list]:
+        raise TypeError(f"{type(self).__name__} is measured by generating (rewards), not from logits")
+
+    @abstractmethod
+    def rewards(self, answers: list[str], batch: Sequence[Any]) -> list[float]:
+        """Each item's reward for its answer (a grader's score, in [0, 1] for OpenAI's graders)."""
+
+    def reward_loss(self, rewards: Sequence[float]) -> float:
+        """The loss MeZO minimises: minus the mean reward."""
+        return -sum(rewards) / max(len(rewards), 1)
+
+    def metrics(self, predictions: list, references: list) -> dict:
+        """``eval_reward``: the mean reward (an evaluation's predictions are the answers' rewards)."""
+        return {"eval_reward": sum(predictions) / max(len(predictions), 1)}
+
+    def generation_metrics(self, answers: list[str], references: list) -> dict:
+        """Metrics of the answers besides the reward (SQuAD F1 where there are reference answers); base: none."""
+        return {}

@@ -49,6 +49,18 @@ def row_limit(plan) -> int:
     return min(context, plan.config.max_total_tokens // 2)
 
 
+def stop_token_ids(tokenizer, at_line_break: bool) -> frozenset[int]:
+    """The end-of-sequence and end-of-turn tokens, and with ``at_line_break`` every token whose text
+    holds a line break (a SQuAD answer is one line)."""
+    stops = set()
+    if at_line_break:
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        stops = {i for i, text in enumerate(texts) if STOP_TEXT in text}
+    stops |= {i for i in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"))
+              if isinstance(i, int) and i != tokenizer.unk_token_id}
+    return frozenset(stops)
+
+
 def _targets(item: TokenizedCompletion) -> list[int]:
     return [t for t, target in zip(item.input_ids, item.targets) if target]
 
@@ -128,12 +140,7 @@ class CompletionObjective(GenerativeObjective):
     @cached_property
     def stop_token_ids(self) -> frozenset[int]:
         """Every token whose text holds a line break, and the end-of-sequence/turn tokens."""
-        tok = self.tokenizer
-        texts = tok.batch_decode([[i] for i in range(len(tok))])
-        stops = {i for i, text in enumerate(texts) if STOP_TEXT in text}
-        stops |= {i for i in (tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")) if isinstance(i, int)
-                  and i != tok.unk_token_id}
-        return frozenset(stops)
+        return stop_token_ids(self.tokenizer, at_line_break=True)
 
     def generation_inputs(self, batch: Sequence[TokenizedCompletion]) -> GenerationInputs:
         return GenerationInputs([list(e.input_ids[: e.prompt_len]) for e in batch], self.max_new_tokens,
