@@ -11,6 +11,7 @@ import os
 import pytest
 import torch
 from conftest import trainer_for
+from test_dpo_objective import _set_adapter
 from test_generate import hf_greedy
 from test_trainer import load_into_peft, peft_model, small_config
 
@@ -31,15 +32,6 @@ FUZZY = {"type": "text_similarity", "name": "close", "input": "{{sample.output_t
          "reference": "{{item.answer}}", "evaluation_metric": "fuzzy_match"}
 
 
-def _adapter(trainer, seed: int, scale: float) -> dict:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for t in trainer.trainable.tensors:
-            t.copy_(torch.randn(t.shape, generator=gen) * scale)
-    trainer.trainable.after_update()
-    return {n: t.clone() for n, t in zip(trainer.trainable.names, trainer.trainable.tensors)}
-
-
 def test_a_step_climbs_the_reward_of_what_peft_generates_at_theta_plus_and_minus_eps(tmp_path, tiny_llama,
                                                                                      llama_tokenizer_dir):
     from transformers import AutoTokenizer
@@ -51,7 +43,7 @@ def test_a_step_climbs_the_reward_of_what_peft_generates_at_theta_plus_and_minus
     cfg = small_config(tmp_path, epsilon=0.3, learning_rate=1e-2)
     with trainer_for(MeZOTrainer, tiny_llama, cfg, objective=objective) as tr:
         assert tr.trainable.paired  # both sides generate in one batch, on two LoRA slots
-        theta = _adapter(tr, 2, 0.3)
+        theta = _set_adapter(tr, 2, scale=0.3)
         peft = peft_model(tiny_llama, tr.save(str(tmp_path / "theta")))
         peft.generation_config.eos_token_id = None
         stops = sorted(objective.stop_token_ids)
@@ -114,7 +106,7 @@ def test_with_sampling_a_vanishing_perturbation_gives_no_gradient(tmp_path, tiny
     items = [PromptItem(tuple(p), {"answer": tok.decode(p[1:4])}) for p in PROMPTS]
     cfg = small_config(tmp_path, epsilon=1e-7, temperature=1.5)
     with trainer_for(MeZOTrainer, tiny_llama, cfg, objective=objective) as tr:
-        _adapter(tr, 3, 0.3)
+        _set_adapter(tr, 3, scale=0.3)
         steps = [tr.step(items) for _ in range(3)]
         assert [s.projected_grads[0] for s in steps] == [0.0] * 3
         assert len({s.loss for s in steps}) > 1  # the answers themselves were sampled anew each step

@@ -4,7 +4,6 @@ fields, and the errors' field paths."""
 
 from __future__ import annotations
 
-import nltk
 import pytest
 import sacrebleu
 from nltk.translate.gleu_score import sentence_gleu
@@ -12,6 +11,7 @@ from rapidfuzz import fuzz
 from rouge_score import rouge_scorer
 
 from sglang.srt.mezo.data.graders import SUPPORTED_TYPES, GraderError, Sample, Template, parse_grader
+from sglang.srt.mezo.data.graders.text_similarity import wordnet_available
 from sglang.srt.mezo.data.metrics import squad_f1
 
 OUT = "{{sample.output_text}}"
@@ -31,12 +31,6 @@ def score(grader: dict, output_text: str, /, **item) -> float:
     return parse_grader(grader).score(item, Sample(output_text))
 
 
-def wordnet_present() -> bool:
-    try:
-        nltk.data.find("corpora/wordnet")
-    except LookupError:
-        return False
-    return True
 
 
 # ---------------------------------------------------------------- string_check
@@ -133,13 +127,13 @@ def test_cosine_is_refused_with_other_metrics_to_use():
     assert e.value.param == "grader.evaluation_metric"
 
 
-@pytest.mark.skipif(wordnet_present(), reason="this machine has WordNet, so METEOR is offered")
+@pytest.mark.skipif(wordnet_available(), reason="this machine has WordNet, so METEOR is offered")
 def test_meteor_without_wordnet_is_refused_at_parse():
     with pytest.raises(GraderError, match=r"meteor.*WordNet.*lacks.*python -m nltk\.downloader wordnet.*fuzzy_match"):
         parse_grader(similarity("meteor"))
 
 
-@pytest.mark.skipif(not wordnet_present(), reason="METEOR needs NLTK's WordNet corpus")
+@pytest.mark.skipif(not wordnet_available(), reason="METEOR needs NLTK's WordNet corpus")
 def test_meteor_is_nltks():
     from nltk.translate.meteor_score import meteor_score
 

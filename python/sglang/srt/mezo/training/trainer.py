@@ -267,11 +267,7 @@ class MeZOTrainer:
         weights: a perturbation a step left in place comes off first."""
         if self._ahead is not None:
             self.settle()
-        if self._generator is None:
-            self._generator = GreedyGenerator(self.runner)
-        return self._generator(inputs.prompts, max_new_tokens=inputs.max_new_tokens,
-                               stop_token_ids=inputs.stop_token_ids,
-                               lora_ids=[self.trainable.lora_id] * len(inputs.prompts))
+        return self._answer(inputs, [self.trainable.lora_id] * len(inputs.prompts))
 
     def compute_loss(self, batch: Sequence[Any]) -> float:
         """The objective's loss on ``batch`` (encoded items) at the current weights (a reward
@@ -279,8 +275,8 @@ class MeZOTrainer:
         objective = self.objective
         if isinstance(objective, RewardObjective):
             rows = range(len(batch))
-            generated = self._answer(batch, objective.generation_inputs(batch).prompts,
-                                     [self.trainable.lora_id] * len(batch), self._sample_seeds(rows))
+            generated = self._answer(objective.generation_inputs(batch), [self.trainable.lora_id] * len(batch),
+                                     self.config.temperature, self._sample_seeds(rows))
             return objective.reward_loss(objective.rewards(objective.answers(generated, batch)[0], batch))
         return objective.loss(self.logits_for(objective.forward_inputs(batch)), batch)
 
@@ -401,15 +397,16 @@ class MeZOTrainer:
         """(L+, L-) per direction of a reward objective: every prompt of part k answered on direction
         k's two slots in one generation (a sampling seed per prompt, the same on both sides), graded."""
         objective: RewardObjective = self.objective
+        inputs = objective.generation_inputs(batch)
         prompts, plus_ids, minus_ids, seeds = [], [], [], []
         for rows, (plus_id, minus_id) in zip(parts, slots):
-            part = [batch[r] for r in rows]
-            prompts += objective.generation_inputs(part).prompts
+            prompts += [inputs.prompts[r] for r in rows]
             plus_ids += [plus_id] * len(rows)
             minus_ids += [minus_id] * len(rows)
             seeds += self._sample_seeds(rows)
         n = len(prompts)
-        generated = self._answer(batch, prompts * 2, plus_ids + minus_ids, seeds * 2)
+        generated = self._answer(inputs._replace(prompts=prompts * 2), plus_ids + minus_ids, self.config.temperature,
+                                 seeds * 2)
         losses, start, rewards = [], 0, []
         for rows in parts:
             part = [batch[r] for r in rows]
@@ -427,13 +424,14 @@ class MeZOTrainer:
         alike, so their rewards differ by what the perturbation changed, not by sampling noise."""
         return [random.Random(f"{self.config.seed}:{self.step_count}:{r}").randrange(2**63) for r in rows]
 
-    def _answer(self, batch: Sequence[Any], prompts: list, lora_ids: list, seeds: list) -> list[list[int]]:
-        """Answers to ``prompts`` on the given adapters, at the run's sampling temperature."""
+    def _answer(self, inputs: GenerationInputs, lora_ids: list, temperature: float = 0.0,
+                seeds: Optional[list] = None) -> list[list[int]]:
+        """Answers to ``inputs`` on the given adapters (greedy, or sampled with one seed per prompt)."""
         if self._generator is None:
             self._generator = GreedyGenerator(self.runner)
-        inputs = self.objective.generation_inputs(batch)
-        return self._generator(prompts, max_new_tokens=inputs.max_new_tokens, stop_token_ids=inputs.stop_token_ids,
-                               lora_ids=lora_ids, temperature=self.config.temperature, sample_seeds=seeds)
+        return self._generator(inputs.prompts, max_new_tokens=inputs.max_new_tokens,
+                               stop_token_ids=inputs.stop_token_ids, lora_ids=lora_ids, temperature=temperature,
+                               sample_seeds=seeds)
 
     @torch.no_grad()
     def step(self, batch: Sequence[Any], next_batch: Optional[Sequence[Any]] = None) -> StepResult:
