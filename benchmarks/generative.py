@@ -1,7 +1,9 @@
 """Generative and multiple-choice accuracy on SmolLM2-135M-Instruct: SQuAD (F1 / EM of greedy
 answers generated through SGLang) and ARC-Easy (accuracy of the option with the best mean
 log-likelihood), each as zero-shot, MeZO-LoRA at the library's defaults, and Adam-LoRA with
-backprop (HF + PEFT) on the same training examples.
+backprop (HF + PEFT) on the same training examples. On SQuAD, `mezo-reward` trains MeZO-LoRA on
+the reward objective instead (the greedy answers of both sides graded by SQuAD F1, the preset's
+default grader) with the same defaults, so the same steps are the same number of forward passes.
 
 Every evaluation, the Adam run's included, goes through the library's own SGLang path: the Adam
 adapter is saved in PEFT's format and evaluated by a zero-step run that starts from it.
@@ -9,6 +11,7 @@ adapter is saved in PEFT's format and evaluated by a zero-step run that starts f
     .venv/bin/python benchmarks/generative.py --task squad --method zero-shot
     .venv/bin/python benchmarks/generative.py --task squad --method mezo-lora --steps 1000
     .venv/bin/python benchmarks/generative.py --task squad --method adam-lora --steps 200
+    .venv/bin/python benchmarks/generative.py --task squad --method mezo-reward --steps 150
     .venv/bin/python benchmarks/generative.py --table    # results/generative.md from the records
 
 Records: benchmarks/results/generative/<task>-<method>-<steps>-s<seed>.json (each names the
@@ -136,6 +139,8 @@ def execute(args) -> dict:
             overrides["learning_rate"] = args.lr
         if args.batch is not None:
             overrides["batch_size"] = args.batch
+        if args.method == "mezo-reward":
+            overrides["objective"] = "reward"
         result = run_library(args.task, 0 if args.method == "zero-shot" else args.steps, args.seed, out_dir,
                              args.eval_steps, **overrides)
     record = {"name": name, "task": args.task, "method": args.method, "steps": args.steps, "seed": args.seed,
@@ -178,7 +183,7 @@ def table() -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=("squad", "arc-easy"), default="squad")
-    p.add_argument("--method", choices=("zero-shot", "mezo-lora", "adam-lora"), default="zero-shot")
+    p.add_argument("--method", choices=("zero-shot", "mezo-lora", "mezo-reward", "adam-lora"), default="zero-shot")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--lr", type=float, default=None, help="learning rate (Adam default 1e-3; MeZO: the library's)")

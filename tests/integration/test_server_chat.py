@@ -1,7 +1,9 @@
 """OpenAI's own training files in a real SGLang server: a ``supervised`` job on a chat JSONL (and on
 prompt/completion rows) trains with the completion objective, reports OpenAI's metric names in
 its events, checkpoints and result CSV, and its adapter answers ``/v1/chat/completions``; a ``dpo``
-job on preference pairs trains the DPO objective and reports TRL's reward metrics beside them.
+job on preference pairs trains the DPO objective and reports TRL's reward metrics beside them; a
+``reinforcement`` job on prompts generates and grades answers, reports the mean rewards, and leaves
+what the server serves meanwhile unchanged; the grader endpoints answer in OpenAI's shape.
 
 One server for the module (``python -m sglang.launch_server --enable-mezo``, the tiny Llama with
 SmolLM2's ChatML template, 127.0.0.1, a free port, ``--api-key``), driven with the official
@@ -228,10 +230,142 @@ def test_bad_dpo_jobs_are_refused_with_what_to_fix(chat_server):
             ({"training_file": pairs, "validation_file": chats, "method": dpo}, "validation_file", "chat rows"),
             ({"training_file": pairs, "method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0}}}},
              "method.dpo.hyperparameters.beta", "beta must be"),
-            ({"training_file": chats, "method": {"type": "reinforcement", "reinforcement": {}}}, "method.type",
-             "'reinforcement' is not supported")):
+            ({"training_file": chats, "method": {"type": "grpo", "grpo": {}}}, "method.type",
+             "'grpo' is not supported")):
         with pytest.raises(openai.BadRequestError) as refused:
             client.fine_tuning.jobs.create(model=srv.model, **kwargs)
         error = refused.value.response.json()["error"]
         assert error["param"] == param and needle in error["message"], (kwargs, error)
+    assert [j.id for j in client.fine_tuning.jobs.list(limit=100)] == jobs_before
+
+
+# ---------------------------------------------------------------- reinforcement jobs: prompts and a grader
+
+PROMPTS = [{"messages": [{"role": "user", "content": f"say {w}"}], "answer": f"{w} {w}"} for w in WORDS]
+FUZZY = {"type": "text_similarity", "name": "fuzzy", "input": "{{sample.output_text}}",
+         "reference": "{{item.answer}}", "evaluation_metric": "fuzzy_match"}
+EXACT = {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
+         "operation": "eq"}
+BOTH = {"type": "multi", "name": "both", "graders": {"fuzzy": FUZZY, "exact": EXACT},
+        "calculate_output": "0.8 * fuzzy + 0.2 * exact"}
+
+
+def _reinforcement(grader=BOTH, **hyperparameters) -> dict:
+    return {"type": "reinforcement", "reinforcement": {"grader": grader, "hyperparameters": hyperparameters}}
+
+
+def test_a_reinforcement_job_grades_answers_reports_mean_rewards_and_its_adapter_chats(chat_server):
+    srv = chat_server
+    client = _client(srv)
+    train = _upload(client, "prompts_train.jsonl", PROMPTS)
+    valid = _upload(client, "prompts_valid.jsonl", PROMPTS[:3])
+    job = client.fine_tuning.jobs.create(
+        model=srv.model, training_file=train, validation_file=valid, suffix="rft",
+        method=_reinforcement(n_epochs=2, batch_size=3, eval_interval=2), extra_body={"max_new_tokens": 6})
+    assert job.model_extra["mezo"]["objective"] == "reward" and job.model_extra["mezo"]["task"] == "reinforcement"
+    assert job.method.type == "reinforcement" and job.method.reinforcement.grader.name == "both"
+    job = _finish(client, job)
+    assert job.status == "succeeded", job.error
+    assert job.model_extra["total_steps"] == 4 and job.method.reinforcement.hyperparameters.eval_interval == 2
+
+    metrics = [e.data for e in client.fine_tuning.jobs.list_events(job.id, limit=100) if e.type == "metrics"]
+    steps = [d for d in metrics if d["train_loss"] is not None]
+    evals = [d for d in metrics if d["valid_loss"] is not None]
+    assert sorted(d["step"] for d in steps) == [1, 2, 3, 4]
+    assert all(0.0 <= d["train_reward_mean"] <= 1.0 for d in steps)
+    assert sorted(d["step"] for d in evals) == [0, 2, 4]
+    for d in evals:  # the loss MeZO minimises is minus the mean reward
+        assert 0.0 <= d["valid_reward_mean"] <= 1.0 and d["valid_loss"] == pytest.approx(-d["valid_reward_mean"])
+
+    header, rows = _csv(client, job.result_files[0])
+    assert header[:5] == COLUMNS and {"train_reward_mean", "valid_reward_mean"} <= set(header)
+    assert [int(r["step"]) for r in rows] == [0, 1, 2, 3, 4]
+    by_step = {d["step"]: d for d in evals}
+    assert all(float(r["valid_reward_mean"]) == pytest.approx(by_step[int(r["step"])]["valid_reward_mean"])
+               for r in rows[::2])
+    assert all(r["train_reward_mean"] for r in rows[1:])
+
+    reply = client.chat.completions.create(model=f"{srv.model}:{job.fine_tuned_model}",
+                                           messages=[{"role": "user", "content": "say good"}], max_tokens=5,
+                                           temperature=0)
+    assert isinstance(reply.choices[0].message.content, str) and reply.usage.completion_tokens >= 1
+
+
+def test_served_answers_do_not_change_while_a_reinforcement_job_generates(chat_server):
+    # The job generates the same prompts the server is asked for, under +eps and -eps adapters:
+    # if any KV crossed between them and serving (the radix cache), the served answers would move.
+    srv = chat_server
+    client = _client(srv)
+
+    def served() -> list[str]:
+        return [client.chat.completions.create(model=srv.model, messages=row["messages"], max_tokens=8,
+                                               temperature=0).choices[0].message.content for row in PROMPTS[:3]]
+
+    def generated() -> str:
+        r = srv.post("/generate", json={"text": "say good", "sampling_params": {"max_new_tokens": 8,
+                                                                                  "temperature": 0}})
+        assert r.status_code == 200, r.text
+        return r.json()["text"]
+
+    before, before_text = served(), generated()
+    job = client.fine_tuning.jobs.create(model=srv.model, training_file=_upload(client, "prompts.jsonl", PROMPTS),
+                                         method=_reinforcement(batch_size=3, temperature=1.0),
+                                         extra_body={"num_steps": 200, "max_new_tokens": 8, "eval_steps": 1000})
+    try:
+        deadline = time.monotonic() + 120
+        while client.fine_tuning.jobs.retrieve(job.id).model_extra["steps_completed"] < 1:
+            assert time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.2)
+        for _ in range(3):
+            assert served() == before and generated() == before_text
+        progressed = client.fine_tuning.jobs.retrieve(job.id)
+        assert progressed.status == "running" and progressed.model_extra["steps_completed"] >= 2  # it trained meanwhile
+    finally:
+        client.fine_tuning.jobs.cancel(job.id)
+        _finish(client, client.fine_tuning.jobs.retrieve(job.id), timeout=60)
+    assert served() == before and generated() == before_text
+
+
+def test_the_grader_endpoints_run_and_validate_graders_in_openais_shape(chat_server):
+    client = _client(chat_server)
+    graders = client.fine_tuning.alpha.graders
+    answer = graders.run(grader=BOTH, model_sample="good good", item={"answer": "good good"})
+    assert answer.reward == 1.0 and answer.sub_rewards == {"fuzzy": 1.0, "exact": 1.0}
+    assert answer.metadata.name == "both" and answer.metadata.type == "multi"
+    assert not answer.metadata.errors.formula_parse_error and not answer.metadata.errors.invalid_variable_error
+    near = graders.run(grader=BOTH, model_sample="good goo", item={"answer": "good good"})
+    assert near.sub_rewards["exact"] == 0.0 and 0.0 < near.reward < 0.8
+    assert graders.validate(grader=EXACT).grader.operation == "eq"
+    for call, param, needle in (
+            (lambda: graders.run(grader=EXACT, model_sample="x", item={"city": "x"}), None, "item.answer"),
+            (lambda: graders.validate(grader={**BOTH, "calculate_output": "fuzzy +"}), "grader.calculate_output",
+             "not a formula"),
+            (lambda: graders.validate(grader={"type": "python", "source": "x"}), "grader.type", "sandbox")):
+        with pytest.raises(openai.BadRequestError) as refused:
+            call()
+        error = refused.value.response.json()["error"]
+        assert needle in error["message"] and (param is None or error["param"] == param), error
+
+
+def test_bad_reinforcement_jobs_are_refused_before_anything_is_stored(chat_server):
+    srv = chat_server
+    client = _client(srv)
+    jobs_before = [j.id for j in client.fine_tuning.jobs.list(limit=100)]
+    prompts = _upload(client, "prompts_ok.jsonl", PROMPTS)
+    lacking = _upload(client, "prompts_lacking.jsonl", [PROMPTS[0], {"messages": PROMPTS[1]["messages"]}])
+    chats = _upload(client, "chats_for_rft.jsonl", CHATS)
+    for kwargs, param, needle in (
+            ({"training_file": lacking, "method": _reinforcement()}, "training_file", "prompts_lacking.jsonl), line 2"),
+            ({"training_file": prompts, "method": _reinforcement({**BOTH, "calculate_output": "fuzzy + nope"})},
+             "method.reinforcement.grader.calculate_output", "nope"),
+            ({"training_file": prompts, "method": _reinforcement({"type": "score_model", "name": "judge"})},
+             "method.reinforcement.grader.type", "judge"),
+            ({"training_file": chats, "method": _reinforcement()}, "training_file", "needs prompts"),
+            ({"training_file": prompts}, "method.type", "reinforcement")):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.fine_tuning.jobs.create(model=srv.model, **kwargs)
+        error = refused.value.response.json()["error"]
+        assert error["param"] == param and needle in error["message"], (kwargs, error)
+        if "line 2" in needle:  # the row's missing field, and whose grader reads it
+            assert "item.answer" in error["message"] and "files/" not in error["message"], error
     assert [j.id for j in client.fine_tuning.jobs.list(limit=100)] == jobs_before

@@ -14,6 +14,7 @@ from typing import Any, Optional
 from sglang.srt.mezo.errors import RequestError
 from sglang.srt.mezo.server.adapter_cache import AdapterCache
 from sglang.srt.mezo.server.catalog import Catalog, JobModel
+from sglang.srt.mezo.server.grader_requests import run_grader, validate_grader
 from sglang.srt.mezo.server.job_requests import parse_job_request, plan_job
 from sglang.srt.mezo.server.openai_objects import (
     checkpoint_objects,
@@ -92,6 +93,8 @@ class JobAPI:
             ("/v1/fine_tuning/jobs/{job_id}/cancel", self.cancel_job, ["POST"]),
             ("/v1/fine_tuning/jobs/{job_id}/pause", self.pause_job, ["POST"]),
             ("/v1/fine_tuning/jobs/{job_id}/resume", self.resume_job, ["POST"]),
+            ("/v1/fine_tuning/alpha/graders/run", self.run_grader, ["POST"]),
+            ("/v1/fine_tuning/alpha/graders/validate", self.validate_grader, ["POST"]),
         ]
         for path, endpoint, methods in routes:
             app.add_api_route(path, self._guard(endpoint), methods=methods, include_in_schema=True)
@@ -216,6 +219,22 @@ class JobAPI:
 
     # -- jobs
 
+    # -- graders: try one before training with it
+
+    @staticmethod
+    async def _json(request) -> Any:
+        try:
+            return await request.json()
+        except Exception:
+            raise RequestError("the request body is not valid JSON") from None
+
+    async def run_grader(self, request):
+        body = await self._json(request)
+        return _ok(await asyncio.to_thread(run_grader, body))  # a metric library may take a while
+
+    async def validate_grader(self, request):
+        return _ok(validate_grader(await self._json(request)))
+
     def _job(self, job_id: str) -> tuple[dict, dict]:
         request = self.store.request(job_id)
         if request is None:
@@ -223,10 +242,7 @@ class JobAPI:
         return request, self.store.state(job_id)
 
     async def create_job(self, request):
-        try:
-            body = await request.json()
-        except Exception:
-            raise RequestError("the request body is not valid JSON") from None
+        body = await self._json(request)
         async with self.files_lock:
             return await self._create_job(body)
 

@@ -22,6 +22,9 @@ rows) are told apart from classification rows by :func:`file_format`; a job on o
 run spec's ``completion`` objective (task ``chat``) unless the request names a task or objective.
 A ``dpo`` job (``method = {"type": "dpo", "dpo": {"hyperparameters": {"beta": ...}}}``) trains the
 ``dpo`` objective on a file of preference pairs (OpenAI's dpo rows or TRL's prompt/chosen/rejected).
+A ``reinforcement`` job (``method = {"type": "reinforcement", "reinforcement": {"grader": {...},
+"hyperparameters": {...}}}``) trains the ``reward`` objective on prompts whose last message is the
+user's, each row's other fields read by the grader; grader and rows are checked before the job is stored.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Optional
 
 from sglang.srt.mezo.errors import RequestError
+from sglang.srt.mezo.server.grader_requests import request_grader
 from sglang.srt.mezo.server.settings import ServerSettings
 from sglang.srt.mezo.server.store import DATA_SUFFIXES, JobStore
 from sglang.srt.mezo.spec.config import MeZOConfig
@@ -63,6 +67,7 @@ SERVER_OWNED = {
     "exact_restore": "a server job always restores exactly", "paired_forward": "the server decides",
     "split_batch": "a server job gets two LoRA slots (its adapter and its -eps twin), not one pair per direction",
     "resume": "the server resumes an interrupted job by itself",
+    "grader": "give the grader as method.reinforcement.grader (an object; a server reads no grader files)",
 }
 
 
@@ -86,7 +91,15 @@ def parse_hyperparameter(name: str, value: Any) -> Any:
 
 
 #: OpenAI's fine-tuning methods this server trains (``method.type``).
-METHODS = ("supervised", "dpo")
+METHODS = ("supervised", "dpo", "reinforcement")
+
+#: OpenAI's reinforcement hyperparameters besides n_epochs / batch_size / learning_rate_multiplier, and
+#: what each must be here (``eval_interval`` is the run spec's ``eval_steps``).
+_REINFORCEMENT_ONLY = {
+    "eval_samples": "'auto' or 1: a validation prompt is answered once, greedily",
+    "compute_multiplier": "'auto': a MeZO step costs two generations of each prompt; set batch_size or n_epochs",
+    "reasoning_effort": "'auto' or 'default': the model has no reasoning-effort setting",
+}
 
 
 def parse_beta(value: Any) -> Any:
@@ -116,26 +129,31 @@ def _hyperparameter_sources(body: dict) -> dict:
             raise RequestError("method must be an object like {'type': 'supervised', 'supervised': {...}}", "method")
         kind = method.get("type", "supervised")
         if kind not in METHODS:
-            why = (": reward-driven jobs (graders) are not built yet" if kind == "reinforcement" else "")
-            raise RequestError(f"method type {kind!r} is not supported{why}; MeZO jobs are 'supervised' (a chat or "
-                               "prompt/completion file, or classification rows with label words) or 'dpo' (a file "
-                               "of preference pairs)", "method.type")
+            raise RequestError(f"method type {kind!r} is not supported; MeZO jobs are 'supervised' (a chat or "
+                               "prompt/completion file, or classification rows with label words), 'dpo' (a file "
+                               "of preference pairs) or 'reinforcement' (prompts and a grader)", "method.type")
         unknown = set(method) - {"type", kind}
         if unknown:
             raise RequestError(f"method has unknown keys {sorted(unknown)}", "method")
         sup = method.get(kind) or {}
-        if not isinstance(sup, dict) or set(sup) - {"hyperparameters"}:
-            raise RequestError(f"method.{kind} must be {{'hyperparameters': {{...}}}}", f"method.{kind}")
+        keys = {"hyperparameters", "grader", "response_format"} if kind == "reinforcement" else {"hyperparameters"}
+        if not isinstance(sup, dict) or set(sup) - keys:
+            shape = "{'grader': {...}, 'hyperparameters': {...}}" if kind == "reinforcement" else \
+                "{'hyperparameters': {...}}"
+            raise RequestError(f"method.{kind} must be {shape}", f"method.{kind}")
         hp = sup.get("hyperparameters") or {}
         if not isinstance(hp, dict):
             raise RequestError(f"method.{kind}.hyperparameters must be an object", f"method.{kind}.hyperparameters")
-        if kind == "supervised" and "beta" in hp:
-            raise RequestError("beta is a hyperparameter of method 'dpo'; a supervised job has none",
-                               "method.supervised.hyperparameters.beta")
+        if kind != "dpo" and "beta" in hp:
+            raise RequestError(f"beta is a hyperparameter of method 'dpo'; a {kind} job has none",
+                               f"method.{kind}.hyperparameters.beta")
         if kind == "dpo":
             merged["objective"] = "dpo"
             if "beta" in hp:
                 hp = {**hp, "beta": parse_beta(hp["beta"])}
+        if kind == "reinforcement":
+            merged.update(objective="reward", grader=_reinforcement_grader(sup))
+            hp = _reinforcement_hyperparameters(hp)
         sources.append((f"method.{kind}.hyperparameters", hp))
     for where, hp in sources:
         for key, value in hp.items():
@@ -154,6 +172,41 @@ def _hyperparameter_sources(body: dict) -> dict:
                                    f"({merged[key]!r} and {value!r}); give it once", where)
             merged[key] = value
     return merged
+
+
+def _reinforcement_grader(method: dict) -> dict:
+    """method.reinforcement's grader, checked (unknown type, bad field, formula that does not parse:
+    a 400 naming the field's path) and normalised."""
+    if method.get("response_format") is not None:
+        raise RequestError("response_format is not supported: answers are graded as the text the model writes",
+                           "method.reinforcement.response_format")
+    if method.get("grader") is None:
+        raise RequestError('a reinforcement job needs method.reinforcement.grader, e.g. {"type": "string_check", '
+                           '"name": "exact", "input": "{{sample.output_text}}", "reference": "{{item.answer}}", '
+                           '"operation": "eq"}; try one with POST /v1/fine_tuning/alpha/graders/run',
+                           "method.reinforcement.grader")
+    return request_grader(method["grader"], "method.reinforcement.grader").to_dict()
+
+
+def _reinforcement_hyperparameters(hp: dict) -> dict:
+    """OpenAI's reinforcement hyperparameters as the run spec's: eval_interval is eval_steps; the
+    settings this server has no counterpart for are accepted at their defaults only."""
+    where = "method.reinforcement.hyperparameters"
+    out = {k: v for k, v in hp.items() if k not in _REINFORCEMENT_ONLY and k != "eval_interval"}
+    for key, allowed in _REINFORCEMENT_ONLY.items():
+        value = hp.get(key)
+        if value not in (None, "auto") and not (key == "eval_samples" and value == 1) and \
+                not (key == "reasoning_effort" and value == "default"):
+            raise RequestError(f"{key} is {value!r}; here it must be {allowed}", f"{where}.{key}")
+    interval = hp.get("eval_interval")
+    if interval not in (None, "auto"):
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise RequestError(f"eval_interval must be 'auto' or a whole number of steps >= 1, got {interval!r}",
+                               f"{where}.eval_interval")
+        if out.get("eval_steps") not in (None, interval):
+            raise RequestError("give eval_interval or eval_steps, not both", f"{where}.eval_interval")
+        out["eval_steps"] = interval
+    return out
 
 
 def resolve_data_file(ref: Any, param: str, settings: ServerSettings, store: JobStore) -> tuple[str, str]:
@@ -199,15 +252,20 @@ SNIFF_BYTES = 4 * 1024 * 1024
 
 
 def file_format(path: str) -> Optional[str]:
-    """``"chat"``, ``"prompt/completion"`` or ``"preference"`` (OpenAI's dpo rows, TRL's
-    prompt/chosen/rejected) when the first row of a JSONL file is one of those fine-tuning formats; None otherwise (classification data, another file type, or a first row
-    that is not a JSON object, left to the loader to report with its line).
+    """``"chat"``, ``"prompt/completion"``, ``"preference"`` (OpenAI's dpo rows, TRL's
+    prompt/chosen/rejected) or ``"reinforcement"`` (chat messages ending with the user's: prompts for a
+    grader) when the first row of a JSONL file is one of those fine-tuning formats; None otherwise
+    (classification data, another file type, or a first row that is not a JSON object, left to the
+    loader to report with its line).
 
     >>> import tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "rows.jsonl")
-    >>> _ = open(path, "w").write('\\n{"messages": [{"role": "user", "content": "Hi"}]}\\n')
+    >>> _ = open(path, "w").write('\\n{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}\\n')
     >>> file_format(path)
     'chat'
+    >>> _ = open(path, "w").write('{"messages": [{"role": "user", "content": "Hi"}], "answer": "Hello"}\\n')
+    >>> file_format(path)
+    'reinforcement'
     >>> _ = open(path, "w").write('{"sentence": "a fine film", "label": 1}\\n')
     >>> file_format(path) is None
     True
@@ -229,7 +287,9 @@ def file_format(path: str) -> Optional[str]:
     if "preferred_output" in row or "non_preferred_output" in row or "chosen" in row or "rejected" in row:
         return "preference"
     if "messages" in row:
-        return "chat"
+        messages = row["messages"]
+        last = messages[-1] if isinstance(messages, list) and messages else None
+        return "reinforcement" if isinstance(last, dict) and last.get("role") == "user" else "chat"
     if "prompt" in row or "completion" in row:
         return "prompt/completion"
     return None
@@ -240,6 +300,23 @@ def _choose_objective(hp: dict, formats: Mapping[str, Optional[str]]) -> None:
     when the request names neither task nor objective; refuse what cannot fit (mixed formats, a
     label-word job on a chat file) with a message, instead of the loader's row-level complaint."""
     generative = {param: fmt for param, fmt in formats.items() if fmt is not None}
+    prompts = [param for param, fmt in generative.items() if fmt == "reinforcement"]
+    if hp.get("objective") == "reward" or prompts:
+        wrong = [param for param, fmt in formats.items() if fmt != "reinforcement"]
+        if hp.get("objective") != "reward":
+            raise RequestError(f"{prompts[0]} holds prompts whose last message is the user's (reinforcement rows); "
+                               'train them with method {"type": "reinforcement", "reinforcement": {"grader": '
+                               '{...}}}, or end each row with the assistant\'s answer for a supervised job',
+                               "method.type")
+        if wrong:
+            raise RequestError(f"a reinforcement job needs prompts, but {wrong[0]} holds "
+                               f"{formats[wrong[0]] or 'classification'} rows; give rows like "
+                               '{"messages": [{"role": "user", "content": ...}], <the fields the grader reads>}, '
+                               "the last message the user's", wrong[0])
+        if hp.get("task") not in (None, "reinforcement"):
+            raise RequestError(f"a reinforcement job trains task 'reinforcement' (the uploaded prompts), not "
+                               f"{hp['task']!r}; drop 'task'", "task")
+        return
     dpo = hp.get("objective") == "dpo"
     preference = [param for param, fmt in generative.items() if fmt == "preference"]
     if dpo or preference:

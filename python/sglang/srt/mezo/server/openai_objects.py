@@ -57,14 +57,20 @@ def job_object(request: dict, state: dict, deleted: Optional[Mapping[str, int]] 
 
 
 def method_object(request: dict, hyperparameters: dict) -> dict:
-    """OpenAI's ``method`` of a job: ``dpo`` (with its ``beta``) for a job on preference pairs, else ``supervised``.
+    """OpenAI's ``method`` of a job: ``dpo`` (with its ``beta``) for a job on preference pairs,
+    ``reinforcement`` (with its grader) for a reward job, else ``supervised``.
 
     >>> method_object({"config": {"objective": "dpo", "beta": 0.1}}, {"batch_size": 8})
     {'type': 'dpo', 'dpo': {'hyperparameters': {'batch_size': 8, 'beta': 0.1}}}
+    >>> method_object({"config": {"objective": "reward", "grader": {"type": "multi"}}}, {"eval_steps": 5})["reinforcement"]
+    {'grader': {'type': 'multi'}, 'hyperparameters': {'eval_steps': 5, 'eval_interval': 5, 'eval_samples': 1}}
     """
     config = request.get("config") or {}
     if config.get("objective") == "dpo":
         return {"type": "dpo", "dpo": {"hyperparameters": {**hyperparameters, "beta": config.get("beta")}}}
+    if config.get("objective") == "reward":
+        hp = {**hyperparameters, "eval_interval": hyperparameters.get("eval_steps"), "eval_samples": 1}
+        return {"type": "reinforcement", "reinforcement": {"grader": config.get("grader"), "hyperparameters": hp}}
     return {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}}
 
 

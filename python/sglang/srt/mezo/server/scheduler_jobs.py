@@ -57,6 +57,10 @@ POLL_S = 0.25
 #: The columns of a job's metrics CSV and the keys of its ``metrics`` events, OpenAI's names.
 METRIC_COLUMNS = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy")
 
+#: A reinforcement job's mean rewards, OpenAI's names: of a step's batch (the run's own step metric)
+#: and of the validation file (the evaluation's ``eval_reward``).
+TRAIN_REWARD, VALID_REWARD = "train_reward_mean", "valid_reward_mean"
+
 
 def metrics_data(step: int, train: Optional[dict] = None, valid: Optional[dict] = None) -> dict:
     """OpenAI's metrics of one step (a ``metrics`` event's data, a checkpoint's metrics): the training
@@ -68,9 +72,12 @@ def metrics_data(step: int, train: Optional[dict] = None, valid: Optional[dict] 
     {'step': 3, 'train_loss': 0.5, 'train_mean_token_accuracy': None, 'valid_loss': None, 'valid_mean_token_accuracy': None}
     """
     train, valid = train or {}, valid or {}
-    return {"step": step, "train_loss": train.get("loss"),
+    data = {"step": step, "train_loss": train.get("loss"),
             "train_mean_token_accuracy": train.get("train_mean_token_accuracy"),
             "valid_loss": valid.get("eval_loss"), "valid_mean_token_accuracy": valid.get("eval_mean_token_accuracy")}
+    if valid.get("eval_reward") is not None:
+        data[VALID_REWARD] = valid["eval_reward"]
+    return data
 
 
 #: What a run's step event holds besides the objective's own training metrics.
@@ -100,6 +107,8 @@ def describe_eval(record: dict) -> str:
         parts.append(f"token accuracy={100 * record['eval_mean_token_accuracy']:.1f}%")
     if record.get("eval_f1") is not None:
         parts.append(f"F1={record['eval_f1']:.1f}")
+    if record.get("eval_reward") is not None:
+        parts.append(f"mean reward={record['eval_reward']:.4f}")
     if record.get("eval_rewards/accuracies") is not None:
         parts.append(f"reward accuracy={100 * record['eval_rewards/accuracies']:.1f}%, "
                      f"margin={record['eval_rewards/margins']:.4f}")
@@ -126,9 +135,10 @@ def results_table(train_loss: list, evals: list, train_accuracy: Optional[dict] 
     for step, values in train_metrics.items():
         if step in rows:
             rows[step].update(values)
-    taken = {"step", "eval_loss", "eval_mean_token_accuracy"}
+    taken = {"step", "eval_loss", "eval_mean_token_accuracy", "eval_reward"}
     eval_extra = sorted({k for e in evals for k in e if k.startswith("eval_") and k not in taken})
-    extra = sorted({k for values in train_metrics.values() for k in values}) + eval_extra
+    rewards = [VALID_REWARD] if any(e.get("eval_reward") is not None for e in evals) else []
+    extra = sorted({k for values in train_metrics.values() for k in values}) + rewards + eval_extra
     for e in evals:
         row = rows.setdefault(e["step"], metrics_data(e["step"]))
         row.update({k: v for k, v in metrics_data(e["step"], valid=e).items() if k.startswith("valid_")},
@@ -165,8 +175,7 @@ class JobWorker:
         """(tokens, rows) the next unit's forward needs at most."""
         if self.run is None or self.run.done:
             return 0, 0
-        sequences, copies = self.run.next_forward()
-        return sum(len(s) for s in sequences) * copies, len(sequences) * copies
+        return self.run.next_unit_size()
 
     # -- the unit of work
 
@@ -290,7 +299,8 @@ class JobWorker:
             data = e.get("data") or {}
             if e.get("type") == "metrics" and data.get("train_loss") is not None:
                 train_accuracy[data["step"]] = data.get("train_mean_token_accuracy")
-                extras = {k: v for k, v in data.items() if "/" in k}  # the objective's own, TRL-named
+                # the objective's own: DPO's TRL-named rewards/*, a reinforcement job's mean reward
+                extras = {k: v for k, v in data.items() if "/" in k or k == TRAIN_REWARD}
                 if extras:
                     train_metrics[data["step"]] = extras
         text = results_table(result["train_loss"], result["eval_history"], train_accuracy, train_metrics)

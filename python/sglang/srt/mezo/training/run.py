@@ -32,6 +32,7 @@ from typing import Any, Iterator, Optional, Sequence
 from sglang.srt.mezo.io import atomic_dir, atomic_json, atomic_write
 from sglang.srt.mezo.training.callbacks import METRICS_FILE, Callback, default_callbacks
 from sglang.srt.mezo.training.checkpoints import CHECKPOINTS, RUN_STATE_FILE
+from sglang.srt.mezo.training.objectives.base import GenerativeObjective, RewardObjective
 
 
 class BatchSampler:
@@ -129,18 +130,27 @@ class MeZORun:
             return self._step()
         return self._checkpoint(final=True)
 
-    def next_forward(self) -> tuple[list, int]:
-        """(token-id sequences, copies): what the next :meth:`advance` runs through the model at
-        most at once (copies 2: a paired +/-eps step runs each sequence twice in one forward), so
-        that a runner shared with a server can check it has room first."""
+    def next_unit_size(self) -> tuple[int, int]:
+        """(KV tokens, request rows) the next :meth:`advance` holds at most at once, so that a runner
+        shared with a server can check it has room first: a paired +/-eps step runs each sequence
+        twice in one forward, and a unit that generates (a reward step, an evaluation that answers)
+        holds each prompt with room for its answer."""
+        objective = self.trainer.objective
         if self._evaluation is not None:
             ev = self._evaluation
-            chunk = ev.examples[ev.cursor: ev.cursor + ev.batch_size]
-            return self.trainer.objective.forward_inputs(chunk).sequences, 1
-        if self.step_count < self.num_steps:
+            batch, copies = ev.examples[ev.cursor: ev.cursor + ev.batch_size], 1
+            generates = isinstance(objective, GenerativeObjective) and objective.generates(batch)
+        elif self.step_count < self.num_steps:
             batch = [self.train_data[i] for i in self.sampler.peek()]
-            return self.trainer.objective.forward_inputs(batch).sequences, 2 if self.trainer.trainable.paired else 1
-        return [], 1
+            copies = 2 if self.trainer.trainable.paired else 1
+            generates = isinstance(objective, RewardObjective)
+        else:
+            return 0, 0
+        lengths = [len(s) for s in objective.forward_inputs(batch).sequences]
+        if generates:  # an upper bound: an evaluation's logits forward and its generation run one after the other
+            room = objective.generation_inputs(batch).max_new_tokens
+            lengths = [n + room for n in lengths]
+        return sum(lengths) * copies, len(lengths) * copies
 
     def _emit(self, event: dict) -> dict:
         for callback in self.callbacks:
