@@ -1,7 +1,7 @@
 """The reward objective (graded generated answers) on SGLang's generation, checked against HF
 transformers + PEFT's greedy ``generate`` at theta +/- eps z, and reward runs end to end on a tiny
 chat model: file rows checked against the grader before a model loads, the same sampling seed on
-both sides of a step, replay from the trajectory."""
+both sides of a step, replay from the trajectory, and a sampled run stopped and resumed exactly."""
 
 from __future__ import annotations
 
@@ -13,15 +13,17 @@ import torch
 from conftest import trainer_for
 from test_dpo_objective import _set_adapter
 from test_generate import hf_greedy
+from test_run import stop_after
 from test_trainer import load_into_peft, peft_model, small_config
 
 from sglang.srt.mezo.data.graders import Sample, parse_grader
 from sglang.srt.mezo.engine.generate import GreedyGenerator
+from sglang.srt.mezo.engine.runner import release_model_runner
 from sglang.srt.mezo.errors import DataFormatError, GraderError
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.training.finetune import mezo_mlm_finetune
 from sglang.srt.mezo.training.objectives.reward import GradedAnswersObjective, PromptItem
-from sglang.srt.mezo.training.plan import prepare
+from sglang.srt.mezo.training.plan import prepare, start_run
 from sglang.srt.mezo.training.trainer import MeZOTrainer
 
 PROMPTS = [[0, 5, 7, 9, 11, 3, 40], [0, 8, 200, 4], [0, 300, 301, 302, 303, 304, 305, 306, 307], [0, 17]]
@@ -146,6 +148,33 @@ def test_a_reinforcement_file_trains_through_mezo_mlm_finetune_and_replays(tmp_p
     rebuilt = load_file(os.path.join(replay(str(out), str(tmp_path / "replayed")), "adapter_model.safetensors"))
     saved = load_file(str(out / "adapter" / "adapter_model.safetensors"))
     assert saved.keys() == rebuilt.keys() and all(torch.equal(saved[n], rebuilt[n]) for n in saved)
+
+
+def test_a_sampled_reward_run_stopped_and_resumed_ends_as_if_it_had_never_stopped(tmp_path, tiny_chat_llama):
+    # A step's sampling seeds come from the run's seed and the step's number, not from state a
+    # restart loses, so the resumed steps draw (and grade, and update) exactly as the straight run.
+    from safetensors.torch import load_file
+
+    train = _jsonl(tmp_path / "train.jsonl", ROWS)
+    grader = {**FUZZY, "name": "close"}
+
+    def spec(out, **kw):
+        return MeZOConfig(model_path=tiny_chat_llama, objective="reward", task="reinforcement", train_file=train,
+                          eval_file=train, grader=grader, temperature=1.0, output_dir=str(out), **_small(**kw))
+
+    straight = mezo_mlm_finetune(tiny_chat_llama, task_name="reinforcement", train_dataset=train, eval_dataset=train,
+                                 grader=grader, temperature=1.0, output_dir=str(tmp_path / "a"), **_small())
+    assert len(set(straight["train_loss"])) > 1
+    stop_after(spec(tmp_path / "b"), 2)
+    resumed = start_run(prepare(spec(tmp_path / "b", resume=True)))
+    try:
+        assert resumed.step_count == 2
+        out = resumed.run_to_end()
+    finally:
+        release_model_runner(resumed.trainer.runner)
+    assert out["train_loss"] == straight["train_loss"]
+    a, b = (load_file(str(tmp_path / d / "adapter" / "adapter_model.safetensors")) for d in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
 
 
 def test_bad_rows_and_bad_graders_fail_before_a_model_loads(tmp_path, tiny_chat_llama):
