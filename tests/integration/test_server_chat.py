@@ -65,6 +65,20 @@ def _finish(client: openai.OpenAI, job, timeout: float = 180):
     return job
 
 
+def _refused(client: openai.OpenAI, **job) -> dict:
+    """The error body of a job request that must get a 400."""
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.fine_tuning.jobs.create(**job)
+    return refused.value.response.json()["error"]
+
+
+def _chats(client: openai.OpenAI, model: str) -> None:
+    """``model`` answers through /v1/chat/completions."""
+    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "say good"}],
+                                           max_tokens=5, temperature=0)
+    assert isinstance(reply.choices[0].message.content, str) and reply.usage.completion_tokens >= 1
+
+
 def _csv(client: openai.OpenAI, file_id: str) -> tuple[list[str], list[dict]]:
     text = client.files.content(file_id).text
     reader = csv.DictReader(io.StringIO(text))
@@ -117,9 +131,7 @@ def test_a_chat_file_trains_reports_openai_metrics_and_its_adapter_chats(chat_se
 
     # Served at once through the chat endpoint, under "<base>:<name>" and (OpenAI's way) "<name>".
     for model in (f"{srv.model}:{job.fine_tuned_model}", job.fine_tuned_model):
-        reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "say good"}],
-                                               max_tokens=5, temperature=0)
-        assert isinstance(reply.choices[0].message.content, str) and reply.usage.completion_tokens >= 1
+        _chats(client, model)
     card = srv.get(f"/v1/models/{job.fine_tuned_model}").json()
     assert card["loaded"] and card["fine_tuning_job_id"] == job.id  # the adapter itself answered
 
@@ -154,9 +166,7 @@ def test_a_bad_chat_file_is_refused_with_its_line_and_the_server_goes_on(chat_se
     for kwargs, param, needle in (
             ({"training_file": good, "validation_file": bad}, "validation_file", "line 2"),
             ({"training_file": good, "extra_body": {"task": "sst-2"}}, "task", "objective 'completion'")):
-        with pytest.raises(openai.BadRequestError) as refused:
-            client.fine_tuning.jobs.create(model=srv.model, **kwargs)
-        error = refused.value.response.json()["error"]
+        error = _refused(client, model=srv.model, **kwargs)
         assert error["param"] == param and needle in error["message"], error
 
     # Nothing was stored for the refused jobs, and the server still answers.
@@ -208,10 +218,7 @@ def test_a_dpo_job_trains_on_preference_pairs_reports_trl_rewards_and_its_adapte
     assert [int(r["step"]) for r in rows] == [0, 1, 2, 3, 4]
     assert all(r["rewards/accuracies"] for r in rows[1:]) and rows[2]["eval_rewards/margins"], rows
 
-    reply = client.chat.completions.create(model=f"{srv.model}:{job.fine_tuned_model}",
-                                           messages=[{"role": "user", "content": "say good"}], max_tokens=5,
-                                           temperature=0)
-    assert isinstance(reply.choices[0].message.content, str) and reply.usage.completion_tokens >= 1
+    _chats(client, f"{srv.model}:{job.fine_tuned_model}")
 
 
 def test_bad_dpo_jobs_are_refused_with_what_to_fix(chat_server):
@@ -232,9 +239,7 @@ def test_bad_dpo_jobs_are_refused_with_what_to_fix(chat_server):
              "method.dpo.hyperparameters.beta", "beta must be"),
             ({"training_file": chats, "method": {"type": "grpo", "grpo": {}}}, "method.type",
              "'grpo' is not supported")):
-        with pytest.raises(openai.BadRequestError) as refused:
-            client.fine_tuning.jobs.create(model=srv.model, **kwargs)
-        error = refused.value.response.json()["error"]
+        error = _refused(client, model=srv.model, **kwargs)
         assert error["param"] == param and needle in error["message"], (kwargs, error)
     assert [j.id for j in client.fine_tuning.jobs.list(limit=100)] == jobs_before
 
@@ -285,10 +290,7 @@ def test_a_reinforcement_job_grades_answers_reports_mean_rewards_and_its_adapter
                for r in rows[::2])
     assert all(r["train_reward_mean"] for r in rows[1:])
 
-    reply = client.chat.completions.create(model=f"{srv.model}:{job.fine_tuned_model}",
-                                           messages=[{"role": "user", "content": "say good"}], max_tokens=5,
-                                           temperature=0)
-    assert isinstance(reply.choices[0].message.content, str) and reply.usage.completion_tokens >= 1
+    _chats(client, f"{srv.model}:{job.fine_tuned_model}")
 
 
 def test_served_answers_do_not_change_while_a_reinforcement_job_generates(chat_server):
@@ -362,9 +364,7 @@ def test_bad_reinforcement_jobs_are_refused_before_anything_is_stored(chat_serve
              "method.reinforcement.grader.type", "judge"),
             ({"training_file": chats, "method": _reinforcement()}, "training_file", "needs prompts"),
             ({"training_file": prompts}, "method.type", "reinforcement")):
-        with pytest.raises(openai.BadRequestError) as refused:
-            client.fine_tuning.jobs.create(model=srv.model, **kwargs)
-        error = refused.value.response.json()["error"]
+        error = _refused(client, model=srv.model, **kwargs)
         assert error["param"] == param and needle in error["message"], (kwargs, error)
         if "line 2" in needle:  # the row's missing field, and whose grader reads it
             assert "item.answer" in error["message"] and "files/" not in error["message"], error
