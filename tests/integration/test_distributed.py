@@ -144,6 +144,39 @@ def test_two_workers_weight_a_completion_loss_by_target_tokens(tmp_path, tiny_ch
     assert _grads(tmp_path / "two") == (_grads(tmp_path / "one")[0], pytest.approx(_grads(tmp_path / "one")[1], rel=1e-6))
 
 
+def test_two_workers_follow_one_process_on_a_reward_run(tmp_path, tiny_chat_llama):
+    """A reward step generates and grades each worker's shard of the prompts: the combined mean
+    grade, and so the projected gradient, is the single process's, with sampled answers too (each
+    prompt's sampling seed follows the prompt, not its row in the worker's shard)."""
+    rows = [{"messages": [{"role": "user", "content": f"say {w}"}], "answer": w}
+            for w in ("a", "b", "c", "d", "e", "f", "g", "h")]
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    grader = tmp_path / "grader.json"
+    grader.write_text(json.dumps({"type": "text_similarity", "name": "close", "input": "{{sample.output_text}}",
+                                  "reference": "{{item.answer}}", "evaluation_metric": "fuzzy_match"}))
+    argv = lambda out: ["--model-path", tiny_chat_llama, "--task", "reinforcement", "--train-file", str(data),  # noqa: E731
+                        "--grader", str(grader), "--max-new-tokens", "4", "--batch-size", "8", "--num-steps", "3",
+                        "--temperature", "1.0",
+                        "--eval-steps", "0", "--no-eval-at-start", "--learning-rate", "1e-2", "--epsilon", "1e-1",
+                        "--dtype", "float32", "--seed", "7", "--output-dir", str(out), "--quiet"]
+    one = subprocess.run([*CLI, *argv(tmp_path / "one")], env=_env(), capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    workers = _workers(argv(tmp_path / "two"), _free_port())
+    for w in workers:
+        _, err = w.communicate(timeout=300)
+        assert w.returncode == 0, err[-3000:]
+    def losses(out) -> list[float]:
+        with open(out / "metrics.jsonl") as f:
+            return [json.loads(line)["loss"] for line in f if '"event": "step"' in line]
+
+    # Each step grades new draws; a worker drawing by its shard's rows would grade other answers.
+    assert len(set(losses(tmp_path / "one"))) == 3
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-9)
+    seeds, grads = _grads(tmp_path / "one")
+    assert _grads(tmp_path / "two") == (seeds, pytest.approx(grads, rel=1e-6))
+
+
 def test_nproc_runs_torchrun_with_identical_workers(tmp_path, reference, tiny_llama, toy_file):
     out = tmp_path / "nproc"
     argv = _argv(tiny_llama, toy_file, out)

@@ -24,6 +24,7 @@ Example (a tiny next-token task; any Llama/Qwen2 checkpoint path works):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import os
@@ -274,9 +275,9 @@ class MeZOTrainer:
         objective: minus the mean reward of answers generated now)."""
         objective = self.objective
         if isinstance(objective, RewardObjective):
-            rows = range(len(batch))
-            generated = self._answer(objective.generation_inputs(batch), [self.trainable.lora_id] * len(batch),
-                                     self.config.temperature, self._sample_seeds(rows))
+            inputs = objective.generation_inputs(batch)
+            generated = self._answer(inputs, [self.trainable.lora_id] * len(batch), self.config.temperature,
+                                     self._sample_seeds(inputs.prompts))
             return objective.reward_loss(objective.rewards(objective.answers(generated, batch)[0], batch))
         return objective.loss(self.logits_for(objective.forward_inputs(batch)), batch)
 
@@ -403,7 +404,7 @@ class MeZOTrainer:
             prompts += [inputs.prompts[r] for r in rows]
             plus_ids += [plus_id] * len(rows)
             minus_ids += [minus_id] * len(rows)
-            seeds += self._sample_seeds(rows)
+            seeds += self._sample_seeds([inputs.prompts[r] for r in rows])
         n = len(prompts)
         generated = self._answer(inputs._replace(prompts=prompts * 2), plus_ids + minus_ids, self.config.temperature,
                                  seeds * 2)
@@ -419,10 +420,14 @@ class MeZOTrainer:
         self._step_metrics = {"train_reward_mean": sum(rewards) / max(len(rewards), 1)}
         return losses
 
-    def _sample_seeds(self, rows: Sequence[int]) -> list[int]:
-        """One sampling seed per batch row of this step: the +eps and -eps answers to a prompt draw
-        alike, so their rewards differ by what the perturbation changed, not by sampling noise."""
-        return [random.Random(f"{self.config.seed}:{self.step_count}:{r}").randrange(2**63) for r in rows]
+    def _sample_seeds(self, prompts: Sequence[Sequence[int]]) -> list[int]:
+        """One sampling seed per prompt of this step: the +eps and -eps answers to a prompt draw
+        alike, so their rewards differ by what the perturbation changed, not by sampling noise. The
+        seed is keyed on the prompt's ids, not its row, so a data-parallel worker's shard draws what
+        one process does (a prompt given twice in a batch draws alike)."""
+        return [random.Random(f"{self.config.seed}:{self.step_count}:"
+                              f"{hashlib.sha256(repr(list(p)).encode()).hexdigest()}").randrange(2**63)
+                for p in prompts]
 
     def _answer(self, inputs: GenerationInputs, lora_ids: list, temperature: float = 0.0,
                 seeds: Optional[list] = None) -> list[list[int]]:
