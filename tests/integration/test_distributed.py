@@ -64,6 +64,15 @@ def _steps_logged(out) -> int:
         return max([json.loads(line)["step"] for line in f if line.strip()] or [0])
 
 
+def _one_process_and_two_workers(argv, root) -> None:
+    """Run ``argv(out)`` as one process into ``root/one`` and as two data-parallel workers into ``root/two``."""
+    one = subprocess.run([*CLI, *argv(root / "one")], env=_env(), capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    for w in _workers(argv(root / "two"), _free_port()):
+        _, err = w.communicate(timeout=300)
+        assert w.returncode == 0, err[-3000:]
+
+
 def _grads(out) -> tuple[list, list]:
     from sglang.srt.mezo.zo.trajectory import Trajectory
 
@@ -135,12 +144,7 @@ def test_two_workers_weight_a_completion_loss_by_target_tokens(tmp_path, tiny_ch
                         "--batch-size", "8", "--num-steps", "4", "--eval-steps", "0", "--no-eval-at-start",
                         "--learning-rate", "1e-2", "--dtype", "float32", "--seed", "7", "--output-dir", str(out),
                         "--quiet", "--no-paired-forward"]
-    one = subprocess.run([*CLI, *argv(tmp_path / "one")], env=_env(), capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-3000:]
-    workers = _workers(argv(tmp_path / "two"), _free_port())
-    for w in workers:
-        _, err = w.communicate(timeout=300)
-        assert w.returncode == 0, err[-3000:]
+    _one_process_and_two_workers(argv, tmp_path)
     assert _grads(tmp_path / "two") == (_grads(tmp_path / "one")[0], pytest.approx(_grads(tmp_path / "one")[1], rel=1e-6))
 
 
@@ -160,12 +164,8 @@ def test_two_workers_follow_one_process_on_a_reward_run(tmp_path, tiny_chat_llam
                         "--temperature", "1.0",
                         "--eval-steps", "0", "--no-eval-at-start", "--learning-rate", "1e-2", "--epsilon", "1e-1",
                         "--dtype", "float32", "--seed", "7", "--output-dir", str(out), "--quiet"]
-    one = subprocess.run([*CLI, *argv(tmp_path / "one")], env=_env(), capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-3000:]
-    workers = _workers(argv(tmp_path / "two"), _free_port())
-    for w in workers:
-        _, err = w.communicate(timeout=300)
-        assert w.returncode == 0, err[-3000:]
+    _one_process_and_two_workers(argv, tmp_path)
+
     def losses(out) -> list[float]:
         with open(out / "metrics.jsonl") as f:
             return [json.loads(line)["loss"] for line in f if '"event": "step"' in line]
