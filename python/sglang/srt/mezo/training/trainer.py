@@ -401,10 +401,11 @@ class MeZOTrainer:
         inputs = objective.generation_inputs(batch)
         prompts, plus_ids, minus_ids, seeds = [], [], [], []
         for rows, (plus_id, minus_id) in zip(parts, slots):
-            prompts += [inputs.prompts[r] for r in rows]
+            part_prompts = [inputs.prompts[r] for r in rows]
+            prompts += part_prompts
             plus_ids += [plus_id] * len(rows)
             minus_ids += [minus_id] * len(rows)
-            seeds += self._sample_seeds([inputs.prompts[r] for r in rows])
+            seeds += self._sample_seeds(part_prompts)
         n = len(prompts)
         generated = self._answer(inputs._replace(prompts=prompts * 2), plus_ids + minus_ids, self.config.temperature,
                                  seeds * 2)
