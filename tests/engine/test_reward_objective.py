@@ -114,6 +114,36 @@ def test_with_sampling_a_vanishing_perturbation_gives_no_gradient(tmp_path, tiny
         assert len({s.loss for s in steps}) > 1  # the answers themselves were sampled anew each step
 
 
+def test_an_es_population_step_z_scores_what_each_direction_earns_on_the_whole_batch(tmp_path, tiny_llama,
+                                                                                     llama_tokenizer_dir):
+    """reward_shaping='z-score': the n directions answer every prompt in one generation; each
+    direction's (L+, L-) is what it earns alone, the 2n values are z-scored together, g_k is
+    (Z+_k - Z-_k) / 2, and theta moves by -lr / n * sum g_k z_k."""
+    from transformers import AutoTokenizer
+
+    from sglang.srt.mezo.zo.update import z_scored
+
+    tok = AutoTokenizer.from_pretrained(llama_tokenizer_dir)
+    objective = GradedAnswersObjective(tok, parse_grader(FUZZY), MAX_NEW)
+    cfg = small_config(tmp_path, epsilon=0.3, learning_rate=1e-2, objective="reward", task="reinforcement",
+                       grader=FUZZY, n_spsa=3, reward_shaping="z-score")
+    with trainer_for(MeZOTrainer, tiny_llama, cfg, objective=objective) as tr:
+        assert len(tr.trainable.probe_slots) == 3  # a pair of slots per member: one generation for all
+        theta = _set_adapter(tr, 2, scale=0.3)
+        answers = tr.generate(objective.generation_inputs([PromptItem(tuple(p), {}) for p in PROMPTS]))
+        items = [PromptItem(tuple(p), {"answer": objective.answer_text(a)}) for p, a in zip(PROMPTS, answers)]
+        seeds = tr._next_seeds()
+        alone = [tr.perturbed_losses(items, s) for s in seeds]  # one generation per direction
+        assert len({v for pair in alone for v in pair}) > 2  # the members earn different rewards
+        step = tr.step(items)
+        assert step.seeds == seeds
+        assert step.projected_grads == pytest.approx([(zp - zm) / 2 for zp, zm in z_scored(alone)], abs=1e-9)
+        assert step.loss == pytest.approx(sum(a + b for a, b in alone) / 6, abs=1e-12)  # the raw rewards
+        for i, (n, t) in enumerate(zip(tr.trainable.names, tr.trainable.tensors)):
+            update = sum(g * tr._z(s, i, theta[n]) for s, g in zip(seeds, step.projected_grads))
+            torch.testing.assert_close(t, theta[n] - cfg.learning_rate / 3 * update, rtol=0, atol=1e-6)
+
+
 def _jsonl(path, rows) -> str:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
@@ -175,6 +205,21 @@ def test_a_sampled_reward_run_stopped_and_resumed_ends_as_if_it_had_never_stoppe
     assert out["train_loss"] == straight["train_loss"]
     a, b = (load_file(str(tmp_path / d / "adapter" / "adapter_model.safetensors")) for d in ("a", "b"))
     assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_an_es_population_run_trains_and_replays_from_its_trajectory(tmp_path, tiny_chat_llama):
+    from safetensors.torch import load_file
+
+    from sglang.srt.mezo.training.replay import replay
+
+    train = _jsonl(tmp_path / "train.jsonl", ROWS)
+    out = tmp_path / "run"
+    result = mezo_mlm_finetune(tiny_chat_llama, task_name="reinforcement", train_dataset=train, grader=FUZZY,
+                               reward_shaping="z-score", n_spsa=3, output_dir=str(out), **_small())
+    assert result["steps"] == 4 and result["config"]["reward_shaping"] == "z-score"
+    rebuilt = load_file(os.path.join(replay(str(out), str(tmp_path / "replayed")), "adapter_model.safetensors"))
+    saved = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    assert saved.keys() == rebuilt.keys() and all(torch.equal(saved[n], rebuilt[n]) for n in saved)
 
 
 def test_bad_rows_and_bad_graders_fail_before_a_model_loads(tmp_path, tiny_chat_llama):

@@ -66,6 +66,8 @@ SERVER_OWNED = {
     "max_total_tokens": "the job shares the server's KV cache", "progress_bar": "a server job has no progress bar",
     "exact_restore": "a server job always restores exactly", "paired_forward": "the server decides",
     "split_batch": "a server job gets two LoRA slots (its adapter and its -eps twin), not one pair per direction",
+    "reward_shaping": "ES's population (reward_shaping 'z-score') needs a pair of LoRA slots per direction, and a "
+                      "server job gets one pair",
     "resume": "the server resumes an interrupted job by itself",
     "grader": "give the grader as method.reinforcement.grader (an object; a server reads no grader files)",
 }

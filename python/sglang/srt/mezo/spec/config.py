@@ -68,6 +68,9 @@ Noise = Literal["gaussian", "rademacher"]  # mezo_noise.NoiseKind
 
 UpdateRuleName = Literal["sgd", "sign", "normalized", "adam"]
 
+#: How a reward step's rewards become projected gradients.
+RewardShaping = Literal["difference", "z-score"]
+
 
 #: Where else a run may log its metrics (``report_to``).
 REPORT_TO = ("tensorboard",)
@@ -174,6 +177,13 @@ class MeZOConfig:
         False, "LoRA: estimate each of the n_spsa directions on its own 1/n_spsa of the batch, all in the batch's "
         "one paired forward: n directions for the forwards of one (n_spsa = batch_size: one direction per example, "
         "like Flipout's per-example perturbations); needs 2 * n_spsa + 1 LoRA slots", group="hyperparameters")
+    reward_shaping: RewardShaping = _spec(
+        "difference", "reward: how a step's rewards become projected gradients: difference, g = (R- - R+) / (2 eps) "
+        "per direction, on the loss -R (MeZO's); z-score, the population form of ES at scale (arXiv 2509.24372): "
+        "every one of the n_spsa directions answers the whole batch, all in one generation, the step's 2 * n_spsa "
+        "mean rewards are z-scored and g_k = (Z-_k - Z+_k) / 2, so each step moves by about lr whatever the rewards' "
+        "scale (a population of n_spsa mirrored pairs; needs n_spsa >= 2 and 2 * n_spsa + 1 LoRA slots)",
+        group="hyperparameters")
     lr_schedule: Schedule = _spec("constant", "learning-rate schedule", group="hyperparameters")
     update_rule: Optional[UpdateRuleName] = _spec(
         None, "how a projected gradient g moves theta along z: sgd, by lr * g (MeZO); sign, by lr * sign(g); "
@@ -277,6 +287,8 @@ class MeZOConfig:
         if self.split_batch and (self.trainable == "full" or self.paired_forward is False):
             raise ValueError("split_batch runs every direction's +/- eps passes in one forward, on LoRA slots of "
                              "their own: it needs trainable='lora' and the paired forward (paired_forward not False)")
+        if self.reward_shaping == "z-score":
+            self._check_population()
         if self.split_batch and self.batch_size is not None and self.n_spsa > self.batch_size:
             raise ValueError(f"split_batch gives each of the n_spsa={self.n_spsa} directions its own examples: "
                              f"batch_size ({self.batch_size}) must be >= n_spsa")
@@ -301,6 +313,30 @@ class MeZOConfig:
                                                       if preset.objective == "options" else
                                                       ": its classes are label words (objective 'completion' "
                                                       "is for task 'squad' or a chat/prompt-completion file, task 'chat')"))
+
+    def _check_population(self) -> None:
+        """reward_shaping='z-score': what ES's population form needs, said before anything loads."""
+        if self.objective != "reward":
+            raise ValueError(f"reward_shaping='z-score' z-scores a step's rewards: it needs objective 'reward', "
+                             f"not {self.objective!r}")
+        if self.n_spsa < 2:
+            raise ValueError("reward_shaping='z-score' z-scores the rewards of a population of n_spsa mirrored pairs: "
+                             f"n_spsa={self.n_spsa} is one pair, whose two z-scores are +1 and -1 whatever the rewards "
+                             "(a sign step); give n_spsa >= 2 (ES at scale used a population of 30)")
+        if self.split_batch:
+            raise ValueError("reward_shaping='z-score' has every direction answer the whole batch, and split_batch "
+                             "gives each its own part (z-scores across parts would compare prompts, not "
+                             "perturbations): turn split_batch off")
+        if self.trainable == "full" or self.paired_forward is False:
+            raise ValueError("reward_shaping='z-score' answers with every direction's +/- eps adapters in one "
+                             "generation, on LoRA slots of their own: it needs trainable='lora' and the paired "
+                             "forward (paired_forward not False)")
+
+    @property
+    def directions_per_forward(self) -> int:
+        """How many directions' +/- eps adapters one forward (or generation) of a step holds: each
+        needs two LoRA slots of its own."""
+        return self.n_spsa if self.split_batch or self.reward_shaping == "z-score" else 1
 
     def _check_grader(self) -> None:
         """A reward run's grader, read (from its file) and checked before anything loads."""

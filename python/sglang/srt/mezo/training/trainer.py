@@ -64,7 +64,15 @@ from sglang.srt.mezo.zo.adam import ZOAdam
 from sglang.srt.mezo.zo.noise import AddZ, NoiseKind, Op, draw_z, move
 from sglang.srt.mezo.zo.trajectory import FILE as TRAJECTORY_FILE
 from sglang.srt.mezo.zo.trajectory import Trajectory, weights_hash
-from sglang.srt.mezo.zo.update import UpdateRule, decay_mask, learning_rate_at, replay_steps, split_evenly, step_ops
+from sglang.srt.mezo.zo.update import (
+    UpdateRule,
+    decay_mask,
+    learning_rate_at,
+    replay_steps,
+    split_evenly,
+    step_ops,
+    z_scored,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +149,7 @@ class MeZOTrainer:
                     lora_rank=config.lora_rank if use_lora else None,
                     lora_target_modules=list(config.lora_target_modules) if use_lora else None,
                     # Slot 0 is the base model; each direction's +/- eps adapters take two more.
-                    max_loras_per_batch=1 + 2 * (config.n_spsa if config.split_batch else 1),
+                    max_loras_per_batch=1 + 2 * config.directions_per_forward,
                     is_embedding=masked,
                     seed=config.seed,
                 )
@@ -218,7 +226,7 @@ class MeZOTrainer:
                 )
             probes = [tuple(PoolLoRA.create(self.runner, settings, f"{name}-{sign}{k}", init_dir, self.model_path,
                                             init_from=lora.ref.lora_path) for sign in ("plus", "minus"))
-                      for k in range(1, cfg.n_spsa if cfg.split_batch else 1)]
+                      for k in range(1, cfg.directions_per_forward)]
         return LoRAWeights(lora, minus, top_layers=cfg.lora_layers, freeze_a=cfg.freeze_lora_a, probes=probes)
 
     def _wants_paired_forward(self) -> bool:
@@ -230,13 +238,14 @@ class MeZOTrainer:
         free = manager.max_loras_per_batch - 1 - manager.num_pinned_loras
         # A subclass that overrides compute_loss as a whole cannot have its two passes merged.
         split_hooks = type(self).compute_loss is MeZOTrainer.compute_loss
-        if self.config.split_batch:
+        if self.config.directions_per_forward > 1:
             needed = 2 * self.config.n_spsa
+            mode = "split_batch" if self.config.split_batch else "reward_shaping='z-score'"
             if not (free >= needed and split_hooks):
                 raise ValueError(
-                    f"split_batch with n_spsa={self.config.n_spsa} needs {needed} free LoRA slots (this runner "
+                    f"{mode} with n_spsa={self.config.n_spsa} needs {needed} free LoRA slots (this runner "
                     f"has {free}: max_loras_per_batch >= {needed + 1} with no other adapter pinned) and an "
-                    "objective whose loss comes from one forward (no compute_loss override); lower n_spsa or turn split_batch off"
+                    f"objective whose loss comes from one forward (no compute_loss override); lower n_spsa or turn {mode} off"
                 )
             return True
         if self.config.paired_forward and not (free >= 2 and split_hooks):
@@ -343,17 +352,19 @@ class MeZOTrainer:
     def _paired_losses(self, batch: Sequence[Any], step_seed: int) -> tuple[float, float]:
         return self._split_losses(batch, [step_seed])[0]  # one direction: the whole batch is its part
 
-    def _split_losses(self, batch: Sequence[Any], seeds: Sequence[int]) -> list[tuple[float, float]]:
+    def _split_losses(self, batch: Sequence[Any], seeds: Sequence[int],
+                      whole: bool = False) -> list[tuple[float, float]]:
         """(L+, L-) of direction k = seed k on its own part k of ``batch``, for every k, from one
         forward over the batch (a reward objective: one generation): each example runs once at
-        theta + eps z_k and once at theta - eps z_k, on the slots of its direction. The adapter's
-        slot is restored from a copy (bitwise exact)."""
-        if len(batch) < len(seeds):  # a data-parallel worker's share of the batch, say
+        theta + eps z_k and once at theta - eps z_k, on the slots of its direction. ``whole``: every
+        direction's part is the whole batch (ES's population). The adapter's slot is restored from
+        a copy (bitwise exact)."""
+        if not whole and len(batch) < len(seeds):  # a data-parallel worker's share of the batch, say
             raise ValueError(f"split_batch: a batch of {len(batch)} examples cannot give each of n_spsa={len(seeds)} "
                              "directions its own; raise batch_size or lower n_spsa")
         eps = self.config.epsilon
         theta = [t.clone() for t in self.trainable.tensors]
-        parts = split_evenly(len(batch), len(seeds))
+        parts = [range(len(batch))] * len(seeds) if whole else split_evenly(len(batch), len(seeds))
         slots = []  # (plus id, minus id) per direction
         try:
             for seed, ((plus_id, plus), (minus_id, minus)) in zip(seeds, self.trainable.probe_slots):
@@ -460,9 +471,10 @@ class MeZOTrainer:
         # 3 times a step instead of 4); replay repeats the same arithmetic (restore_ops).
         pending = AddZ(seeds[-1], self.config.epsilon) if self.restore == "add-subtract" and batch else None
         self._step_metrics = {}
-        if self.config.split_batch and batch:
+        population = self.config.reward_shaping == "z-score"
+        if (self.config.split_batch or population) and batch:
             pending = None  # the adapter's slot never moves: the directions live in slots of their own
-            losses = self._split_losses(batch, seeds)
+            losses = self._split_losses(batch, seeds, whole=population)
         else:
             losses = [self._perturbed_losses(batch, s, restore=pending is None or k < len(seeds) - 1)
                       if batch else (0.0, 0.0) for k, s in enumerate(seeds)]
@@ -478,7 +490,10 @@ class MeZOTrainer:
             if pending is not None:
                 self._move([pending])
             raise
-        grads = [(lp - lm) / (2 * self.config.epsilon) for lp, lm in losses]
+        if population:
+            grads = [(zp - zm) / 2 for zp, zm in z_scored(losses)]
+        else:
+            grads = [(lp - lm) / (2 * self.config.epsilon) for lp, lm in losses]
         past = self.trajectory.steps
         coefficients = self.update_rule.coefficients(past, len(past), grads)
         # The next step's first +eps pass, done in this one (pending is set exactly when the restore

@@ -122,6 +122,21 @@ class UpdateRule:
         return v, t
 
 
+def z_scored(pairs: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """A population's (L+, L-) pairs z-scored together: minus the mean of all 2n values, over
+    their standard deviation (the population's, as ES at scale's reward shaping). All equal: all 0.
+
+    >>> z_scored([(1.0, 3.0), (2.0, 2.0)])
+    [(-1.414213562373095, 1.414213562373095), (0.0, 0.0)]
+    """
+    values = [v for pair in pairs for v in pair]
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    if std == 0:
+        return [(0.0, 0.0) for _ in pairs]
+    return [((p - mean) / std, (m - mean) / std) for p, m in pairs]
+
+
 def split_evenly(n: int, parts: int) -> list[range]:
     """Rows 0..n-1 in ``parts`` consecutive runs whose sizes differ by at most one (a split batch's
     parts, one per direction).
