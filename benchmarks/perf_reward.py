@@ -83,7 +83,7 @@ def worker(objective: str, warmup: int, steps: int, profiled: int, seed: int) ->
             t1 = time.perf_counter()
             generated = trainer.generate(inputs)
             t2 = time.perf_counter()
-            objective_.rewards(objective_.answers(generated, both)[0], both)
+            objective_.grade(generated, both)
             t3 = time.perf_counter()
             split["prefill"].append(t1 - t0)
             split["decode"].append((t2 - t1) - (t1 - t0))

@@ -287,7 +287,7 @@ class MeZOTrainer:
             inputs = objective.generation_inputs(batch)
             generated = self._answer(inputs, [self.trainable.lora_id] * len(batch), self.config.temperature,
                                      self._sample_seeds(inputs.prompts))
-            return objective.reward_loss(objective.rewards(objective.answers(generated, batch)[0], batch))
+            return objective.reward_loss(objective.grade(generated, batch))
         return objective.loss(self.logits_for(objective.forward_inputs(batch)), batch)
 
     def predict(self, batch: Sequence[Any]) -> tuple[list, list]:
@@ -424,8 +424,7 @@ class MeZOTrainer:
         for rows in parts:
             part = [batch[r] for r in rows]
             end = start + len(rows)
-            sides = [objective.rewards(objective.answers(generated[a:b], part)[0], part)
-                     for a, b in ((start, end), (n + start, n + end))]
+            sides = [objective.grade(generated[a:b], part) for a, b in ((start, end), (n + start, n + end))]
             rewards += sides[0] + sides[1]
             losses.append((objective.reward_loss(sides[0]), objective.reward_loss(sides[1])))
             start = end

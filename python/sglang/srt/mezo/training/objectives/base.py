@@ -172,6 +172,10 @@ class RewardObjective(GenerativeObjective):
     def rewards(self, answers: list[str], batch: Sequence[Any]) -> list[float]:
         """Each item's reward for its answer (a grader's score, in [0, 1] for OpenAI's graders)."""
 
+    def grade(self, generated: list[list[int]], batch: Sequence[Any]) -> list[float]:
+        """Each item's reward for the answer ids generated for it (:meth:`answers`, then :meth:`rewards`)."""
+        return self.rewards(self.answers(generated, batch)[0], batch)
+
     def reward_loss(self, rewards: Sequence[float]) -> float:
         """The loss MeZO minimises: minus the mean reward."""
         return -sum(rewards) / max(len(rewards), 1)
