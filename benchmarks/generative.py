@@ -4,6 +4,9 @@ log-likelihood), each as zero-shot, MeZO-LoRA at the library's defaults, and Ada
 backprop (HF + PEFT) on the same training examples. On SQuAD, `mezo-reward` trains MeZO-LoRA on
 the reward objective instead (the greedy answers of both sides graded by SQuAD F1, the preset's
 default grader) with the same defaults, so the same steps are the same number of forward passes.
+`es-reward` is ES at scale's population form of that run (`reward_shaping="z-score"`): a population
+of `--population` mirrored pairs, each answering the same `16 / population` prompts a step, so that a
+step generates as many answers as a `mezo-reward` step at batch 16 (the same forward budget).
 
 Every evaluation, the Adam run's included, goes through the library's own SGLang path: the Adam
 adapter is saved in PEFT's format and evaluated by a zero-step run that starts from it.
@@ -12,6 +15,7 @@ adapter is saved in PEFT's format and evaluated by a zero-step run that starts f
     .venv/bin/python benchmarks/generative.py --task squad --method mezo-lora --steps 1000
     .venv/bin/python benchmarks/generative.py --task squad --method adam-lora --steps 200
     .venv/bin/python benchmarks/generative.py --task squad --method mezo-reward --steps 150
+    .venv/bin/python benchmarks/generative.py --task squad --method es-reward --population 4 --steps 150
     .venv/bin/python benchmarks/generative.py --table    # results/generative.md from the records
 
 Records: benchmarks/results/generative/<task>-<method>-<steps>-s<seed>.json (each names the
@@ -113,12 +117,15 @@ def run_adam_lora(task: str, steps: int, seed: int, out_dir: str, lr: float, bat
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     batches, losses = BatchSampler(len(plan.train), batch, seed), []
     model.train()
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         loss = loss_of([plan.train[i] for i in next(batches)])
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        if step % 10 == 0 or step == steps:  # a run of tens of minutes says where it is
+            print(f"adam step {step}/{steps} loss {sum(losses[-10:]) / len(losses[-10:]):.4f} "
+                  f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     train_time = time.perf_counter() - start
     adapter = os.path.join(out_dir, "adam_adapter")
     model.save_pretrained(adapter)
@@ -139,13 +146,18 @@ def execute(args) -> dict:
             overrides["learning_rate"] = args.lr
         if args.batch is not None:
             overrides["batch_size"] = args.batch
-        if args.method == "mezo-reward":
+        if args.method in ("mezo-reward", "es-reward"):
             overrides["objective"] = "reward"
+        if args.method == "es-reward":
+            overrides.update(reward_shaping="z-score", n_spsa=args.population)
         result = run_library(args.task, 0 if args.method == "zero-shot" else args.steps, args.seed, out_dir,
                              args.eval_steps, **overrides)
     record = {"name": name, "task": args.task, "method": args.method, "steps": args.steps, "seed": args.seed,
               "machine": _machine(), "started": started, "command": " ".join([sys.executable.split("/")[-1], *sys.argv]),
-              **result}
+              "tag": args.tag, **result}
+    if args.method in ("mezo-reward", "es-reward"):  # the forward budget: answers generated a step
+        record["answers_per_step"] = 2 * (args.population if args.method == "es-reward" else 1) * \
+            result["hyperparameters"]["batch_size"]
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, f"{name}.json")
     with open(path + ".tmp", "w") as f:
@@ -165,7 +177,8 @@ def table() -> str:
             continue
         r = json.load(open(os.path.join(RESULTS, file)))
         final = r.get("final_eval") or {}
-        cells = [r["task"], r["method"], str(r["steps"]), str(r.get("num_train_examples")), str(r.get("num_eval_examples"))]
+        method = r["method"] + (f" ({r['tag']})" if r.get("tag") else "")
+        cells = [r["task"], method, str(r["steps"]), str(r.get("num_train_examples")), str(r.get("num_eval_examples"))]
         if r["task"] == "squad":
             cells += [f"{final.get('eval_f1', float('nan')):.1f}", f"{final.get('eval_exact_match', float('nan')):.1f}"]
         else:
@@ -183,11 +196,14 @@ def table() -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=("squad", "arc-easy"), default="squad")
-    p.add_argument("--method", choices=("zero-shot", "mezo-lora", "mezo-reward", "adam-lora"), default="zero-shot")
+    p.add_argument("--method", choices=("zero-shot", "mezo-lora", "mezo-reward", "es-reward", "adam-lora"),
+                   default="zero-shot")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--lr", type=float, default=None, help="learning rate (Adam default 1e-3; MeZO: the library's)")
     p.add_argument("--batch", type=int, default=None, help="batch size (Adam default 8; MeZO: the library's)")
+    p.add_argument("--population", type=int, default=4, help="es-reward: mirrored pairs a step (n_spsa); the "
+                   "batch defaults to 16 // population, a mezo-reward step's 32 answers")
     p.add_argument("--eval-steps", type=int, default=None, help="MeZO: evaluate every N steps (default: at the end)")
     p.add_argument("--tag", default="", help="suffix of the record's name (a sweep point, say)")
     p.add_argument("--table", action="store_true", help="only write results/generative.md from the records")
@@ -199,6 +215,9 @@ def main() -> None:
         args.lr, args.batch = args.lr or 1e-3, args.batch or 8
     if args.method == "zero-shot":
         args.steps = 0
+    if args.method == "es-reward":
+        args.batch = args.batch or max(1, 16 // args.population)
+        args.tag = args.tag or f"n{args.population}b{args.batch}"
     execute(args)
 
 

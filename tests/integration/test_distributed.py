@@ -148,10 +148,12 @@ def test_two_workers_weight_a_completion_loss_by_target_tokens(tmp_path, tiny_ch
     assert _grads(tmp_path / "two") == (_grads(tmp_path / "one")[0], pytest.approx(_grads(tmp_path / "one")[1], rel=1e-6))
 
 
-def test_two_workers_follow_one_process_on_a_reward_run(tmp_path, tiny_chat_llama):
+@pytest.mark.parametrize("shaping", [[], ["--reward-shaping", "z-score", "--n-spsa", "3"]], ids=["difference", "es"])
+def test_two_workers_follow_one_process_on_a_reward_run(tmp_path, tiny_chat_llama, shaping):
     """A reward step generates and grades each worker's shard of the prompts: the combined mean
     grade, and so the projected gradient, is the single process's, with sampled answers too (each
-    prompt's sampling seed follows the prompt, not its row in the worker's shard)."""
+    prompt's sampling seed follows the prompt, not its row in the worker's shard). ES's population:
+    the workers z-score the combined rewards, so every member's g is the single process's."""
     rows = [{"messages": [{"role": "user", "content": f"say {w}"}], "answer": w}
             for w in ("a", "b", "c", "d", "e", "f", "g", "h")]
     data = tmp_path / "prompts.jsonl"
@@ -163,7 +165,7 @@ def test_two_workers_follow_one_process_on_a_reward_run(tmp_path, tiny_chat_llam
                         "--grader", str(grader), "--max-new-tokens", "4", "--batch-size", "8", "--num-steps", "3",
                         "--temperature", "1.0",
                         "--eval-steps", "0", "--no-eval-at-start", "--learning-rate", "1e-2", "--epsilon", "1e-1",
-                        "--dtype", "float32", "--seed", "7", "--output-dir", str(out), "--quiet"]
+                        "--dtype", "float32", "--seed", "7", "--output-dir", str(out), "--quiet", *shaping]
     _one_process_and_two_workers(argv, tmp_path)
 
     def losses(out) -> list[float]:
@@ -175,6 +177,15 @@ def test_two_workers_follow_one_process_on_a_reward_run(tmp_path, tiny_chat_llam
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-9)
     seeds, grads = _grads(tmp_path / "one")
     assert _grads(tmp_path / "two") == (seeds, pytest.approx(grads, rel=1e-6))
+    if shaping:
+        one, two = (_all_grads(tmp_path / d) for d in ("one", "two"))
+        assert all(len(g) == 3 for g in one) and two == [pytest.approx(g, rel=1e-6, abs=1e-9) for g in one]
+
+
+def _all_grads(out) -> list[list[float]]:
+    from sglang.srt.mezo.zo.trajectory import Trajectory
+
+    return [list(g) for _, g in Trajectory.load(str(out)).steps]
 
 
 def test_nproc_runs_torchrun_with_identical_workers(tmp_path, reference, tiny_llama, toy_file):
