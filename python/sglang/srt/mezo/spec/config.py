@@ -284,8 +284,10 @@ class MeZOConfig:
                              "the weights' size)")
         if self.paired_forward and self.trainable == "full":
             raise ValueError("paired_forward runs the two passes on two LoRA slots: it needs trainable='lora'")
-        if self.split_batch and (self.trainable == "full" or self.paired_forward is False):
-            raise ValueError("split_batch runs every direction's +/- eps passes in one forward, on LoRA slots of "
+        if (self.split_batch or self.reward_shaping == "z-score") and (self.trainable == "full"
+                                                                       or self.paired_forward is False):
+            mode = "split_batch" if self.split_batch else "reward_shaping='z-score'"
+            raise ValueError(f"{mode} runs every direction's +/- eps passes in one forward, on LoRA slots of "
                              "their own: it needs trainable='lora' and the paired forward (paired_forward not False)")
         if self.reward_shaping == "z-score":
             self._check_population()
@@ -327,10 +329,6 @@ class MeZOConfig:
             raise ValueError("reward_shaping='z-score' has every direction answer the whole batch, and split_batch "
                              "gives each its own part (z-scores across parts would compare prompts, not "
                              "perturbations): turn split_batch off")
-        if self.trainable == "full" or self.paired_forward is False:
-            raise ValueError("reward_shaping='z-score' answers with every direction's +/- eps adapters in one "
-                             "generation, on LoRA slots of their own: it needs trainable='lora' and the paired "
-                             "forward (paired_forward not False)")
 
     @property
     def directions_per_forward(self) -> int:

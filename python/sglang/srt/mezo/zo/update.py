@@ -5,6 +5,7 @@ come here, so they agree bit for bit with training)."""
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Optional, Sequence
 
 import torch
@@ -130,8 +131,7 @@ def z_scored(pairs: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     [(-1.414213562373095, 1.414213562373095), (0.0, 0.0)]
     """
     values = [v for pair in pairs for v in pair]
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    mean, std = statistics.fmean(values), statistics.pstdev(values)
     if std == 0:
         return [(0.0, 0.0) for _ in pairs]
     return [((p - mean) / std, (m - mean) / std) for p, m in pairs]
