@@ -97,12 +97,14 @@ def run_adam_lora(task: str, steps: int, seed: int, out_dir: str, lr: float, bat
     def loss_of(batch_items) -> torch.Tensor:
         if c.objective == "completion":  # token-mean CE over the targets, as the MeZO objective
             ids, mask = _padded([list(e.input_ids) for e in batch_items], pad)
-            labels = torch.full_like(ids, -100)
-            for i, e in enumerate(batch_items):
-                for j, target in enumerate(e.targets):
-                    if target:
-                        labels[i, j] = e.input_ids[j]
-            return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            rows, cols = zip(*[(i, j) for i, e in enumerate(batch_items) for j, t in enumerate(e.targets) if t])
+            rows, cols = torch.tensor(rows), torch.tensor(cols)
+            # The vocabulary head only where a target token is predicted (the step before it), as a
+            # careful user writes it: the head over every position is most of a small model's step.
+            lm = model.get_base_model()
+            hidden = lm.model(input_ids=ids, attention_mask=mask).last_hidden_state
+            logits = lm.lm_head(hidden[rows, cols - 1]).float()
+            return torch.nn.functional.cross_entropy(logits, ids[rows, cols])
         losses = []  # options: CE over each option's mean log-likelihood
         for item in batch_items:
             seqs = [list(item.prompt_ids) + list(o) for o in item.options]
