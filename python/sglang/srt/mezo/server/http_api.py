@@ -248,10 +248,9 @@ class JobAPI:
 
     async def _create_job(self, body: Any):
         req = parse_job_request(body, self.settings, self.store)
-        from sglang.srt.mezo.spec.defaults import DEFAULTS
         from sglang.srt.mezo.training.plan import prepare
 
-        plan, config = await asyncio.to_thread(plan_job, req, prepare, DEFAULTS)
+        plan, config = await asyncio.to_thread(plan_job, req, prepare)
         job_id = new_id("ftjob")
         label = req.suffix or "mezo"
         record = {

@@ -492,9 +492,10 @@ def describe_error(e: BaseException, display_names: Mapping[str, str]) -> str:
     return message
 
 
-def plan_job(req: JobRequest, prepare: Callable, defaults: Mapping) -> tuple[Any, dict]:
+def plan_job(req: JobRequest, prepare: Callable) -> tuple[Any, dict]:
     """Resolve a checked request with the trainer's ``prepare`` (tokenizer, prompt, data): the plan
-    and the MeZOConfig dict to run, with OpenAI's n_epochs / learning_rate_multiplier applied.
+    and the MeZOConfig dict to run, with OpenAI's n_epochs / learning_rate_multiplier applied (the
+    multiplier scales the default learning rate of the job's model kind and objective).
 
     Raises :class:`RequestError` with the data file named as the user named it."""
 
@@ -520,8 +521,8 @@ def plan_job(req: JobRequest, prepare: Callable, defaults: Mapping) -> tuple[Any
     plan = run_prepare(config)
     changed = {}
     if req.learning_rate_multiplier is not None:
-        base = defaults[(plan.kind, plan.config.trainable)]["learning_rate"]
-        changed["learning_rate"] = base * req.learning_rate_multiplier
+        # A request gives the multiplier or learning_rate, never both: the plan's lr is the default.
+        changed["learning_rate"] = plan.config.learning_rate * req.learning_rate_multiplier
     if req.n_epochs is not None:
         changed["num_steps"] = max(1, math.ceil(req.n_epochs * len(plan.train) / plan.config.batch_size))
     if changed:

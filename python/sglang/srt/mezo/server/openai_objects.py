@@ -114,9 +114,9 @@ def openai_hyperparameters(plan) -> dict:
     """The resolved run in OpenAI's three hyperparameters (plus MeZO's own)."""
     c = plan.config
     n_train = max(len(plan.train), 1)
-    from sglang.srt.mezo.spec.defaults import DEFAULTS
+    from sglang.srt.mezo.spec.defaults import default_table
 
-    base_lr = DEFAULTS[(plan.kind, c.trainable)]["learning_rate"]
+    base_lr = default_table(plan.kind, c.trainable, c.objective)["learning_rate"]
     return {
         "n_epochs": _number(c.num_steps * c.batch_size / n_train),
         "batch_size": c.batch_size,

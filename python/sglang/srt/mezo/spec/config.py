@@ -361,7 +361,8 @@ class MeZOConfig:
         >>> MeZOConfig(trainable="full").resolve("masked").batch_size
         64
         """
-        hp = resolve_hyperparameters(kind, self.trainable, **{k: getattr(self, k) for k in DEFAULTS[("causal", "lora")]})
+        hp = resolve_hyperparameters(kind, self.trainable, self.objective,
+                                     **{k: getattr(self, k) for k in DEFAULTS[("causal", "lora")]})
         return dataclasses.replace(self, **hp)
 
     # ---- records

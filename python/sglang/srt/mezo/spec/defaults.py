@@ -45,6 +45,15 @@ DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
+# Where an objective's own comparison, on rows held out of its task's training file, chose otherwise
+# than its kind's defaults (benchmarks/generative_defaults.py; results/generative_defaults.md):
+# - causal + LoRA, "completion" (teacher-forced answer tokens): a larger lr. Its loss averages many
+#   target tokens a batch, a less noisy signal than one label word's, so a longer step pays.
+OBJECTIVE_DEFAULTS: dict[tuple[str, str, str], dict[str, Any]] = {
+    ("causal", "lora", "completion"): dict(learning_rate=3e-3),
+}
+
+
 #: What a recorded spec that lacks a setting ran with: records written before the setting existed
 #: (or before its default moved to DEFAULTS) carry no value for it, and resume and replay must
 #: repeat the run they record, not today's default.
@@ -78,8 +87,21 @@ def with_record_fallbacks(values: Mapping[str, Any]) -> dict[str, Any]:
     return {**RECORD_FALLBACKS, **values}
 
 
-def resolve_hyperparameters(kind: str, trainable: Optional[str] = None, **given: Any) -> dict[str, Any]:
-    """The run's hyperparameters: what is given, else :data:`DEFAULTS` for (kind, trainable).
+def default_table(kind: str, trainable: Optional[str] = None, objective: Optional[str] = None) -> dict[str, Any]:
+    """The defaults of a (kind, trainable, objective): :data:`DEFAULTS`, then :data:`OBJECTIVE_DEFAULTS`.
+
+    >>> default_table("causal")["learning_rate"], default_table("causal", "lora", "completion")["learning_rate"]
+    (0.001, 0.003)
+    """
+    trainable = trainable or DEFAULT_TRAINABLE[kind]
+    if (kind, trainable) not in DEFAULTS:
+        raise ValueError(f"trainable must be one of {sorted({t for _, t in DEFAULTS})}, got {trainable!r}")
+    return {**DEFAULTS[(kind, trainable)], **OBJECTIVE_DEFAULTS.get((kind, trainable, objective), {})}
+
+
+def resolve_hyperparameters(kind: str, trainable: Optional[str] = None, objective: Optional[str] = None,
+                            **given: Any) -> dict[str, Any]:
+    """The run's hyperparameters: what is given, else :func:`default_table` for (kind, trainable, objective).
 
     Without ``eval_steps``, evaluations are spaced as in the default schedule (4 per run for
     causal LoRA, 10 for the rest).
@@ -87,11 +109,11 @@ def resolve_hyperparameters(kind: str, trainable: Optional[str] = None, **given:
     >>> h = resolve_hyperparameters("causal", num_steps=400)
     >>> h["trainable"], h["learning_rate"], h["num_steps"], h["eval_steps"]
     ('lora', 0.001, 400, 100)
+    >>> resolve_hyperparameters("causal", objective="completion")["learning_rate"]
+    0.003
     """
     trainable = trainable or DEFAULT_TRAINABLE[kind]
-    if (kind, trainable) not in DEFAULTS:
-        raise ValueError(f"trainable must be one of {sorted({t for _, t in DEFAULTS})}, got {trainable!r}")
-    table = DEFAULTS[(kind, trainable)]
+    table = default_table(kind, trainable, objective)
     out = {"trainable": trainable}
     for name, default in table.items():
         out[name] = given.get(name) if given.get(name) is not None else default
