@@ -140,10 +140,14 @@ def test_prompt_completion_rows_train_without_a_validation_file(chat_server):
     client = _client(chat_server)
     rows = [{"prompt": f"say {w} :", "completion": f" {w}"} for w in WORDS]
     job = client.fine_tuning.jobs.create(model=chat_server.model, training_file=_upload(client, "pc.jsonl", rows),
-                                         hyperparameters={"n_epochs": 1, "batch_size": 3})
+                                         hyperparameters={"n_epochs": 1, "batch_size": 3,
+                                                          "learning_rate_multiplier": 2})
     job = _finish(client, job)
     assert job.status == "succeeded", job.error
     assert job.model_extra["mezo"]["objective"] == "completion"
+    # OpenAI's multiplier scales the completion objective's own default lr (3e-3), not the label words' 1e-3.
+    assert job.hyperparameters.learning_rate_multiplier == 2
+    assert job.hyperparameters.model_extra["learning_rate"] == pytest.approx(6e-3)
     header, table = _csv(client, job.result_files[0])
     assert header == COLUMNS and [r["step"] for r in table] == ["1", "2"]
     assert all(r["train_mean_token_accuracy"] and not r["valid_loss"] for r in table)  # no validation file
