@@ -79,7 +79,7 @@ def execute(args) -> dict:
     out_dir = os.path.join(RESULTS, "runs", f"{args.task}-{candidate}")
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     # --steps 0 is the zero-shot score of the held-out rows; a training run evaluates at its end only.
-    schedule = dict(eval_steps=args.eval_steps or args.steps, eval_at_start=args.zero_shot) if args.steps else {}
+    schedule = {"eval_steps": args.eval_steps or args.steps, "eval_at_start": args.zero_shot} if args.steps else {}
     result = mezo_mlm_finetune(MODEL, task_name=args.task, train_dataset=train, eval_dataset=held,
                                num_steps=args.steps, learning_rate=args.lr, seed=SEED, output_dir=out_dir,
                                progress_bar=False, **schedule)
@@ -109,7 +109,8 @@ def table() -> str:
     for file in sorted(os.listdir(RESULTS)):
         if not file.endswith(".json"):
             continue
-        r = json.load(open(os.path.join(RESULTS, file)))
+        with open(os.path.join(RESULTS, file)) as f:
+            r = json.load(f)
         metric = "eval_f1" if r["task"] == "squad" else "eval_accuracy"
         scale = 1 if r["task"] == "squad" else 100
         history = "; ".join(f"{h['step']}: {scale * h[metric]:.1f}" for h in r.get("eval_history") or [])
