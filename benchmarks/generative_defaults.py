@@ -2,13 +2,13 @@
 
 The task's training file is split in two, by a fixed rule that never looks at the dev file: a
 held-out part (SQuAD: whole articles, about 100 questions; ARC-Easy: about 60 questions, by a hash
-of the question id) and the rest, which the candidates train on. Every candidate is scored on the
+of the question's text) and the rest, which the candidates train on. Every candidate is scored on the
 held-out part (SQuAD: F1 / EM of the answers generated greedily through SGLang; ARC-Easy:
 accuracy of the best option), so the dev file plays no part in the choice. The record of each
 candidate keeps its command, machine and eval history.
 
     .venv/bin/python benchmarks/generative_defaults.py --task squad --lr 1e-3 --steps 200
-    .venv/bin/python benchmarks/generative_defaults.py --task squad --lr 2e-3 --steps 200
+    .venv/bin/python benchmarks/generative_defaults.py --task squad --lr 3e-3 --steps 200
     .venv/bin/python benchmarks/generative_defaults.py --task arc-easy --train-rows 64 --steps 150
     .venv/bin/python benchmarks/generative_defaults.py --task arc-easy --train-rows all --steps 150
     .venv/bin/python benchmarks/generative_defaults.py --task arc-easy --steps 0   # zero-shot on the held-out rows
@@ -26,6 +26,7 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 
 from generative import MODEL, _machine  # the same model and machine line as the dev-split records
 
@@ -42,15 +43,16 @@ def squad_split(held_out_rows: int = 100) -> tuple[list, list]:
     from sglang.srt.mezo.data.presets import get_task
 
     rows = squad_examples(resolve_task_data(get_task("squad"), "train"))
-    titles = sorted({r.prompt.split("\n", 1)[0] for r in rows})
+    title_of = [r.prompt.split("\n", 1)[0] for r in rows]  # the prompt's first line: "Title: ..."
+    questions = Counter(title_of)
+    titles = sorted(questions)
     random.Random(SEED).shuffle(titles)
     held: set[str] = set()
     for title in titles:
-        if sum(r.prompt.split("\n", 1)[0] in held for r in rows) >= held_out_rows:
+        if sum(questions[t] for t in held) >= held_out_rows:
             break
         held.add(title)
-    return ([r for r in rows if r.prompt.split("\n", 1)[0] not in held],
-            [r for r in rows if r.prompt.split("\n", 1)[0] in held])
+    return ([r for r, t in zip(rows, title_of) if t not in held], [r for r, t in zip(rows, title_of) if t in held])
 
 
 def arc_split(held_out_share: float = 0.2) -> tuple[list, list]:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
+
+from generative import MODEL, _machine  # the same model and machine line as the other accuracy records
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "results", "multi_token_words.md")
-MODEL = "smollm2-135m"
 SEED = 42
 
 CANDIDATES = {
@@ -48,8 +48,6 @@ def score(task: str, objective: str, words, option_score: str) -> dict:
 
 
 def main() -> None:
-    from sglang.srt.mezo.engine.hardware import cpu_name
-
     rows = []
     for task, candidates in CANDIDATES.items():
         for name, objective, words, option_score in candidates:
@@ -57,7 +55,7 @@ def main() -> None:
             rows.append(f"| {task} | {name} | {objective} | {s['n']} | {100 * s['eval_accuracy']:.1f} | {s['eval_loss']:.3f} |")
             print(rows[-1], flush=True)
     text = ("# Label words of several tokens, zero-shot on the k-shot dev split (training data)\n\n"
-            f"SmolLM2-135M-Instruct; machine: {cpu_name()}, {os.cpu_count()} cores, {platform.machine()}. "
+            f"SmolLM2-135M-Instruct; machine: {_machine()}. "
             f"Command: `python {' '.join(sys.argv)}`.\n\n"
             "| task | label words | objective | dev-split examples | accuracy % | loss |\n|---|---|---|---|---|---|\n"
             + "\n".join(rows) + "\n")

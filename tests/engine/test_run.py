@@ -93,6 +93,7 @@ def test_resolve_fills_the_per_kind_defaults_once():
     assert (masked.update_rule, masked.dtype) == ("sgd", "float32")
     given = MeZOConfig(lora_rank=8, update_rule="sgd", dtype="float32").resolve("causal")
     assert (given.lora_rank, given.update_rule, given.dtype) == (8, "sgd", "float32")
+    assert MeZOConfig(trainable="lora", learning_rate=0.5).resolve("masked").learning_rate == 0.5
 
 
 def test_the_completion_objective_has_its_own_learning_rate_and_the_rest_keep_the_kinds():
@@ -103,9 +104,8 @@ def test_the_completion_objective_has_its_own_learning_rate_and_the_rest_keep_th
         assert config.learning_rate == lr, (task, objective)
         assert (config.epsilon, config.lora_rank, config.update_rule) == (1e-2, 2, "normalized")
     assert MeZOConfig(task="squad", learning_rate=1e-4).resolve("causal").learning_rate == 1e-4
-    # Full weights and masked LMs have no completion default of their own.
+    # Full weights have no completion default of their own.
     assert MeZOConfig(task="squad", trainable="full").resolve("causal").learning_rate == 1e-6
-    assert MeZOConfig(trainable="lora", learning_rate=0.5).resolve("masked").learning_rate == 0.5
 
 
 def test_cli_flags_are_made_from_the_spec():
