@@ -78,14 +78,17 @@ def execute(args) -> dict:
         n = int(args.train_rows)
         train = [train[i] for i in sorted(random.Random(SEED).sample(range(len(train)), min(n, len(train))))]
     candidate = f"lr{args.lr:g}-rows{args.train_rows}-s{args.steps}"
+    if args.schedule != "constant" or args.batch is not None:  # older records name neither
+        candidate += f"-{args.schedule}-b{args.batch or 'default'}"
     out_dir = os.path.join(RESULTS, "runs", f"{args.task}-{candidate}")
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     # --steps 0 is the zero-shot score of the held-out rows; a training run evaluates at its end only.
     schedule = {"eval_steps": args.eval_steps or args.steps, "eval_at_start": args.zero_shot} if args.steps else {}
     result = mezo_mlm_finetune(MODEL, task_name=args.task, train_dataset=train, eval_dataset=held,
                                num_steps=args.steps, learning_rate=args.lr, seed=SEED, output_dir=out_dir,
-                               progress_bar=False, **schedule)
-    record = {"task": args.task, "candidate": candidate, "learning_rate": args.lr, "train_rows": len(train),
+                               progress_bar=False, lr_schedule=args.schedule, batch_size=args.batch, **schedule)
+    record = {"task": args.task, "candidate": candidate, "learning_rate": args.lr, "lr_schedule": args.schedule,
+              "batch_size": args.batch, "train_rows": len(train),
               "held_out_rows": len(held), "steps": args.steps, "machine": _machine(), "started": started,
               "threads": int(os.environ.get("OMP_NUM_THREADS") or 0) or None,
               "command": " ".join(["python", *sys.argv]),
@@ -142,6 +145,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--eval-steps", type=int, default=None, help="default: only at the end")
+    p.add_argument("--schedule", choices=("constant", "linear"), default="constant", help="lr_schedule")
+    p.add_argument("--batch", type=int, default=None, help="batch_size (default: the library's)")
     p.add_argument("--train-rows", default="all", help="'all' or how many of the training part to sample")
     p.add_argument("--zero-shot", action="store_true", help="also evaluate at step 0")
     p.add_argument("--table", action="store_true")
