@@ -238,7 +238,7 @@ def test_openai_client_upload_train_list_events_checkpoints_and_serve(server, di
 
     checkpoints = list(client.fine_tuning.jobs.checkpoints.list(job.id))
     steps = [c.step_number for c in checkpoints]  # one at every evaluation, the final one too, ...
-    assert steps[:2] == [6, 4] and set(steps) <= {6, 4, 2}  # ... of which the last two and the best are kept
+    assert steps[:2] == [6, 4] and set(steps) <= {6, 4, 2, 0}  # ... of which the last two and the best are kept
     assert all(c.metrics.train_loss is not None for c in checkpoints)
 
     # Served at once: /v1/models, the OpenAI endpoints with "<base>:<name>", /generate's lora_path.
@@ -390,6 +390,36 @@ def test_failing_jobs_end_failed_and_the_server_stays_up(server, dirs):
     ok = srv.post("/v1/fine_tuning/jobs", json={"model": srv.model, "training_file": "train.jsonl",
                                                 "num_steps": 3, "batch_size": 4}).json()
     assert srv.wait(ok["id"], ("succeeded", "failed"))["status"] == "succeeded"
+
+
+def test_a_job_driven_to_diverge_is_noticed_and_hands_back_its_best_checkpoint(server):
+    srv = server["server"]
+    before = srv.greedy()
+    job = srv.post("/v1/fine_tuning/jobs", json={
+        "model": srv.model, "training_file": "train.jsonl", "validation_file": "dev.tsv", "seed": 3,
+        "hyperparameters": {"batch_size": 8}, "num_steps": 24, "eval_steps": 4, "learning_rate": 2.0,
+        "lora_rank": 4, "epsilon": 1e-2, "divergence_window": 3, "label_words": {"0": "bad", "1": "good"}}).json()
+    done = srv.wait(job["id"], ("succeeded", "failed"), timeout=300)
+    assert done["status"] == "succeeded", done
+    events = srv.get(f"/v1/fine_tuning/jobs/{job['id']}/events", params={"limit": 1000}).json()["data"]
+    warned = [e for e in events if e["level"] == "warn" and e["message"].startswith("Divergence")]
+    assert warned and done["divergences"] and len(warned) == len(done["divergences"])
+    checkpoints = srv.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]
+    losses = {c["step_number"]: c["metrics"]["eval_loss"] for c in checkpoints}
+    returned = done["returned_checkpoint"]
+    assert returned["step"] == min(losses, key=losses.get) < 24, (returned, losses)
+    assert any(f"weights of step {returned['step']}" in e["message"] for e in events)
+    # What the job serves as its fine-tuned model answers as the returned checkpoint does.
+    name = next(c["fine_tuned_model_checkpoint"] for c in checkpoints if c["step_number"] == returned["step"])
+
+    def answers(model: str) -> list:
+        r = srv.post("/generate", json={"text": PROMPTS, "lora_path": [model] * len(PROMPTS),
+                                        "sampling_params": {"max_new_tokens": 8, "temperature": 0}})
+        assert r.status_code == 200, r.text
+        return [x["output_ids"] for x in r.json()]
+
+    assert answers(done["fine_tuned_model"]) == answers(name)
+    assert srv.greedy() == before
 
 
 # ---------------------------------------------------------------- a restart (last: it replaces the server)

@@ -148,9 +148,12 @@ def format_summary(result: dict) -> str:
         ("model", f"{result['model_path']} ({result['model_kind']} LM, "
                   + (f"LoRA r={h['lora_rank']})" if h["trainable"] == "lora" else "all weights)")),
         *_metric_rows(result, best_step),
-        ("steps", str(result["steps"])),
+        ("steps", str(result["steps"]) + (f" ({result['stop_reason']})" if result.get("stop_reason") else "")),
+        *[("divergence", d["message"]) for d in result.get("divergences") or []],
         ("wall time", f"{result['wall_time_s']:.1f} s"),
-        ("adapter", result.get("adapter_path") or "-"),
+        ("adapter", (result.get("adapter_path") or "-")
+         + (f" (step {result['returned_step']}: {result['returned_reason']})"
+            if result.get("returned_step") is not None else "")),
         ("summary", result.get("summary_path") or "-"),
     ]
     if result.get("engine_log"):

@@ -100,6 +100,40 @@ class DataSplits(NamedTuple):
     dev: list[Example]
 
 
+#: A run with no validation data holds out this share of its training rows to watch (at most
+#: MAX_HOLDOUT_ROWS of them), when it has MIN_HOLDOUT_SOURCE rows or more.
+DEFAULT_HOLDOUT, MAX_HOLDOUT_ROWS, MIN_HOLDOUT_SOURCE = 0.1, 100, 20
+
+
+def holdout_share(given: float | None, *, train_rows: int, has_eval: bool) -> float:
+    """The share of the training rows a run holds out for validation: ``given``, else the default
+    rule above (0 for a run with validation data or too few rows).
+
+    >>> holdout_share(None, train_rows=579, has_eval=False)
+    0.1
+    >>> holdout_share(None, train_rows=579, has_eval=True), holdout_share(0.0, train_rows=579, has_eval=False), \
+    ...     holdout_share(None, train_rows=12, has_eval=False)
+    (0.0, 0.0, 0.0)
+    """
+    if given is not None:
+        return given
+    return DEFAULT_HOLDOUT if not has_eval and train_rows >= MIN_HOLDOUT_SOURCE else 0.0
+
+
+def hold_out(rows: list, share: float, seed: int) -> tuple[list, list]:
+    """(train, held out): ``share`` of ``rows`` (at least 1, at most MAX_HOLDOUT_ROWS) drawn with
+    ``seed``, both in file order.
+
+    >>> hold_out(list(range(30)), 0.1, seed=42)[1]
+    [7, 9, 17]
+    """
+    if share <= 0 or len(rows) < 2:
+        return list(rows), []
+    n = min(MAX_HOLDOUT_ROWS, max(1, round(share * len(rows))), len(rows) - 1)
+    held = set(random.Random(f"holdout:{seed}").sample(range(len(rows)), n))
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
 def prepare_splits(preset: TaskPreset, train_dataset: DataSource = None, eval_dataset: DataSource = None, *,
                    k_shot: int | None = None, seed: int = DEFAULT_DATA_SEED,
                    max_eval_examples: int | None = None) -> DataSplits:

@@ -97,7 +97,8 @@ def _after_add_cli_args(result, parser: argparse.ArgumentParser, *args, **kwargs
                             "and served, the least recently used are unloaded and loaded again on the next "
                             "request that names them. Default: %(default)s")
     group.add_argument("--mezo-keep-checkpoints", type=int, default=DEFAULT_KEEP_CHECKPOINTS,
-                       help="Checkpoints a job keeps: its last N and its best (highest validation accuracy); "
+                       help="Checkpoints a job keeps: its last N and its best (the lowest validation loss: the one "
+                            "the job hands back; with load_best_model_at_end off, the highest validation accuracy); "
                             "older ones are unloaded and removed as new ones are saved. 0 keeps all. "
                             "Default: %(default)s")
     group.add_argument("--mezo-max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,

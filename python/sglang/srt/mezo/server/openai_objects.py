@@ -53,6 +53,11 @@ def job_object(request: dict, state: dict, deleted: Optional[Mapping[str, int]] 
         "valid_mean_token_accuracy": state.get("valid_mean_token_accuracy"),
         "mezo": request.get("config"),
         "fine_tuned_model_deleted": succeeded and request["fine_tuned_model"] in deleted,
+        # The safeguards: which step's weights the fine-tuned model is and why, what diverged
+        "returned_checkpoint": state.get("returned"),
+        "divergences": state.get("divergences", []),
+        "stop_reason": state.get("stop_reason"),
+        "held_out_for_validation": state.get("held_out"),
     }
 
 

@@ -29,6 +29,7 @@ import time
 import traceback
 from typing import Optional
 
+from sglang.srt.mezo.errors import MeZODivergedError
 from sglang.srt.mezo.io import atomic_write
 from sglang.srt.mezo.server.job_requests import describe_error
 from sglang.srt.mezo.server.openai_objects import openai_hyperparameters
@@ -202,11 +203,16 @@ class JobWorker:
         self.run = start_run(plan, runner=self.runner, callbacks=[self._on_event])
         cfg = plan.config
         self.state.update(num_steps=cfg.num_steps, step=self.run.step_count,
-                          hyperparameters=openai_hyperparameters(plan))
+                          hyperparameters=openai_hyperparameters(plan), held_out=plan.held_out)
         self.phase = "train"
         paired = self.run.trainer.trainable.paired
         if self.resuming:
             self.event("info", f"Training resumed at step {self.run.step_count} from its last checkpoint")
+        if plan.held_out:
+            self.event("info", f"No validation file: {plan.held_out} of the training rows "
+                       f"({100 * cfg.validation_holdout:g}%) are held out to watch the run for divergence and to choose "
+                       "the checkpoint the job returns; give a validation_file, or hyperparameters "
+                       "validation_holdout=0 to train on every row", {"held_out": plan.held_out})
         self.event("info", f"Training started: {len(plan.train)} training and {len(plan.eval)} validation examples, "
                    f"{cfg.num_steps} MeZO steps of batch {cfg.batch_size} (LoRA r={cfg.lora_rank}, "
                    f"lr {cfg.learning_rate:g}, eps {cfg.epsilon:g}, {'paired' if paired else 'two'} forward passes)")
@@ -232,6 +238,18 @@ class JobWorker:
             self.event("info", f"Step {step}: validation {describe_eval(event)}",
                        {**metrics_data(step, valid=event), **metrics, "total_steps": total}, type="metrics")
             self.write_state()
+        elif kind == "divergence":
+            self.state["divergences"] = self.state.get("divergences", []) + [
+                {k: event.get(k) for k in ("step", "signal", "value", "best", "best_step", "reaction")}]
+            self.event("warn", event["message"], {k: v for k, v in event.items() if k not in ("event", "message")})
+            self.write_state()
+        elif kind == "returned":
+            self.state.update(returned={"step": event["returned_step"], "reason": event["reason"],
+                                        "eval_loss": event.get("eval_loss")})
+            self.event("info", f"The fine-tuned model is the weights of step {event['returned_step']}: "
+                       f"{event['reason']}",
+                       {k: v for k, v in event.items() if k != "event"})
+            self.write_state()
         elif kind == "save" and event.get("path"):
             name = f"{self.request['fine_tuned_model']}-step-{step}"
             train = {"loss": self.state.get("train_loss"),
@@ -255,9 +273,10 @@ class JobWorker:
 
         if self.keep_checkpoints <= 0:
             return
-        keep = checkpoints_to_keep(self.state["checkpoints"], self.keep_checkpoints,
-                                   self.run.trainer.objective.primary_metric if self.run is not None else
-                                   "eval_accuracy")
+        # The checkpoint a run hands back (the lowest validation loss) must outlive the pruning.
+        metric = "eval_accuracy" if self.run is None else "eval_loss" if \
+            self.plan.config.load_best_model_at_end else self.run.trainer.objective.primary_metric
+        keep = checkpoints_to_keep(self.state["checkpoints"], self.keep_checkpoints, metric)
         pruned = [c for c in self.state["checkpoints"] if c["step"] not in keep]
         if pruned:
             self.state["checkpoints"] = [c for c in self.state["checkpoints"] if c["step"] in keep]
@@ -272,12 +291,19 @@ class JobWorker:
 
     def _succeed(self) -> None:
         result = self.run.result()
+        if any(d["signal"] == "non_finite_loss" for d in result["divergences"]) and \
+                result["returned_step"] == result["steps"]:
+            # Nothing validated to hand back: the weights at the stop are the last before a loss
+            # stopped being a number, and no evaluation says they are any good.
+            raise MeZODivergedError(f"{result['stop_reason']}; the job has no validated checkpoint to hand back "
+                                    "(give a validation_file, or leave validation_holdout at its default)")
         self.write_results(result)
         self.release()
         self.phase = "done"
         final = self.state["checkpoints"][-1]["metrics"] if self.state["checkpoints"] else {}
         self.state.update(status=SUCCEEDED, finished_at=now(), adapter_path=result["adapter_path"],
-                          result_files=[f"file-results-{self.job_id[6:]}"], final_metrics=final)
+                          result_files=[f"file-results-{self.job_id[6:]}"], final_metrics=final,
+                          stop_reason=result["stop_reason"], held_out=self.plan.held_out)
         self.event("info", f"The job has successfully completed; the adapter is served as "
                    f"{self.request['fine_tuned_model']!r}", {"fine_tuned_model": self.request["fine_tuned_model"]})
         self.write_state()
@@ -395,8 +421,6 @@ class MeZOJobs:
             rows, runner.req_to_token_pool.size)
 
     def run_unit(self, worker: JobWorker) -> None:
-        from sglang.srt.mezo.errors import MeZODivergedError
-
         try:
             worker.advance()
         except MeZODivergedError as e:

@@ -63,6 +63,9 @@ OptionScore = Literal["mean", "sum"]
 Schedule = Literal["constant", "linear"]
 
 
+DivergenceRule = Literal["shrink", "stop", "warn"]  # training/divergence.py
+
+
 Noise = Literal["gaussian", "rademacher"]  # mezo_noise.NoiseKind
 
 
@@ -184,7 +187,8 @@ class MeZOConfig:
         "mean rewards are z-scored and g_k = (Z-_k - Z+_k) / 2, so each step moves by about lr whatever the rewards' "
         "scale (a population of n_spsa mirrored pairs; needs n_spsa >= 2 and 2 * n_spsa + 1 LoRA slots)",
         group="hyperparameters")
-    lr_schedule: Schedule = _spec("constant", "learning-rate schedule", group="hyperparameters")
+    lr_schedule: Optional[Schedule] = _spec(None, "learning-rate schedule: constant, or linear decay to 0 at the "
+                                            f"last step (default: {PER_KIND})", group="hyperparameters")
     update_rule: Optional[UpdateRuleName] = _spec(
         None, "how a projected gradient g moves theta along z: sgd, by lr * g (MeZO); sign, by lr * sign(g); "
         "normalized, by lr * g / RMS(g), the RMS a running mean over the steps so far (Adam's second moment "
@@ -208,6 +212,25 @@ class MeZOConfig:
     report_to: tuple[str, ...] = _spec((), "where else the run logs its metrics, as HF's Trainer names it: "
                                        "tensorboard (event files in <output_dir>/tensorboard) or none",
                                        group="evaluation and output")
+    load_best_model_at_end: bool = _spec(
+        True, "return the checkpoint with the best validation loss (HF's name), not the last one: the adapter at "
+        "the top of output_dir, the result's adapter_path and a server job's fine-tuned model are that step's "
+        "(a run without validation data returns its last step)", group="safeguards")
+    on_divergence: DivergenceRule = _spec(
+        "shrink", "what a run does when its smoothed train loss or its validation loss rises above its best by "
+        "more than divergence_tolerance: shrink, halve the learning rate of the steps that follow (three times at "
+        "most, then stop); stop, end the run there (it evaluates and saves first); warn, only say so",
+        group="safeguards")
+    divergence_window: Optional[int] = _spec(
+        None, "steps whose train losses are averaged to watch for a divergence (default: a tenth of the run, "
+        "10-100)", group="safeguards")
+    divergence_tolerance: float = _spec(
+        0.2, "how far (relative) the smoothed train loss or the validation loss may rise above its best before "
+        "the run calls it a divergence (and at least 0.05 in the loss's own units)", group="safeguards")
+    validation_holdout: Optional[float] = _spec(
+        None, "a run with no validation data holds out this share of its training rows to watch and to choose "
+        "the returned checkpoint (default: 0.1, at most 100 rows, for runs of 20 rows or more; 0: train on all "
+        "rows, with nothing to watch)", group="safeguards")
     resume: bool = _spec(False, "continue the run in output_dir from its latest checkpoint (exactly: the same "
                          "batches, step seeds and learning rates as a run that was never stopped)",
                          group="evaluation and output")
@@ -249,7 +272,9 @@ class MeZOConfig:
         _check_range("beta", self.beta, lambda v: v > 0, "> 0")
         _check_range("temperature", self.temperature, lambda v: v >= 0, ">= 0 (0: greedy)")
         self._check_grader()
-        for name, low in (("max_new_tokens", 1), ("num_steps", 0), ("eval_steps", 0), ("k_shot", 0), ("batch_size", 1), ("n_spsa", 1),
+        _check_range("divergence_tolerance", self.divergence_tolerance, lambda v: v > 0, "> 0")
+        _check_range("validation_holdout", self.validation_holdout, lambda v: 0 <= v < 1, "in [0, 1)")
+        for name, low in (("divergence_window", 1), ("max_new_tokens", 1), ("num_steps", 0), ("eval_steps", 0), ("k_shot", 0), ("batch_size", 1), ("n_spsa", 1),
                           ("lora_rank", 1), ("lora_layers", 1), ("max_eval_examples", 1), ("max_total_tokens", 1)):
             _check_range(name, getattr(self, name), lambda v, low=low: v >= low, f">= {low}")
         unknown = [t for t in self.lora_target_modules if t not in SUPPORTED_TARGETS + ENCODER_TARGETS]

@@ -32,16 +32,16 @@ from typing import Any, Mapping, Optional
 DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("causal", "lora"): dict(learning_rate=1e-3, epsilon=1e-2, weight_decay=0.0, batch_size=16,
                              num_steps=1000, eval_steps=250, lora_rank=2, update_rule="normalized",
-                             dtype="auto", noise="gaussian"),
+                             dtype="auto", noise="gaussian", lr_schedule="constant"),
     ("causal", "full"): dict(learning_rate=1e-6, epsilon=1e-3, weight_decay=0.0, batch_size=16,
                              num_steps=20000, eval_steps=4000, lora_rank=8, update_rule="sgd", dtype="float32",
-                             noise="rademacher"),
+                             noise="rademacher", lr_schedule="constant"),
     ("masked", "full"): dict(learning_rate=1e-6, epsilon=1e-3, weight_decay=0.0, batch_size=64,
                              num_steps=100000, eval_steps=10000, lora_rank=8, update_rule="sgd", dtype="float32",
-                             noise="rademacher"),
+                             noise="rademacher", lr_schedule="constant"),
     ("masked", "lora"): dict(learning_rate=1e-4, epsilon=1e-3, weight_decay=0.1, batch_size=64,
                              num_steps=100000, eval_steps=10000, lora_rank=8, update_rule="sgd", dtype="float32",
-                             noise="gaussian"),
+                             noise="gaussian", lr_schedule="constant"),
 }
 
 
@@ -58,7 +58,7 @@ OBJECTIVE_DEFAULTS: dict[tuple[str, str, str], dict[str, Any]] = {
 #: (or before its default moved to DEFAULTS) carry no value for it, and resume and replay must
 #: repeat the run they record, not today's default.
 RECORD_FALLBACKS: dict[str, Any] = {"update_rule": "sgd", "noise": "gaussian", "dtype": "float32",
-                                    "freeze_lora_a": False}
+                                    "freeze_lora_a": False, "lr_schedule": "constant", "validation_holdout": 0.0}
 
 
 # The paper's main result per model family: full-parameter MeZO for RoBERTa, LoRA for decoders

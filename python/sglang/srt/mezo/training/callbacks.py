@@ -14,14 +14,15 @@ METRICS_FILE = "metrics.jsonl"
 
 
 class JsonLinesLogger:
-    """Appends step and evaluation events to ``metrics.jsonl``, one JSON object a line."""
+    """Appends step, evaluation, divergence and returned events to ``metrics.jsonl``, one JSON object
+    a line."""
 
     def __init__(self, path: str):
         self.path = path
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
     def __call__(self, event: dict) -> None:
-        if event["event"] in ("step", "eval"):
+        if event["event"] in ("step", "eval", "divergence", "returned"):
             with open(self.path, "a") as f:
                 f.write(json.dumps(event) + "\n")
 

@@ -13,7 +13,10 @@ CHECKPOINTS = "checkpoints"
 
 
 #: Settings that may differ between a run and its resumption.
-RESUMABLE_CHANGES = ("resume", "progress_bar", "output_dir", "report_to")  # a run folder may be moved or copied
+# A run folder may be moved or copied; the safeguards may be changed on the way (what they did so
+# far is in the trajectory and the run's state, and older records have none of them).
+RESUMABLE_CHANGES = ("resume", "progress_bar", "output_dir", "report_to", "load_best_model_at_end", "on_divergence",
+                     "divergence_window", "divergence_tolerance")
 
 
 def checkpoint_dirs(output_dir: str) -> list[str]:

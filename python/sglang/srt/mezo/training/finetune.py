@@ -73,7 +73,10 @@ def mezo_mlm_finetune(
     Returns a dict with ``eval_accuracy`` (final), ``best_eval_accuracy``, ``zero_shot_accuracy``
     (step 0), ``eval_history``, ``train_loss`` (one value per step), ``adapter_path``, ``steps``,
     ``wall_time_s`` and what the run used (``hyperparameters``, ``prompt``, ``config``, example
-    counts).
+    counts). The adapter is the checkpoint with the lowest validation loss (``returned_step``,
+    ``returned_reason``, ``returned_eval``; ``load_best_model_at_end=False``: the last step), and
+    ``divergences`` and ``stop_reason`` say what the run noticed and did about it (README,
+    "Safeguards").
 
     Example::
 

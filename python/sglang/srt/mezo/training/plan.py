@@ -44,7 +44,14 @@ from typing import Any, Optional
 
 from sglang.srt.mezo.data.presets import TaskPreset, get_task
 from sglang.srt.mezo.data.prompt import MLMConfig, PromptEncoder
-from sglang.srt.mezo.data.sampling import DataSource, DataSplits, completion_splits, prepare_splits
+from sglang.srt.mezo.data.sampling import (
+    DataSource,
+    DataSplits,
+    completion_splits,
+    hold_out,
+    holdout_share,
+    prepare_splits,
+)
 from sglang.srt.mezo.engine.hardware import AUTO_DTYPE, DtypeChoice, choose_dtype
 from sglang.srt.mezo.engine.models import check_model_path, check_trainable, model_architectures, model_kind
 from sglang.srt.mezo.engine.runner import resolve_device, runner_dtype
@@ -86,6 +93,7 @@ class RunPlan:
     prepare_time_s: float = 0.0
     resume_from: Optional[str] = None  # the checkpoint a resumed run continues from
     dtype_choice: Optional[DtypeChoice] = None  # the dtype the run uses, and why
+    held_out: int = 0  # training rows held out as the validation set (validation_holdout)
 
     def trainer_config(self) -> MeZOConfig:
         # A zero-shot run writes only its summary: no adapter, metrics or trajectory.
@@ -110,6 +118,7 @@ class RunPlan:
             "task": self.preset.name, "model_path": c.model_path, "model_kind": self.kind, "objective": c.objective,
             "seed": c.seed,
             "num_train_examples": len(self.train), "num_eval_examples": len(self.eval),
+            "held_out_for_validation": self.held_out,
             "hyperparameters": {"trainable": c.trainable, **{k: getattr(c, k) for k in DEFAULTS[("causal", "lora")]}},
             "dtype_choice": None if self.dtype_choice is None else dataclasses.asdict(self.dtype_choice),
             "prompt": self.prompt.describe() if self.prompt is not None else None,
@@ -168,6 +177,15 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
         config.eval_file if eval_dataset is None else eval_dataset,
         k_shot=config.k_shot, seed=config.seed, max_eval_examples=config.max_eval_examples)
     train, evals = splits.train, splits.eval
+    # Something to watch for divergence and to choose the returned checkpoint by: a run without
+    # validation data holds out a slice of its training rows (validation_holdout).
+    share = holdout_share(_recorded_holdout(config), train_rows=len(train), has_eval=bool(evals))
+    config = dataclasses.replace(config, validation_holdout=share)
+    held_out = 0
+    if share and not evals and config.num_steps > 0:
+        train, evals = hold_out(train, share, config.seed)
+        held_out = len(evals)
+        splits = splits._replace(train=train, eval=evals)
     if config.num_steps > 0 and not train:
         raise ValueError(f"the training set for task {preset.name!r} is empty: give train_dataset with examples")
     if not evals and config.num_steps == 0:
@@ -176,7 +194,8 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
         logger.info("batch size %d > %d training examples: every step uses all of them", config.batch_size, len(train))
         config = dataclasses.replace(config, batch_size=len(train))
     plan = RunPlan(config, path, kind, preset, prompt, [], [], examples=splits, tokenizer=tokenizer,
-                   data_given_in_memory=in_memory, resume_from=check_resumable(config), dtype_choice=dtype_choice)
+                   data_given_in_memory=in_memory, resume_from=check_resumable(config), dtype_choice=dtype_choice,
+                   held_out=held_out)
     # Rows become the objective's batch items here, once: every bad row fails before a model loads.
     encode = prompt.encode_all if prompt is not None else objective_for(plan).encode
     plan.train, plan.eval = encode(train), encode(evals)
@@ -185,6 +204,18 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
     logger.info("%s (%s LM), task %s: %d train / %d eval examples, %s", config.model_path, kind, preset.name,
                 len(plan.train), len(plan.eval), plan.describe()["hyperparameters"])
     return plan
+
+
+def _recorded_holdout(config: MeZOConfig) -> Optional[float]:
+    """The spec's validation_holdout; when it is left to the default and the run resumes, the share
+    the run started with (older records held out nothing), so that it trains on the same rows."""
+    from sglang.srt.mezo.training.checkpoints import latest_checkpoint, recorded_config
+
+    if config.validation_holdout is None and config.resume and config.output_dir:
+        checkpoint = latest_checkpoint(config.output_dir)
+        if checkpoint is not None:
+            return recorded_config(checkpoint)["validation_holdout"]
+    return config.validation_holdout
 
 
 def _dtype_choice(config: MeZOConfig, runner) -> DtypeChoice:

@@ -9,8 +9,17 @@ between any two units, and whoever owns the process decides when the next one ha
 CLI's loop, a server's scheduler between serving batches, a resumed run.
 
 Metrics go to callbacks, not to files: each is called with every event (a dict with an
-``"event"`` key: ``step``, ``eval``, ``save``, ``eval_progress``, ``resume``, ``end``). The
-defaults write ``metrics.jsonl`` and draw a progress bar.
+``"event"`` key: ``step``, ``eval``, ``save``, ``eval_progress``, ``resume``, ``divergence``,
+``returned``, ``end``). The defaults write ``metrics.jsonl`` and draw a progress bar.
+
+Safeguards (:mod:`sglang.srt.mezo.training.divergence`): every step's loss and every evaluation's
+loss go to a :class:`~sglang.srt.mezo.training.divergence.DivergenceWatch`; a divergence it notices
+is a ``divergence`` event and the run reacts by ``config.on_divergence`` (a smaller learning rate,
+recorded in the trajectory, or a stop). At the end, with ``config.load_best_model_at_end``, the
+adapter at the top of the output folder (and the result's ``adapter_path``) is the checkpoint with
+the lowest validation loss; the step before the first one is a candidate too (its checkpoint is
+the starting adapter), so a run with validation data never hands back weights that scored worse on
+it than the ones it started from.
 
 Example (``trainer`` is any :class:`~sglang.srt.mezo.training.trainer.MeZOTrainer`)::
 
@@ -24,14 +33,20 @@ Example (``trainer`` is any :class:`~sglang.srt.mezo.training.trainer.MeZOTraine
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import random
 import time
 from typing import Any, Iterator, Optional, Sequence
 
+from sglang.srt.mezo.errors import MeZODivergedError
 from sglang.srt.mezo.io import atomic_dir, atomic_json, atomic_write
 from sglang.srt.mezo.training.callbacks import METRICS_FILE, Callback, default_callbacks
 from sglang.srt.mezo.training.checkpoints import CHECKPOINTS, RUN_STATE_FILE
+from sglang.srt.mezo.training.divergence import SHRINK, Divergence, DivergenceWatch, default_window, react
+
+logger = logging.getLogger(__name__)
 from sglang.srt.mezo.training.objectives.base import GenerativeObjective, RewardObjective
 
 
@@ -107,8 +122,14 @@ class MeZORun:
         self._evaluation = None
         self._save_after_eval = False
         self._end_after_eval = False
+        self.watch = DivergenceWatch(cfg.divergence_window or default_window(cfg.num_steps), cfg.divergence_tolerance)
+        self.divergences: list[dict] = []
+        self.stop_reason: Optional[str] = None
+        self.returned: Optional[dict] = None  # the step whose weights the run hands back, and why
         if cfg.eval_at_start and self.eval_data:
             self._evaluation = trainer.evaluation(self.eval_data)
+            # The starting weights are saved as a checkpoint too: a candidate to hand back.
+            self._save_after_eval = self.num_steps > 0
 
     # ---- progress
 
@@ -126,7 +147,7 @@ class MeZORun:
             raise RuntimeError("the run is finished: nothing left to advance")
         if self._evaluation is not None:
             return self._evaluate_chunk()
-        if self.step_count < self.num_steps:
+        if self.step_count < self.num_steps and self.stop_reason is None:
             return self._step()
         return self._checkpoint(final=True)
 
@@ -140,7 +161,7 @@ class MeZORun:
             ev = self._evaluation
             batch, copies = ev.examples[ev.cursor: ev.cursor + ev.batch_size], 1
             generates = isinstance(objective, GenerativeObjective) and objective.generates(batch)
-        elif self.step_count < self.num_steps:
+        elif self.step_count < self.num_steps and self.stop_reason is None:
             batch = [self.train_data[i] for i in self.sampler.peek()]
             copies = 2 if self.trainer.trainable.paired else 1
             generates = isinstance(objective, RewardObjective)
@@ -158,8 +179,6 @@ class MeZORun:
         return event
 
     def _step(self) -> dict:
-        from sglang.srt.mezo.errors import MeZODivergedError
-
         batch = [self.train_data[i] for i in next(self.sampler)]
         # When the next unit is a step too, the trainer may start it in this one (full weights: one
         # pass over the weights fewer a step); anything run in between takes that back off.
@@ -169,10 +188,14 @@ class MeZORun:
         t0 = time.perf_counter()
         try:
             result = self.trainer.step(batch, next_batch)
-        except MeZODivergedError:
-            # The weights are the last good ones (the failed step restored them): keep them.
-            self.save()
-            raise
+        except MeZODivergedError as e:
+            # The weights are the last good ones (the failed step restored them), but a step that
+            # cannot be measured cannot be taken: the run stops, whatever on_divergence says.
+            self.stop_reason = f"stopped at step {self.step_count}: {e}"
+            record = {"step": self.step_count, "signal": "non_finite_loss", "reaction": "stop",
+                      "message": f"Divergence: {' '.join(str(e).split())}; the run stops here"}
+            self.divergences.append(record)
+            return self._emit({"event": "divergence", **record})
         self.train_loss.append(result.loss)
         event = self._emit({
             "event": "step", "step": self.step_count, "loss": result.loss,
@@ -180,9 +203,37 @@ class MeZORun:
             "step_time_s": time.perf_counter() - t0,
             "tokens": sum(len(s) for s in self.trainer.objective.forward_inputs(batch).sequences),
         })
-        if self._checkpoint_after(self.step_count):
+        divergence = self.watch.on_train_loss(self.step_count, result.loss)
+        if divergence is not None:
+            self._react(divergence)
+        if self._checkpoint_after(self.step_count) and self.stop_reason is None:
             self._checkpoint(final=False)
         return event
+
+    def _react(self, divergence: Divergence) -> None:
+        """What the run does about a divergence (``config.on_divergence``; training/divergence.py).
+        Data-parallel workers see the same train losses and react alike; only rank 0 evaluates, so
+        a validation-loss divergence there is reported, not reacted to."""
+        trainer = self.trainer
+        rule = trainer.config.on_divergence
+        if divergence.signal == "eval_loss" and trainer.data_parallel is not None:
+            rule = "warn"
+        action = react(rule, len(trainer.trajectory.lr_scales))
+        if self.step_count >= self.num_steps:
+            action = "warn"  # nothing left to change
+        if action == "shrink":
+            trainer.scale_learning_rate(SHRINK)
+        elif action == "stop":
+            self.stop_reason = f"stopped at step {self.step_count} on divergence: {divergence.describe()}"
+        self.watch.restart_train()
+        said = {"shrink": f"the learning rate of the steps that follow is multiplied by {SHRINK} "
+                          f"(now {trainer.lr_at(self.step_count):.3g})",
+                "stop": "the run stops here", "warn": "the run goes on unchanged"}[action]
+        record = {"step": self.step_count, **divergence.to_dict(), "reaction": action,
+                  "message": f"Divergence: {divergence.describe()}; {said}"}
+        self.divergences.append(record)
+        logger.warning("%s", record["message"])
+        self._emit({"event": "divergence", **record})
 
     def _checkpoint_after(self, step: int) -> bool:
         """Whether an evaluation and save come after ``step`` steps (before the last one's end)."""
@@ -209,18 +260,72 @@ class MeZORun:
         record = {"step": self.step_count, **evaluation.metrics()}
         self.evals.append(record)
         event = self._emit({"event": "eval", **record})
+        divergence = self.watch.on_eval(self.step_count, record.get("eval_loss"))
+        if divergence is not None:
+            self._react(divergence)
+            if self.stop_reason is not None:
+                self._save_after_eval, self._end_after_eval = True, True
         return self._after_eval() or event
 
     def _after_eval(self) -> Optional[dict]:
         event = None
+        if self._end_after_eval:
+            self.returned = self._choose_returned()
         if self._save_after_eval:
             self._save_after_eval = False
             event = self.save()
         if self._end_after_eval:
             self._finished = True
+            self._hand_back(self.returned)
             self.wall_time_s = time.perf_counter() - self._started
-            event = self._emit({"event": "end", "step": self.step_count})
+            event = self._emit({"event": "end", "step": self.step_count, "returned_step": self.returned["step"],
+                                **({"stop_reason": self.stop_reason} if self.stop_reason else {})})
         return event
+
+    # ---- the weights handed back
+
+    def _choose_returned(self) -> dict:
+        """Which step's weights the run hands back (``config.load_best_model_at_end``), and why: the
+        evaluation with the lowest validation loss (the first of equals) whose checkpoint exists."""
+        last = self.step_count
+        if not self.trainer.config.load_best_model_at_end:
+            return {"step": last, "reason": "the last step (load_best_model_at_end is off)"}
+        scored = [r for r in self.evals if r.get("eval_loss") is not None and math.isfinite(r["eval_loss"])
+                  and self._has_checkpoint(r["step"])]
+        if not scored:
+            return {"step": last, "reason": "the last step: the run has no validation data to choose by"
+                    if not self.eval_data else "the last step: no checkpoint to choose from (no output_dir)"}
+        best = min(scored, key=lambda r: r["eval_loss"])
+        at_last = next((r["eval_loss"] for r in self.evals if r["step"] == last), None)
+        if best["step"] == last or (at_last is not None and math.isfinite(at_last) and at_last <= best["eval_loss"]):
+            return {"step": last, "eval_loss": at_last, "reason": f"the last step, {last}, has the lowest validation "
+                    f"loss ({at_last:.4f})"}
+        return {"step": best["step"], "eval_loss": best["eval_loss"],
+                "reason": f"step {best['step']} has the lowest validation loss ({best['eval_loss']:.4f}"
+                          + (f"; the last step, {last}, has {at_last:.4f})" if at_last is not None else ")")}
+
+    def _has_checkpoint(self, step: int) -> bool:
+        directory = self.trainer.config.output_dir
+        return step == self.step_count or (directory is not None and os.path.isdir(self._checkpoint_dir(step)))
+
+    def _checkpoint_dir(self, step: int) -> str:
+        return os.path.join(self.trainer.config.output_dir, CHECKPOINTS, f"step-{step:06d}")
+
+    def _hand_back(self, returned: dict) -> None:
+        """Put the returned step's weights at the top of the output folder (its adapter and its
+        trajectory, which replays to it) and, for a LoRA run, into the trainer; the last step's
+        checkpoint keeps the whole run."""
+        directory = self.trainer.config.output_dir
+        if returned["step"] != self.step_count and directory is not None:
+            from sglang.srt.mezo.zo.trajectory import Trajectory
+
+            folder = self._checkpoint_dir(returned["step"])
+            trajectory = Trajectory.load(folder)
+            if self.trainer.trainable.holds_weights():
+                self.trainer.restore_weights(folder, trajectory)
+            self.adapter_path = self.trainer.save(directory, trajectory=trajectory) or self.adapter_path
+        self._emit({"event": "returned", "step": self.step_count, "returned_step": returned["step"],
+                    **{k: v for k, v in returned.items() if k != "step"}, "adapter_path": self.adapter_path})
 
     # ---- saving and the state of a run
 
@@ -273,6 +378,10 @@ class MeZORun:
             "evals": list(self.evals),
             "adapter_path": self.adapter_path,
             "finished": self._finished,
+            "divergence_watch": self.watch.state_dict(),
+            "divergences": list(self.divergences),
+            "stop_reason": self.stop_reason,
+            "returned": self.returned,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -281,6 +390,10 @@ class MeZORun:
         self.sampler.load_state_dict(state["sampler"])
         self.train_loss, self.evals = list(state["train_loss"]), list(state["evals"])
         self.adapter_path, self._finished = state["adapter_path"], state["finished"]
+        if "divergence_watch" in state:  # absent in records older than the watch: it starts afresh
+            self.watch.load_state_dict(state["divergence_watch"])
+        self.divergences = list(state.get("divergences", []))
+        self.stop_reason, self.returned = state.get("stop_reason"), state.get("returned")
         self._evaluation, self._save_after_eval, self._end_after_eval = None, False, False
 
     # ---- the outcome
@@ -308,6 +421,12 @@ class MeZORun:
             "best_step": best["step"] if best else None,
             "zero_shot_accuracy": zero.get("eval_accuracy") if zero else None,
             "adapter_path": self.adapter_path,
+            "returned_step": (self.returned or {}).get("step"),
+            "returned_reason": (self.returned or {}).get("reason"),
+            "returned_eval": next((dict(r) for r in self.evals if self.returned and r["step"] == self.returned["step"]),
+                                  None),
+            "divergences": list(self.divergences),
+            "stop_reason": self.stop_reason,
             "wall_time_s": self.wall_time_s or time.perf_counter() - self._started,
             "trainable_parameters": self.trainer.trainable.num_parameters,
         }

@@ -311,7 +311,12 @@ class MeZOTrainer:
             t.copy_(s)
 
     def lr_at(self, step: int) -> float:
-        return learning_rate_at(self.config, step)
+        return learning_rate_at(self.config, step, self.trajectory.lr_scales)
+
+    def scale_learning_rate(self, factor: float) -> None:
+        """Multiply the learning rate of every step from now on by ``factor`` (a divergence
+        reaction); the trajectory records it, so resume and replay follow it."""
+        self.trajectory.lr_scales.append((self.step_count, factor))
 
     @torch.no_grad()
     def projected_gradient(self, batch: Sequence[Any], step_seed: int) -> tuple[float, float, float]:
@@ -570,16 +575,17 @@ class MeZOTrainer:
             evaluation.advance()
         return evaluation.metrics()
 
-    def save(self, directory: Optional[str] = None) -> Optional[str]:
+    def save(self, directory: Optional[str] = None, trajectory: Optional[Trajectory] = None) -> Optional[str]:
         """Save the adapter (PEFT format; loads in PEFT and SGLang ``--lora-paths``) and the run's
-        trajectory. Full-weight runs save the trajectory only."""
+        trajectory (``trajectory``: another record that replays to these weights, an earlier
+        checkpoint's put back). Full-weight runs save the trajectory only."""
         directory = directory or self.config.output_dir
         if directory is None:
             return None
         self.settle()
         if "sha256" not in self.trajectory.model:
             self.trajectory.model["sha256"] = weights_hash(self.model_path)
-        atomic_json(os.path.join(directory, TRAJECTORY_FILE), self.trajectory.to_dict())
+        atomic_json(os.path.join(directory, TRAJECTORY_FILE), (trajectory or self.trajectory).to_dict())
         return self.trainable.save(directory)
 
     @torch.no_grad()
@@ -598,7 +604,7 @@ class MeZOTrainer:
                 raise RuntimeError("replaying a trajectory needs the starting weights: a fresh trainer")
             replay_steps(trajectory.steps, self.config, self.trainable.tensors, self.decay, self._generators,
                          self.trainable.layouts, restore=trajectory.restore,
-                         noise=trajectory.noise, settled=trajectory.settled)
+                         noise=trajectory.noise, settled=trajectory.settled, lr_scales=trajectory.lr_scales)
         if self.adam is not None:  # Adam's moments follow from the record alone
             self.adam.rebuild(trajectory.steps, self.trainable.tensors, self._z)
         self.trainable.after_update()

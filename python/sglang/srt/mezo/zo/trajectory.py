@@ -57,6 +57,10 @@ class Trajectory:
     # an evaluation came first). Both rounded, so replay repeats them; a run that was not
     # interrupted so has none.
     settled: list[tuple[int, int]] = field(default_factory=list)
+    # (steps done, factor): from that step on the learning rate was multiplied by factor (a
+    # divergence reaction, training/divergence.py). The schedule of the spec times these is each
+    # step's lr; a run that never reacted has none (and older records none).
+    lr_scales: list[tuple[int, float]] = field(default_factory=list)
     steps: list[tuple[list[int], list[float]]] = field(default_factory=list)
 
     def append(self, seeds: list[int], grads: list[float]) -> None:
@@ -67,6 +71,7 @@ class Trajectory:
     def truncate(self, num_steps: int) -> None:
         del self.steps[num_steps:]
         self.settled = [(done, seed) for done, seed in self.settled if done <= num_steps]
+        self.lr_scales = [(done, f) for done, f in self.lr_scales if done <= num_steps]
 
     def to_dict(self) -> dict[str, Any]:
         seeds = np.array([s for s, _ in self.steps], dtype="<u8").reshape(-1)
@@ -77,6 +82,7 @@ class Trajectory:
             "tensor_names": self.tensor_names, "tensor_shapes": self.tensor_shapes,
             "restore": self.restore, "noise": self.noise, "num_steps": len(self.steps),
             **({"settled": [[done, seed] for done, seed in self.settled]} if self.settled else {}),
+            **({"lr_scales": [[done, f] for done, f in self.lr_scales]} if self.lr_scales else {}),
             "seeds_u64le": base64.b64encode(seeds.tobytes()).decode(),
             "grads_f64le": base64.b64encode(grads.tobytes()).decode(),
         }
@@ -92,7 +98,8 @@ class Trajectory:
         steps = [([int(s) for s in seeds[i]], [float(g) for g in grads[i]]) for i in range(n)]
         return cls(d["tensor_names"], d["tensor_shapes"], d["dtype"], d["device_type"], k, d.get("model", {}),
                    d.get("config", {}), d.get("start", {}), d.get("restore", "exact"), d.get("noise", "gaussian"),
-                   [(int(done), int(seed)) for done, seed in d.get("settled", [])], steps)
+                   [(int(done), int(seed)) for done, seed in d.get("settled", [])],
+                   [(int(done), float(f)) for done, f in d.get("lr_scales", [])], steps)
 
     @classmethod
     def load(cls, path: str) -> "Trajectory":

@@ -59,18 +59,20 @@ def apply_update(tensors: Sequence[torch.Tensor], decay: Sequence[bool], seeds: 
 def replay_steps(steps: Sequence[tuple[Sequence[int], Sequence[float]]], config: MeZOConfig,
                  tensors: Sequence[torch.Tensor], decay: Sequence[bool], generators: dict,
                  layouts: Optional[Sequence[Optional[ShardLayout]]] = None, *, restore: str = "exact",
-                 noise: NoiseKind = "gaussian", settled: Sequence[tuple[int, int]] = ()) -> None:
+                 noise: NoiseKind = "gaussian", settled: Sequence[tuple[int, int]] = (),
+                 lr_scales: Sequence[tuple[int, float]] = ()) -> None:
     """Apply a trajectory's ``(seeds, grads)`` steps, from step 0, to the weights they started from:
     the updates of the run, with its learning-rate schedule (resume and replay both come here).
-    ``restore``, ``noise`` and ``settled``: the run's (:attr:`Trajectory.restore`,
-    :attr:`Trajectory.noise`, :attr:`Trajectory.settled`). One pass (one draw of z) per step."""
+    ``restore``, ``noise``, ``settled`` and ``lr_scales``: the run's (:attr:`Trajectory.restore`,
+    :attr:`Trajectory.noise`, :attr:`Trajectory.settled`, :attr:`Trajectory.lr_scales`). One pass
+    (one draw of z) per step."""
     rule = UpdateRule(config.update_rule)
     adam = ZOAdam(tensors) if config.update_rule == "adam" else None
     after = {}
     for done, seed in settled:  # the +eps z put on ahead after step ``done`` and taken off again
         after.setdefault(done, []).append(seed)
     for step, (seeds, grads) in enumerate(steps):
-        lr = learning_rate_at(config, step)
+        lr = learning_rate_at(config, step, lr_scales)
         if adam is not None:  # the run's restore arithmetic, then Adam's update (one more draw of z)
             if restore != "exact":
                 move(tensors, restore_ops(seeds, config.epsilon, restore), decay, generators, layouts, noise)
@@ -151,9 +153,20 @@ def split_evenly(n: int, parts: int) -> list[range]:
     return [range(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
-def learning_rate_at(config: MeZOConfig, step: int) -> float:
-    """The learning rate of step ``step`` (0-based) under the spec's schedule."""
+def learning_rate_at(config: MeZOConfig, step: int, scales: Sequence[tuple[int, float]] = ()) -> float:
+    """The learning rate of step ``step`` (0-based) under the spec's schedule, times the scale in
+    force at that step: ``scales`` are ``(steps done, factor)`` changes a run made as it went
+    (a divergence reaction; :attr:`Trajectory.lr_scales <sglang.srt.mezo.zo.trajectory.Trajectory.lr_scales>`).
+
+    >>> from sglang.srt.mezo.spec.config import MeZOConfig
+    >>> c = MeZOConfig(learning_rate=1e-3, num_steps=10, lr_schedule="constant")
+    >>> learning_rate_at(c, 3), learning_rate_at(c, 3, [(2, 0.5)]), learning_rate_at(c, 1, [(2, 0.5)])
+    (0.001, 0.0005, 0.001)
+    """
     lr = config.learning_rate
     if config.lr_schedule == "linear" and config.num_steps > 0:
         lr *= max(0.0, 1.0 - step / config.num_steps)
+    for done, scale in scales:
+        if step >= done:
+            lr *= scale
     return lr
