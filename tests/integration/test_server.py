@@ -398,10 +398,11 @@ def test_a_job_driven_to_diverge_is_noticed_and_hands_back_its_best_checkpoint(s
     job = srv.post("/v1/fine_tuning/jobs", json={
         "model": srv.model, "training_file": "train.jsonl", "validation_file": "dev.tsv", "seed": 3,
         "hyperparameters": {"batch_size": 8}, "num_steps": 24, "eval_steps": 4, "learning_rate": 2.0,
-        "lora_rank": 4, "epsilon": 1e-2, "divergence_window": 3, "label_words": {"0": "bad", "1": "good"}}).json()
+        "lora_rank": 4, "epsilon": 1e-2, "divergence_window": 3, "divergence_tolerance": 0.05,
+        "label_words": {"0": "bad", "1": "good"}}).json()
     done = srv.wait(job["id"], ("succeeded", "failed"), timeout=300)
     assert done["status"] == "succeeded", done
-    events = srv.get(f"/v1/fine_tuning/jobs/{job['id']}/events", params={"limit": 1000}).json()["data"]
+    events = srv.get(f"/v1/fine_tuning/jobs/{job['id']}/events", params={"limit": 100}).json()["data"]
     warned = [e for e in events if e["level"] == "warn" and e["message"].startswith("Divergence")]
     assert warned and done["divergences"] and len(warned) == len(done["divergences"])
     checkpoints = srv.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]
@@ -419,6 +420,8 @@ def test_a_job_driven_to_diverge_is_noticed_and_hands_back_its_best_checkpoint(s
         return [x["output_ids"] for x in r.json()]
 
     assert answers(done["fine_tuned_model"]) == answers(name)
+    if returned["step"] == 0:  # the starting adapter (B = 0): the base model's answers
+        assert answers(done["fine_tuned_model"]) == before
     assert srv.greedy() == before
 
 

@@ -111,9 +111,9 @@ def holdout_share(given: float | None, *, train_rows: int, has_eval: bool) -> fl
 
     >>> holdout_share(None, train_rows=579, has_eval=False)
     0.1
-    >>> holdout_share(None, train_rows=579, has_eval=True), holdout_share(0.0, train_rows=579, has_eval=False), \
-    ...     holdout_share(None, train_rows=12, has_eval=False)
-    (0.0, 0.0, 0.0)
+    >>> [holdout_share(None, train_rows=579, has_eval=True), holdout_share(0.0, train_rows=579, has_eval=False),
+    ...  holdout_share(None, train_rows=12, has_eval=False)]
+    [0.0, 0.0, 0.0]
     """
     if given is not None:
         return given

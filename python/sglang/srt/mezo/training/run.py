@@ -325,7 +325,7 @@ class MeZORun:
                 self.trainer.restore_weights(folder, trajectory)
             self.adapter_path = self.trainer.save(directory, trajectory=trajectory) or self.adapter_path
         self._emit({"event": "returned", "step": self.step_count, "returned_step": returned["step"],
-                    **{k: v for k, v in returned.items() if k != "step"}, "adapter_path": self.adapter_path})
+                    **{k: v for k, v in returned.items() if k != "step"}})
 
     # ---- saving and the state of a run
 
