@@ -70,6 +70,40 @@ def arc_split(held_out_share: float = 0.2) -> tuple[list, list]:
     return [r for r in rows if not held(r)], [r for r in rows if held(r)]
 
 
+def candidate_name(args) -> str:
+    candidate = f"lr{args.lr:g}-rows{args.train_rows}-s{args.steps}"
+    if args.schedule != "constant" or args.batch is not None:  # older records name neither
+        candidate += f"-{args.schedule}-b{args.batch or 'default'}"
+    return candidate
+
+
+def record_partial(args) -> dict:
+    """The record of a candidate whose run has not finished (still going, or stopped): its
+    evaluations and train losses so far, from its run folder's metrics.jsonl, marked partial."""
+    candidate = candidate_name(args)
+    metrics = os.path.join(RESULTS, "runs", f"{args.task}-{candidate}", "metrics.jsonl")
+    with open(metrics) as f:
+        events = [json.loads(line) for line in f if line.strip()]
+    steps = [e for e in events if e["event"] == "step"]
+    train, held = squad_split() if args.task == "squad" else arc_split()
+    evals = [{k: v for k, v in e.items() if k != "event"} for e in events if e["event"] == "eval"]
+    record = {"task": args.task, "candidate": candidate, "learning_rate": args.lr, "lr_schedule": args.schedule,
+              "batch_size": args.batch, "steps": args.steps, "partial": True, "steps_done": len(steps),
+              "train_rows": len(train) if args.train_rows == "all" else int(args.train_rows),
+              "held_out_rows": len(held),
+              "machine": _machine(), "threads": 1, "command": " ".join(["python", *sys.argv]).replace(
+                  " --record-partial", ""),
+              "eval_history": evals, "final_eval": evals[-1] if evals else None,
+              "best_eval": max(evals, key=lambda e: e.get("eval_f1", 0)) if evals else None,
+              "train_loss": [e["loss"] for e in steps],
+              "wall_time_s": None}  # the run goes on: no wall time yet
+    path = os.path.join(RESULTS, f"{args.task}-{candidate}.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(path + ".tmp", path)
+    return record
+
+
 def execute(args) -> dict:
     from sglang.srt.mezo.training.finetune import mezo_mlm_finetune
 
@@ -77,9 +111,7 @@ def execute(args) -> dict:
     if args.train_rows != "all":
         n = int(args.train_rows)
         train = [train[i] for i in sorted(random.Random(SEED).sample(range(len(train)), min(n, len(train))))]
-    candidate = f"lr{args.lr:g}-rows{args.train_rows}-s{args.steps}"
-    if args.schedule != "constant" or args.batch is not None:  # older records name neither
-        candidate += f"-{args.schedule}-b{args.batch or 'default'}"
+    candidate = candidate_name(args)
     out_dir = os.path.join(RESULTS, "runs", f"{args.task}-{candidate}")
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     # --steps 0 is the zero-shot score of the held-out rows; a training run evaluates at its end only.
@@ -123,10 +155,14 @@ def table() -> str:
         em = f"{final['eval_exact_match']:.1f}" if "eval_exact_match" in final else "-"
         loss = [x for x in r.get("train_loss") or [] if x is not None]
         trained = r["steps"] > 0  # a zero-shot record trained on nothing
-        rows.append(f"| {r['task']} | {format(r['learning_rate'], 'g') if trained else '-'} | {r['train_rows'] if trained else '-'} "
-                    f"| {r['held_out_rows']} | {r['steps']} | {history} | {em} | {final.get('eval_loss', float('nan')):.3f} "
+        lr = format(r["learning_rate"], "g") + (f", {r['lr_schedule']}" if r.get("lr_schedule") else "") + \
+            (f", batch {r['batch_size']}" if r.get("batch_size") else "")
+        steps = f"{r['steps_done']} of {r['steps']} (partial)" if r.get("partial") else r["steps"]
+        minutes = f"{r['wall_time_s'] / 60:.1f}" if r.get("wall_time_s") else "-"
+        rows.append(f"| {r['task']} | {lr if trained else '-'} | {r.get('train_rows', '-') if trained else '-'} "
+                    f"| {r.get('held_out_rows', '-')} | {steps} | {history} | {em} | {final.get('eval_loss', float('nan')):.3f} "
                     f"| {f'{_mean(loss, True):.3f} -> {_mean(loss, False):.3f}' if loss else '-'} "
-                    f"| {r['wall_time_s'] / 60:.1f} "
+                    f"| {minutes} "
                     f"| {r['machine']}{', 1 thread' if r.get('threads') == 1 else ''} | `{r['command']}` |")
     text = ("# Defaults of the generative objectives, chosen on held-out training rows\n\n"
             "Scores are on rows held out of the task's *training* file (never its dev file): SQuAD F1 / EM in %, "
@@ -150,9 +186,14 @@ def main() -> None:
     p.add_argument("--train-rows", default="all", help="'all' or how many of the training part to sample")
     p.add_argument("--zero-shot", action="store_true", help="also evaluate at step 0")
     p.add_argument("--table", action="store_true")
+    p.add_argument("--record-partial", action="store_true",
+                   help="write the record of this candidate's unfinished run from its metrics.jsonl (marked partial)")
     args = p.parse_args()
     if args.table:
         print(table())
+        return
+    if args.record_partial:
+        print(json.dumps({k: record_partial(args)[k] for k in ("candidate", "steps_done")}))
         return
     execute(args)
 
