@@ -103,23 +103,23 @@ class DivergenceWatch:
         self._recent.append(loss)
         if len(self._recent) < self.window:
             return None
-        mean = sum(self._recent) / self.window
-        if self._best_train is None or mean < self._best_train[0]:
-            self._best_train = (mean, step)
-            return None
-        if self._risen(mean, self._best_train[0]):
-            return Divergence("train_loss", step, mean, *self._best_train, self.window)
-        return None
+        return self._judge("train_loss", step, sum(self._recent) / self.window)
 
     def on_eval(self, step: int, eval_loss: Optional[float]) -> Optional[Divergence]:
         """Take an evaluation's loss (None: the evaluation has none, nothing to watch)."""
-        if eval_loss is None:
+        return None if eval_loss is None else self._judge("eval_loss", step, eval_loss)
+
+    def _judge(self, signal: str, step: int, value: float) -> Optional[Divergence]:
+        """``value`` of ``signal`` at ``step`` against that signal's best so far (a new best is kept)."""
+        best = self._best_train if signal == "train_loss" else self._best_eval
+        if best is None or value < best[0]:
+            if signal == "train_loss":
+                self._best_train = (value, step)
+            else:
+                self._best_eval = (value, step)
             return None
-        if self._best_eval is None or eval_loss < self._best_eval[0]:
-            self._best_eval = (eval_loss, step)
-            return None
-        if self._risen(eval_loss, self._best_eval[0]):
-            return Divergence("eval_loss", step, eval_loss, *self._best_eval, self.window)
+        if self._risen(value, best[0]):
+            return Divergence(signal, step, value, *best, self.window)
         return None
 
     def restart_train(self) -> None:

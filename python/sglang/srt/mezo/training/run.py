@@ -45,9 +45,10 @@ from sglang.srt.mezo.io import atomic_dir, atomic_json, atomic_write
 from sglang.srt.mezo.training.callbacks import METRICS_FILE, Callback, default_callbacks
 from sglang.srt.mezo.training.checkpoints import CHECKPOINTS, RUN_STATE_FILE
 from sglang.srt.mezo.training.divergence import SHRINK, Divergence, DivergenceWatch, default_window, react
+from sglang.srt.mezo.training.objectives.base import GenerativeObjective, RewardObjective
+from sglang.srt.mezo.zo.trajectory import Trajectory
 
 logger = logging.getLogger(__name__)
-from sglang.srt.mezo.training.objectives.base import GenerativeObjective, RewardObjective
 
 
 class BatchSampler:
@@ -317,8 +318,6 @@ class MeZORun:
         checkpoint keeps the whole run."""
         directory = self.trainer.config.output_dir
         if returned["step"] != self.step_count and directory is not None:
-            from sglang.srt.mezo.zo.trajectory import Trajectory
-
             folder = self._checkpoint_dir(returned["step"])
             trajectory = Trajectory.load(folder)
             if self.trainer.trainable.holds_weights():
@@ -353,8 +352,6 @@ class MeZORun:
         metrics = os.path.join(self.trainer.config.output_dir, METRICS_FILE)
         kept: list[str] = []
         if checkpoint is not None:
-            from sglang.srt.mezo.zo.trajectory import Trajectory
-
             with open(os.path.join(checkpoint, RUN_STATE_FILE)) as f:
                 state = json.load(f)
             trajectory = Trajectory.load(checkpoint)
