@@ -303,7 +303,7 @@ class JobWorker:
         final = self.state["checkpoints"][-1]["metrics"] if self.state["checkpoints"] else {}
         self.state.update(status=SUCCEEDED, finished_at=now(), adapter_path=result["adapter_path"],
                           result_files=[f"file-results-{self.job_id[6:]}"], final_metrics=final,
-                          stop_reason=result["stop_reason"], held_out=self.plan.held_out)
+                          stop_reason=result["stop_reason"])
         self.event("info", f"The job has successfully completed; the adapter is served as "
                    f"{self.request['fine_tuned_model']!r}", {"fine_tuned_model": self.request["fine_tuned_model"]})
         self.write_state()

@@ -92,8 +92,7 @@ class DivergenceWatch:
             raise ValueError(f"divergence window must be >= 1 step, got {window}")
         self.window, self.tolerance = window, tolerance
         self._recent: deque[float] = deque(maxlen=window)
-        self._best_train: Optional[tuple[float, int]] = None  # (mean, step)
-        self._best_eval: Optional[tuple[float, int]] = None
+        self._best: dict[str, tuple[float, int]] = {}  # signal -> (lowest value, its step)
 
     def _risen(self, value: float, best: float) -> bool:
         return value - best > max(self.tolerance * abs(best), MIN_RISE)
@@ -111,12 +110,9 @@ class DivergenceWatch:
 
     def _judge(self, signal: str, step: int, value: float) -> Optional[Divergence]:
         """``value`` of ``signal`` at ``step`` against that signal's best so far (a new best is kept)."""
-        best = self._best_train if signal == "train_loss" else self._best_eval
+        best = self._best.get(signal)
         if best is None or value < best[0]:
-            if signal == "train_loss":
-                self._best_train = (value, step)
-            else:
-                self._best_eval = (value, step)
+            self._best[signal] = (value, step)
             return None
         if self._risen(value, best[0]):
             return Divergence(signal, step, value, *best, self.window)
@@ -126,15 +122,14 @@ class DivergenceWatch:
         """After a reaction: the smoothed train loss is judged afresh, from the steps that follow
         (the validation loss keeps its best: the returned checkpoint is judged against it too)."""
         self._recent.clear()
-        self._best_train = None
+        self._best.pop("train_loss", None)
 
     def state_dict(self) -> dict:
-        return {"recent": list(self._recent), "best_train": self._best_train, "best_eval": self._best_eval}
+        return {"recent": list(self._recent), "best": {k: list(v) for k, v in self._best.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         self._recent = deque(state["recent"], maxlen=self.window)
-        self._best_train = tuple(state["best_train"]) if state["best_train"] is not None else None
-        self._best_eval = tuple(state["best_eval"]) if state["best_eval"] is not None else None
+        self._best = {k: (v[0], v[1]) for k, v in state["best"].items()}
 
 
 def react(rule: Reaction, shrinks_so_far: int) -> Literal["shrink", "stop", "warn"]:

@@ -206,31 +206,32 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
     return plan
 
 
+def _resumed_setting(config: MeZOConfig, name: str) -> Any:
+    """What a run being resumed recorded for setting ``name`` (older records: what they ran with);
+    None when the spec does not resume a run that has a checkpoint."""
+    from sglang.srt.mezo.training.checkpoints import latest_checkpoint, recorded_config
+
+    checkpoint = latest_checkpoint(config.output_dir) if config.resume and config.output_dir else None
+    return recorded_config(checkpoint)[name] if checkpoint is not None else None
+
+
 def _recorded_holdout(config: MeZOConfig) -> Optional[float]:
     """The spec's validation_holdout; when it is left to the default and the run resumes, the share
     the run started with (older records held out nothing), so that it trains on the same rows."""
-    from sglang.srt.mezo.training.checkpoints import latest_checkpoint, recorded_config
-
-    if config.validation_holdout is None and config.resume and config.output_dir:
-        checkpoint = latest_checkpoint(config.output_dir)
-        if checkpoint is not None:
-            return recorded_config(checkpoint)["validation_holdout"]
+    if config.validation_holdout is None:
+        return _resumed_setting(config, "validation_holdout")
     return config.validation_holdout
 
 
 def _dtype_choice(config: MeZOConfig, runner) -> DtypeChoice:
     """The run's dtype: a given runner's; for "auto", a resumed run's recorded one, else the
     device's native choice (engine/hardware.py); otherwise the dtype given."""
-    from sglang.srt.mezo.training.checkpoints import latest_checkpoint, recorded_config
-
     if runner is not None:
         dtype = runner_dtype(runner)
         return DtypeChoice(dtype, f"{dtype}: the dtype of the runner the run was given (a server's: its --dtype)")
-    if config.dtype == AUTO_DTYPE and config.resume and config.output_dir:
-        checkpoint = latest_checkpoint(config.output_dir)
-        if checkpoint is not None:
-            dtype = recorded_config(checkpoint)["dtype"]
-            return DtypeChoice(dtype, f"{dtype}: the dtype the resumed run was started in")
+    recorded = _resumed_setting(config, "dtype") if config.dtype == AUTO_DTYPE else None
+    if recorded is not None:
+        return DtypeChoice(recorded, f"{recorded}: the dtype the resumed run was started in")
     return choose_dtype(config.dtype, resolve_device(config.device))
 
 
