@@ -1,50 +1,37 @@
-"""MeZO fine-tuning jobs of a server: the job store on disk, job requests, and OpenAI's objects.
-
-The HTTP process and the scheduler process share one folder, ``--mezo-output-dir``, and each
-file in it has exactly one writer, so the two processes never race on a file:
-
-- ``files/<file-id>.json`` and ``files/<file-id><ext>``: uploads (HTTP process);
-- ``jobs/<job-id>/request.json``: what was asked, checked and resolved (HTTP process, once);
-- ``jobs/<job-id>/control.json``: cancel / pause / resume wishes (HTTP process);
-- ``jobs/<job-id>/deleted.json``: the job's models deleted with ``DELETE /v1/models`` (HTTP
-  process; their folders are removed by it too, once the job has ended and nothing else writes them);
-- ``jobs/<job-id>/state.json``, ``events.jsonl``, ``checkpoints/``, ``run/``: what the job did
-  (the scheduler process, the only place where training runs).
-
-Every JSON file is written atomically (a temporary file renamed into place), so a reader, a
-restart or a crash never sees half of one. This module imports neither torch nor SGLang.
+"""A ``POST /v1/fine_tuning/jobs`` body checked into a run spec: OpenAI's fields and method, the
+hyperparameters (OpenAI's three and the run spec's own), the data files, what the server decides
+itself and refuses from a request; then, with the trainer's ``prepare``, the plan the job runs.
 
 >>> parse_hyperparameter("n_epochs", "auto"), parse_hyperparameter("batch_size", 4)
 (None, 4)
 
 OpenAI's own training files (chat ``{"messages": [...]}`` rows, or ``{"prompt": ..., "completion": ...}``
-rows) are told apart from classification rows by :func:`file_format`; a job on one trains with the
-run spec's ``completion`` objective (task ``chat``) unless the request names a task or objective.
-A ``dpo`` job (``method = {"type": "dpo", "dpo": {"hyperparameters": {"beta": ...}}}``) trains the
-``dpo`` objective on a file of preference pairs (OpenAI's dpo rows or TRL's prompt/chosen/rejected).
-A ``reinforcement`` job (``method = {"type": "reinforcement", "reinforcement": {"grader": {...},
-"hyperparameters": {...}}}``) trains the ``reward`` objective on prompts whose last message is the
-user's, each row's other fields read by the grader; grader and rows are checked before the job is stored.
+rows) are told apart from classification rows by :func:`~.file_formats.file_format`; a job on one
+trains with the run spec's ``completion`` objective (task ``chat``) unless the request names a task
+or objective. A ``dpo`` job (``method = {"type": "dpo", "dpo": {"hyperparameters": {"beta": ...}}}``)
+trains the ``dpo`` objective on a file of preference pairs (OpenAI's dpo rows or TRL's
+prompt/chosen/rejected). A ``reinforcement`` job (``method = {"type": "reinforcement",
+"reinforcement": {"grader": {...}, "hyperparameters": {...}}}``) trains the ``reward`` objective on
+prompts whose last message is the user's, each row's other fields read by the grader; grader and
+rows are checked before the job is stored. This module imports neither torch nor SGLang.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import difflib
 import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from sglang.srt.mezo.errors import RequestError
+from sglang.srt.mezo.server.file_formats import file_format
 from sglang.srt.mezo.server.grader_requests import request_grader
 from sglang.srt.mezo.server.settings import ServerSettings
 from sglang.srt.mezo.server.store import DATA_SUFFIXES, JobStore
 from sglang.srt.mezo.spec.config import MeZOConfig
-
-# ---------------------------------------------------------------- job requests
-
 
 # Settings a job body may carry (top level, via the openai client's extra_body, or inside
 # hyperparameters), besides OpenAI's own fields.
@@ -162,8 +149,6 @@ def _hyperparameter_sources(body: dict) -> dict:
             if key in SERVER_OWNED:
                 raise RequestError(f"{key!r} cannot be set in a job: {SERVER_OWNED[key]}", f"{where}.{key}")
             if key not in OPENAI_HYPERPARAMETERS and key not in MEZO_KEYS:
-                import difflib
-
                 known = OPENAI_HYPERPARAMETERS + tuple(k for k in MEZO_KEYS if k not in OPENAI_HYPERPARAMETERS)
                 close = difflib.get_close_matches(str(key), known, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -246,55 +231,6 @@ def resolve_data_file(ref: Any, param: str, settings: ServerSettings, store: Job
     if os.path.splitext(path)[1].lower() not in DATA_SUFFIXES:
         raise RequestError(f"{param} {ref!r}: unsupported file type; use one of {', '.join(DATA_SUFFIXES)}", param)
     return path, ref
-
-
-#: Bytes of a data file's first row that :func:`file_format` reads at most (a longer first row is
-#: not sniffed: the file goes the classification way, whose loader then names what is wrong).
-SNIFF_BYTES = 4 * 1024 * 1024
-
-
-def file_format(path: str) -> Optional[str]:
-    """``"chat"``, ``"prompt/completion"``, ``"preference"`` (OpenAI's dpo rows, TRL's
-    prompt/chosen/rejected) or ``"reinforcement"`` (chat messages ending with the user's: prompts for a
-    grader) when the first row of a JSONL file is one of those fine-tuning formats; None otherwise
-    (classification data, another file type, or a first row that is not a JSON object, left to the
-    loader to report with its line).
-
-    >>> import tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "rows.jsonl")
-    >>> _ = open(path, "w").write('\\n{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}\\n')
-    >>> file_format(path)
-    'chat'
-    >>> _ = open(path, "w").write('{"messages": [{"role": "user", "content": "Hi"}], "answer": "Hello"}\\n')
-    >>> file_format(path)
-    'reinforcement'
-    >>> _ = open(path, "w").write('{"sentence": "a fine film", "label": 1}\\n')
-    >>> file_format(path) is None
-    True
-    """
-    if os.path.splitext(path)[1].lower() not in (".jsonl", ".json"):
-        return None
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            line = ""
-            while not line.strip():
-                line = f.readline(SNIFF_BYTES)
-                if not line:
-                    return None
-        row = json.loads(line)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(row, dict):
-        return None
-    if "preferred_output" in row or "non_preferred_output" in row or "chosen" in row or "rejected" in row:
-        return "preference"
-    if "messages" in row:
-        messages = row["messages"]
-        last = messages[-1] if isinstance(messages, list) and messages else None
-        return "reinforcement" if isinstance(last, dict) and last.get("role") == "user" else "chat"
-    if "prompt" in row or "completion" in row:
-        return "prompt/completion"
-    return None
 
 
 def _choose_objective(hp: dict, formats: Mapping[str, Optional[str]]) -> None:
@@ -387,8 +323,6 @@ def parse_job_request(body: Any, settings: ServerSettings, store: JobStore) -> J
         if key in SERVER_OWNED:
             raise RequestError(f"{key!r} cannot be set in a job: {SERVER_OWNED[key]}", key)
         if key not in OPENAI_KEYS and key not in MEZO_KEYS:
-            import difflib
-
             close = difflib.get_close_matches(str(key), OPENAI_KEYS + MEZO_KEYS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise RequestError(f"unknown field {key!r}{hint}; known fields: {', '.join(OPENAI_KEYS + MEZO_KEYS)}", key)
@@ -533,12 +467,3 @@ def plan_job(req: JobRequest, prepare: Callable) -> tuple[Any, dict]:
     # Every default resolved: the job runs (and, after a restart, resumes) with these values.
     return plan, plan.config.to_dict()
 
-
-def iter_jsonl(path: str) -> Iterator[dict]:
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.strip():
-                    yield json.loads(line)
-    except FileNotFoundError:
-        return
