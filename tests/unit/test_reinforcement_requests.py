@@ -16,8 +16,8 @@ import pytest
 from sglang.srt.mezo.errors import RequestError
 from sglang.srt.mezo.server.grader_requests import run_grader, validate_grader
 from sglang.srt.mezo.server.job_requests import parse_job_request
+from sglang.srt.mezo.server.openai_metrics import results_table
 from sglang.srt.mezo.server.openai_objects import method_object
-from sglang.srt.mezo.server.scheduler_jobs import results_table
 from sglang.srt.mezo.server.settings import ServerSettings
 from sglang.srt.mezo.server.store import JobStore
 

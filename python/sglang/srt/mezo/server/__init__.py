@@ -1,7 +1,17 @@
-"""``--enable-mezo``: a SGLang server that also trains. Launch flags (:mod:`.flags`), the
-OpenAI-shaped HTTP API (:mod:`.http_api`), the job store (:mod:`.store`), job requests
-(:mod:`.job_requests`), OpenAI's objects (:mod:`.openai_objects`), the worker that trains jobs in
-the scheduler between serving batches (:mod:`.scheduler_jobs`) and its checkpoint retention
-(:mod:`.retention`), the jobs' models served on demand within a bound (:mod:`.catalog`,
-:mod:`.adapter_cache`, :mod:`.serving_middleware`), the upload limit (:mod:`.uploads`), and the
-hooks that plug it all into SGLang (:mod:`.hooks`)."""
+"""``--enable-mezo``: a SGLang server that also trains. Which hook goes where is
+:mod:`sglang.srt.mezo.plugin`'s; this folder holds what the hooks run:
+
+- the launch: the flags and what they turn on (:mod:`.launch_flags`), the settings carried to every
+  process (:mod:`.settings`);
+- the HTTP process: the job API on SGLang's app (:mod:`.http_api`), one module a resource
+  (:mod:`.routes`: files, jobs, models, graders), a request checked into a run spec
+  (:mod:`.job_requests`; a data file's format, :mod:`.file_formats`; a grader, :mod:`.grader_requests`),
+  uploads within a bound (:mod:`.uploads`), OpenAI's objects (:mod:`.openai_objects`) and metric
+  names and results CSV (:mod:`.openai_metrics`); the jobs' models served on demand within a bound
+  (:mod:`.serving_middleware`, :mod:`.catalog`, :mod:`.adapter_cache`);
+- the scheduler process: jobs' turns between serving batches (:mod:`.scheduler_jobs`), one job's
+  run and its record (:mod:`.job_worker`), checkpoint retention (:mod:`.retention`);
+- both: the job store on disk (:mod:`.store`);
+- outside the server: a server started in a child process, for tests and benchmarks
+  (:mod:`.local_server`).
+"""

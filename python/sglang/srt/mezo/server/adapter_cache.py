@@ -86,7 +86,9 @@ class AdapterCache:
     # -- loading and unloading (with the condition's lock held)
 
     async def _load(self, model: JobModel) -> None:
-        from sglang.srt.managers.io_struct import LoadLoRAAdapterReqInput
+        # SGLang's request structs import its model layers: the HTTP process has them by now; at the
+        # top they would be pulled into every process that loads the plugin (and into unit tests).
+        from sglang.srt.managers.io_struct import LoadLoRAAdapterReqInput  # noqa: PLC0415
 
         if model.name in self.tm.lora_registry.get_all_adapters():
             self.ours.add(model.name)
@@ -100,7 +102,7 @@ class AdapterCache:
         logger.info("MeZO: loaded %s (%d of at most %d loaded)", model.name, len(self.loaded()), self.bound)
 
     async def _unload(self, name: str) -> None:
-        from sglang.srt.managers.io_struct import UnloadLoRAAdapterReqInput
+        from sglang.srt.managers.io_struct import UnloadLoRAAdapterReqInput  # noqa: PLC0415  (as in _load)
 
         if name in self.tm.lora_registry.get_all_adapters():
             result = await self.tm.unload_lora_adapter(UnloadLoRAAdapterReqInput(lora_name=name))

@@ -1,13 +1,14 @@
-"""A job's record as OpenAI's API shows it: job objects, checkpoints, pages of a list, the
-hyperparameters a job ran with, its metrics CSV."""
+"""A job's record as OpenAI's API shows it: job objects, checkpoints, file objects (an upload's, a
+job's results file's), pages of a list, the hyperparameters a job ran with. Its metrics under
+OpenAI's names are in :mod:`.openai_metrics`."""
 
 from __future__ import annotations
 
-import os
 from typing import Mapping, Optional
 
 from sglang.srt.mezo.errors import RequestError
-from sglang.srt.mezo.server.store import QUEUED, SUCCEEDED, JobStore
+from sglang.srt.mezo.server.store import QUEUED, SUCCEEDED
+from sglang.srt.mezo.spec.defaults import default_table
 
 
 # ---------------------------------------------------------------- the job object (OpenAI's shape)
@@ -119,8 +120,6 @@ def openai_hyperparameters(plan) -> dict:
     """The resolved run in OpenAI's three hyperparameters (plus MeZO's own)."""
     c = plan.config
     n_train = max(len(plan.train), 1)
-    from sglang.srt.mezo.spec.defaults import default_table
-
     base_lr = default_table(plan.kind, c.trainable, c.objective)["learning_rate"]
     return {
         "n_epochs": _number(c.num_steps * c.batch_size / n_train),
@@ -135,10 +134,41 @@ def _number(x: float):
     return int(round(x)) if abs(x - round(x)) < 1e-9 else round(x, 3)
 
 
-def results_csv(store: JobStore, job_id: str) -> Optional[str]:
-    path = os.path.join(store.job_dir(job_id), "results.csv")
-    try:
-        with open(path) as f:
-            return f.read()
-    except FileNotFoundError:
+#: A succeeded job's results file is ``file-results-<the job id's hex>``: it is not an upload but
+#: the job's ``results.csv`` in the store, listed in the job's ``result_files``.
+RESULTS_FILE_PREFIX = "file-results-"
+
+
+def results_file_id(job_id: str) -> str:
+    """
+    >>> results_file_id("ftjob-0123456789abcdef01234567")
+    'file-results-0123456789abcdef01234567'
+    """
+    return RESULTS_FILE_PREFIX + job_id[len("ftjob-"):]
+
+
+def results_job_id(file_id: str) -> Optional[str]:
+    """The job whose results file ``file_id`` names (None: not a results file's id).
+
+    >>> results_job_id("file-results-0123456789abcdef01234567"), results_job_id("file-0123")
+    ('ftjob-0123456789abcdef01234567', None)
+    """
+    if not file_id.startswith(RESULTS_FILE_PREFIX):
         return None
+    return "ftjob-" + file_id[len(RESULTS_FILE_PREFIX):]
+
+
+def results_file_object(file_id: str, content: str, request: dict, state: dict) -> dict:
+    """OpenAI's ``file`` object of a job's results CSV (``content``)."""
+    return {"id": file_id, "object": "file", "bytes": len(content.encode()),
+            "created_at": state.get("finished_at") or request["created_at"], "filename": "step_metrics.csv",
+            "purpose": "fine-tune-results", "status": "processed", "status_details": None}
+
+
+def file_object(meta: dict) -> dict:
+    """OpenAI's ``file`` object of an upload: its record in the store without what only the store reads.
+
+    >>> file_object({"id": "file-1", "object": "file", "suffix": ".jsonl"})
+    {'id': 'file-1', 'object': 'file'}
+    """
+    return {k: v for k, v in meta.items() if k != "suffix"}

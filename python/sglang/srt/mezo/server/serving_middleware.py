@@ -9,14 +9,18 @@
   not (each card says which); ``GET /v1/models/<name>`` answers for a job model.
 
 Everything else passes through untouched. The middleware sits inside SGLang's API-key check.
+
+What it asks of the jobs' models is :class:`ServedJobModels`
+(:class:`~.routes.models.JobModels` is the server's; a test may give its own).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 from sglang.srt.mezo.errors import RequestError
+from sglang.srt.mezo.server.catalog import JobModel
 
 OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions")
 
@@ -77,12 +81,32 @@ def requested_names(path: str, payload: dict, served: str) -> list[str]:
     return list(dict.fromkeys(n for n in names if isinstance(n, str) and n))
 
 
-class JobModelsMiddleware:
-    """See the module docstring; ``api`` is the :class:`~.http_api.JobAPI`."""
+class ServedJobModels(Protocol):
+    """The jobs' models as the middleware serves them. A method that refuses a request raises a
+    :class:`~sglang.srt.mezo.errors.RequestError`, which the middleware answers as it says."""
 
-    def __init__(self, app, api):
+    async def model_list(self) -> dict:
+        """``GET /v1/models``'s answer."""
+
+    async def model_card(self, name: str) -> Optional[tuple[int, dict]]:
+        """(status, body) of ``GET /v1/models/<name>`` for a job model; None: not one, SGLang answers."""
+
+    async def models_for_request(self, path: str, payload: dict) -> tuple[list[JobModel], Optional[dict]]:
+        """The job models a generation request names, and its payload rewritten (None: unchanged)."""
+
+    async def acquire(self, models: Sequence[JobModel]) -> list[str]:
+        """Load ``models`` (within the bound) and hold them for one request; returns what to release."""
+
+    async def release(self, held: list[str]) -> None:
+        """Give back what :meth:`acquire` held, once the response has been sent."""
+
+
+class JobModelsMiddleware:
+    """See the module docstring."""
+
+    def __init__(self, app: Callable, models: ServedJobModels):
         self.app = app
-        self.api = api
+        self.models = models
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
@@ -90,9 +114,9 @@ class JobModelsMiddleware:
             if method == "POST" and path in GENERATE_PATHS:
                 return await self._generate(scope, receive, send)
             if method == "GET" and path.rstrip("/") == "/v1/models":
-                return await send_json(send, 200, await self.api.model_list())
+                return await send_json(send, 200, await self.models.model_list())
             if method == "GET" and path.startswith("/v1/models/"):
-                card = await self.api.model_card(path[len("/v1/models/"):])
+                card = await self.models.model_card(path[len("/v1/models/"):])
                 if card is not None:
                     return await send_json(send, *card)
         return await self.app(scope, receive, send)
@@ -106,7 +130,7 @@ class JobModelsMiddleware:
         if not isinstance(payload, dict):  # SGLang answers what it cannot parse
             return await self.app(scope, replaying(body, receive), send)
         try:
-            models, payload = await self.api.models_for_request(scope["path"], payload)
+            models, payload = await self.models.models_for_request(scope["path"], payload)
         except RequestError as e:
             return await send_json(send, e.status, e.body())
         if payload is not None:  # the request was rewritten: model="<name>" -> "<base>:<name>"
@@ -116,10 +140,10 @@ class JobModelsMiddleware:
         if not models:
             return await self.app(scope, replaying(body, receive), send)
         try:
-            held = await self.api.adapters.acquire(models)
+            held = await self.models.acquire(models)
         except RequestError as e:
             return await send_json(send, e.status, e.body())
         try:
             await self.app(scope, replaying(body, receive), send)
         finally:
-            await self.api.adapters.release(held)
+            await self.models.release(held)

@@ -1,5 +1,20 @@
 """The job store: uploaded files, jobs' requests and states, events, one JSON file each, written
-atomically so that a crash never leaves a half-written record."""
+atomically so that a crash never leaves a half-written record.
+
+The HTTP process and the scheduler process share one folder, ``--mezo-output-dir``, and each
+file in it has exactly one writer, so the two processes never race on a file:
+
+- ``files/<file-id>.json`` and ``files/<file-id><ext>``: uploads (HTTP process);
+- ``jobs/<job-id>/request.json``: what was asked, checked and resolved (HTTP process, once);
+- ``jobs/<job-id>/control.json``: cancel / pause / resume wishes (HTTP process);
+- ``jobs/<job-id>/deleted.json``: the job's models deleted with ``DELETE /v1/models`` (HTTP
+  process; their folders are removed by it too, once the job has ended and nothing else writes them);
+- ``jobs/<job-id>/state.json``, ``events.jsonl``, ``results.csv``, ``run/``: what the job did
+  (the scheduler process, the only place where training runs).
+
+Every JSON file is written atomically (a temporary file renamed into place), so a reader, a
+restart or a crash never sees half of one. This module imports neither torch nor SGLang.
+"""
 
 from __future__ import annotations
 
@@ -158,6 +173,16 @@ class JobStore:
         return [n for n in names if re.fullmatch(r"ftjob-[0-9a-f]{24}", n)
                 and os.path.exists(os.path.join(self.jobs_dir, n, "request.json"))]
 
+    def jobs(self) -> list[tuple[dict, dict]]:
+        """Every job's (request, state), newest first (by creation, then by its creation's order)."""
+        out = []
+        for job_id in self.job_ids():
+            request = self.request(job_id)
+            if request:
+                out.append((request, self.state(job_id)))
+        out.sort(key=lambda rs: (rs[0]["created_at"], rs[0].get("seq", 0)), reverse=True)
+        return out
+
     def create_job(self, request: dict) -> None:
         atomic_json(os.path.join(self.job_dir(request["id"]), "request.json"), request, indent=1)
 
@@ -187,6 +212,21 @@ class JobStore:
             marks = self.deletions(job_id)
             marks[name] = now()
             atomic_json(os.path.join(self.job_dir(job_id), "deleted.json"), marks, indent=1)
+
+    def results_csv(self, job_id: str) -> Optional[str]:
+        """The metrics CSV a succeeded job wrote (None: none yet)."""
+        try:
+            with open(os.path.join(self.job_dir(job_id), "results.csv")) as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def write_results_csv(self, job_id: str, text: str) -> None:
+        def write(tmp: str) -> None:
+            with open(tmp, "w") as f:
+                f.write(text)
+
+        atomic_write(os.path.join(self.job_dir(job_id), "results.csv"), write)
 
     def append_event(self, job_id: str, level: str, message: str, data: Optional[dict] = None,
                      type: str = "message") -> dict:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import AsyncIterator
 
+from starlette.formparsers import MultiPartException, MultiPartParser
+
 from sglang.srt.mezo.errors import RequestError
 
 FORM_OVERHEAD_BYTES = 64 * 1024  # boundaries, part headers and the 'purpose' field around the file
@@ -42,8 +44,6 @@ async def _within(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[byt
 async def read_upload_form(request, limit: int):
     """The multipart form of ``request`` (a Starlette ``FormData``; close it when done), read
     within ``limit`` bytes for the file. Raises :class:`UploadTooLarge` or a 400 RequestError."""
-    from starlette.formparsers import MultiPartException, MultiPartParser
-
     check_declared_length(request.headers, limit)
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):

@@ -1,24 +1,18 @@
-"""``--enable-mezo``: MeZO fine-tuning jobs inside a running SGLang server, through SGLang's hooks.
+"""``--enable-mezo`` and its flags on SGLang's launch command, and what they turn on.
 
-What :func:`register` (called by the project's plugin in every SGLang process) installs:
+- :func:`add_flags` (on ``ServerArgs.add_cli_args``) adds ``--enable-mezo``, ``--mezo-data-dir``,
+  ``--mezo-output-dir``, ``--mezo-max-concurrent-jobs``, ``--mezo-train-share``,
+  ``--mezo-max-loaded-adapters``, ``--mezo-keep-checkpoints``, ``--mezo-max-upload-mb``;
+- :func:`configure_launch` (before ``ServerArgs.from_cli_args``) turns on, where the user did not
+  choose, what training needs (LoRA with enough slots, rank and target modules, the non-overlap
+  scheduler, the CPU settings on a machine without a GPU) and refuses what cannot work
+  (:func:`configure_args`);
+- :func:`attach_settings` (after it) puts the settings on the ``ServerArgs`` record as ``_mezo``
+  (pickled with it into the scheduler process) and sets ``SGLANG_MEZO_SERVER=1`` for the child
+  processes.
 
-- in every process, two hooks on ``ServerArgs``: ``add_cli_args`` (AFTER) adds the flags
-  ``--enable-mezo``, ``--mezo-data-dir``, ``--mezo-output-dir``, ``--mezo-max-concurrent-jobs``,
-  ``--mezo-train-share``, ``--mezo-max-loaded-adapters``, ``--mezo-keep-checkpoints``, ``--mezo-max-upload-mb``;
-  ``from_cli_args`` (BEFORE) turns on, where the user did not choose, what training needs (LoRA
-  with enough slots, rank and target modules, the non-overlap scheduler, the CPU settings on a
-  machine without a GPU) and refuses what cannot work; (AFTER) attaches the settings to the
-  ``ServerArgs`` record as ``_mezo`` (pickled with it into the scheduler process) and sets
-  ``SGLANG_MEZO_SERVER=1`` for the child processes;
-- in the launcher (HTTP) process, only with the flag: a BEFORE hook on
-  ``http_server._setup_and_run_http_server`` that adds the job and file routes to SGLang's app
-  (so ``--api-key`` protects them), a middleware that loads a finished adapter through the
-  tokenizer manager when a request names it (``/generate``'s ``lora_path``, ``model="<base>:<name>"``)
-  and lists all of them in ``/v1/models``, and a background task that keeps the loaded ones within
-  ``--mezo-max-loaded-adapters``;
-- in a child of such a launcher: the scheduler hooks of :mod:`sglang.srt.mezo.server.scheduler_jobs`.
-
-Without ``--enable-mezo`` only the flags exist: no route, no scheduler hook.
+Without ``--enable-mezo`` only the flags exist. Which hook goes where, and what else a launch with
+the flag installs (the job routes, the scheduler's hooks), is :mod:`sglang.srt.mezo.plugin`'s.
 """
 
 from __future__ import annotations
@@ -30,14 +24,16 @@ import sys
 import tempfile
 from typing import Any, Optional
 
+from sglang.srt.mezo.engine.cpu import use_cpu_engine
 from sglang.srt.mezo.engine.hardware import AUTO_DTYPE, choose_dtype
-from sglang.srt.mezo.server.http_api import _before_setup_http_server
+from sglang.srt.mezo.engine.models import canonical_alias, resolve_model_path
 from sglang.srt.mezo.server.settings import ServerSettings
 from sglang.srt.mezo.spec.defaults import SUPPORTED_TARGETS
 
 logger = logging.getLogger(__name__)
 
 
+#: Set by a launcher started with --enable-mezo: its children install the scheduler's hooks.
 ENV = "SGLANG_MEZO_SERVER"
 
 
@@ -68,7 +64,8 @@ _option_dest: dict[str, str] = {}
 
 
 # ---------------------------------------------------------------- the flags
-def _after_add_cli_args(result, parser: argparse.ArgumentParser, *args, **kwargs):
+def add_flags(result: Any, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
+    """AFTER ``ServerArgs.add_cli_args``: the flags of MeZO jobs, in a group of their own."""
     if any("--enable-mezo" in a.option_strings for a in parser._actions):
         return result
     group = parser.add_argument_group(
@@ -126,7 +123,8 @@ class MeZOLaunchError(SystemExit):
         super().__init__(f"error: --enable-mezo: {message}")
 
 
-def _before_from_cli_args(cls, args: argparse.Namespace, *rest, **kwargs):
+def configure_launch(cls: Any, args: argparse.Namespace, *rest: Any, **kwargs: Any) -> None:
+    """BEFORE ``ServerArgs.from_cli_args``: with --enable-mezo, :func:`configure_args`."""
     if not getattr(args, "enable_mezo", False):
         os.environ.pop(ENV, None)
         return None
@@ -137,8 +135,6 @@ def _before_from_cli_args(cls, args: argparse.Namespace, *rest, **kwargs):
 def configure_args(args: argparse.Namespace) -> ServerSettings:
     """Set what MeZO jobs need on the parsed arguments, keeping what the user set; refuse what
     cannot work. Returns the job settings (also kept on ``args._mezo_settings``)."""
-    from sglang.srt.mezo.engine.cpu import use_cpu_engine
-
     given = _given_on_command_line()
 
     def explicit(dest: str) -> bool:
@@ -172,8 +168,6 @@ def configure_args(args: argparse.Namespace) -> ServerSettings:
         raise MeZOLaunchError("--is-embedding serves an embedding model; MeZO jobs need a generative model")
 
     # The model: the built-in alias works here as in the trainer.
-    from sglang.srt.mezo.engine.models import canonical_alias, resolve_model_path
-
     alias = canonical_alias(args.model_path or "")
     if alias:
         args.model_path = resolve_model_path(alias)
@@ -256,17 +250,15 @@ def configure_args(args: argparse.Namespace) -> ServerSettings:
     return settings
 
 
-def _after_from_cli_args(result, cls, args: argparse.Namespace, *rest, **kwargs):
+def attach_settings(result: Any, args: argparse.Namespace) -> Optional[ServerSettings]:
+    """After ``ServerArgs.from_cli_args`` made ``result``: with --enable-mezo, the settings pickled
+    with the record into the scheduler process, and the environment that tells the children to
+    train. Returns the settings (None: the flag was not given)."""
     settings: Optional[ServerSettings] = getattr(args, "_mezo_settings", None)
     if settings is None:
-        return result
-    result._mezo = settings.to_dict()  # pickled with the record into the scheduler process
-    os.environ[ENV] = "1"  # the children register the scheduler hooks
-    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
-
-    HookRegistry.register("sglang.srt.entrypoints.http_server._setup_and_run_http_server",
-                          _before_setup_http_server, HookType.BEFORE)
-    HookRegistry.apply_hooks()
+        return None
+    result._mezo = settings.to_dict()
+    os.environ[ENV] = "1"
     logger.info("MeZO fine-tuning jobs enabled: output %s, data %s, %d concurrent job(s)",
                 settings.output_dir, settings.data_dir, settings.max_concurrent_jobs)
-    return result
+    return settings
