@@ -3,21 +3,26 @@
 One server per module (a tiny random Llama made by the tests, on the CPU, 127.0.0.1, a free port,
 ``--api-key``), driven over HTTP with ``requests`` and with the official ``openai`` client. The
 last test stops it and starts a second server on the same folders (a restart). Nothing of SGLang
-is mocked. Every server is stopped by its fixture: terminate, then kill its process group.
+is mocked. Every server is stopped by its fixture: terminate, then kill its process group
+(:class:`~sglang.srt.mezo.server.local_server.LocalServer`, shared with the benchmarks).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 import requests
+from openai import OpenAI
+from safetensors.torch import load_file
+
+from sglang.srt.mezo.server.local_server import LocalServer
+from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.zo.trajectory import Trajectory
 
 KEY = "sk-test-mezo"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -30,60 +35,16 @@ NEG = ["a terrible plot", "bad jokes and a terrible script", "the script is terr
 PROMPTS = ["it was", "the film is", "a great movie , a"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A server process started with SGLang's own launch command, stoppable from any test."""
+class Server(LocalServer):
+    """A server started with SGLang's own launch command (``--api-key``; with ``--enable-mezo`` on
+    the given folders unless ``mezo=False``), healthy once made, stoppable from any test."""
 
     def __init__(self, model: str, data_dir: str, output_dir: str, log_path: str, *extra: str, mezo: bool = True):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.model = model
-        cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", model, "--host", "127.0.0.1",
-               "--port", str(self.port), "--api-key", KEY, *extra]
+        flags = ["--api-key", KEY, *extra]
         if mezo:
-            cmd += ["--enable-mezo", "--mezo-data-dir", data_dir, "--mezo-output-dir", output_dir]
-        self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"server exited with {self.proc.returncode}; log: {log_path}")
-            try:
-                if requests.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(1)
-        self.stop()
-        raise RuntimeError(f"server not healthy after {STARTUP_TIMEOUT_S} s; log: {log_path}")
-
-    def kill(self) -> None:
-        """SIGKILL to the whole process group at once: a crash, with no chance to finish anything."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.stop()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        try:  # whatever is left of the process group (scheduler, detokenizer)
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.proc.wait(timeout=30)
-        self.log.close()
+            flags += ["--enable-mezo", "--mezo-data-dir", data_dir, "--mezo-output-dir", output_dir]
+        super().__init__(model, *flags, log_path=log_path)
+        self.wait_healthy(STARTUP_TIMEOUT_S)
 
     # -- helpers
 
@@ -138,8 +99,6 @@ def server(tiny_llama, dirs):
 
 
 def _client(srv: Server):
-    from openai import OpenAI
-
     return OpenAI(base_url=srv.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
 
 
@@ -429,8 +388,6 @@ def test_a_job_driven_to_diverge_is_noticed_and_hands_back_its_best_checkpoint(s
 
 
 def test_restart_lists_jobs_resumes_the_interrupted_one_exactly_and_serves_adapters_again(server, tiny_llama, dirs):
-    from safetensors.torch import load_file
-
     srv = server["server"]
     done = [j for j in srv.get("/v1/fine_tuning/jobs", params={"limit": 100}).json()["data"]
             if j["status"] == "succeeded"]
@@ -464,9 +421,6 @@ def test_restart_lists_jobs_resumes_the_interrupted_one_exactly_and_serves_adapt
     assert all(adapters[0][k].equal(adapters[1][k]) for k in adapters[0])
     # The job trained with the run spec's defaults, in the dtype the server serves in (on a CPU the
     # server's default follows the machine: bfloat16 where it is native, else float32).
-    from sglang.srt.mezo.spec.config import MeZOConfig
-    from sglang.srt.mezo.zo.trajectory import Trajectory
-
     served = new.get("/server_info").json()["dtype"]
     assert served in ("float32", "bfloat16")
     trajectory = Trajectory.load(os.path.join(dirs["out"], "jobs", running["id"], "run"))
