@@ -31,13 +31,14 @@ import sys
 import tempfile
 import time
 
+from harness import logger
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 CLI = [sys.executable, "-m", "sglang.srt.mezo_mlm_trainer"]
 
 
-def log(msg: str) -> None:
-    print(f"[distributed {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = logger("distributed")
 
 
 def run_cli(out: str, steps: int, *extra: str, threads: int = 2, batch: int = 16) -> dict:

@@ -27,20 +27,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
+
+from harness import machine_line, markdown_table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "dpo")
 MODEL = "smollm2-135m"
 sys.path.insert(0, HERE)
-
-
-def _machine() -> str:
-    from sglang.srt.mezo.engine.hardware import cpu_name
-
-    return f"{cpu_name()}, {os.cpu_count()} cores, {platform.machine()}"
 
 
 def dev_logps(pairs_file: str, adapter: str | None, seed: int, limit: int | None) -> list[tuple[float, float]]:
@@ -98,7 +93,7 @@ def execute(args) -> dict:
     rows = {k: {**pair_scores(logps[k], logps["zero-shot"], args.beta),
                 **squad_f1(v, args.seed, os.path.join(out_dir, "eval", k.split()[0].lower()), limit)}
             for k, v in adapters.items()}
-    record = {"name": name, "machine": _machine(), "started": started,
+    record = {"name": name, "machine": machine_line(), "started": started,
               "command": " ".join([sys.executable.split("/")[-1], *sys.argv]),
               "pairs": {s: {"pairs": n, "left_out": k} for s, (_, n, k) in data.items()},
               "steps": args.steps, "batch_size": args.batch, "beta": args.beta, "dpo_wall_time_s": dpo_time,
@@ -128,11 +123,11 @@ def table() -> str:
                   f"dev {r['pairs']['dev']}",
                   f"- DPO: {r['steps']} steps x {r['batch_size']} pairs, beta {r['beta']}, lr {hp.get('learning_rate')}, "
                   f"eps {hp.get('epsilon')}, {hp.get('update_rule')}; {r['dpo_wall_time_s'] / 60:.1f} min",
-                  "", "| model | dev reward accuracy | dev reward margin | dev preference accuracy | dev F1 | dev EM |",
-                  "|---|---|---|---|---|---|"]
-        for k, v in r["rows"].items():
-            lines.append(f"| {k} | {v['reward_accuracy']:.3f} | {v['reward_margin']:.3f} | "
-                         f"{v['preference_accuracy']:.3f} | {v['eval_f1']:.1f} | {v['eval_exact_match']:.1f} |")
+                  ""]
+        lines += markdown_table(
+            ["model", "dev reward accuracy", "dev reward margin", "dev preference accuracy", "dev F1", "dev EM"],
+            [[k, f"{v['reward_accuracy']:.3f}", f"{v['reward_margin']:.3f}", f"{v['preference_accuracy']:.3f}",
+              f"{v['eval_f1']:.1f}", f"{v['eval_exact_match']:.1f}"] for k, v in r["rows"].items()])
         lines.append("")
     text = "\n".join(lines)
     with open(os.path.join(HERE, "results", "dpo.md"), "w") as f:

@@ -27,19 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
+from harness import MODEL, machine_line, markdown_table
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "generative")
-MODEL = "smollm2-135m"
-
-
-def _machine() -> str:
-    from sglang.srt.mezo.engine.hardware import cpu_name
-
-    return f"{cpu_name()}, {os.cpu_count()} cores, {platform.machine()}"
 
 
 def _metric(task: str) -> str:
@@ -155,7 +149,7 @@ def execute(args) -> dict:
         result = run_library(args.task, 0 if args.method == "zero-shot" else args.steps, args.seed, out_dir,
                              args.eval_steps, **overrides)
     record = {"name": name, "task": args.task, "method": args.method, "steps": args.steps, "seed": args.seed,
-              "machine": _machine(), "started": started, "command": " ".join([sys.executable.split("/")[-1], *sys.argv]),
+              "machine": machine_line(), "started": started, "command": " ".join([sys.executable.split("/")[-1], *sys.argv]),
               "tag": args.tag, **result}
     if args.method in ("mezo-reward", "es-reward"):  # the forward budget: answers generated a step
         record["answers_per_step"] = 2 * (args.population if args.method == "es-reward" else 1) * \
@@ -186,10 +180,9 @@ def table() -> str:
         else:
             cells += [f"{100 * final.get('eval_accuracy', float('nan')):.1f}", "-"]
         cells += [f"{r.get('wall_time_s', 0) / 60:.1f}", r["machine"], f"`{r['command']}`"]
-        rows.append("| " + " | ".join(cells) + " |")
-    head = ("| task | method | steps | train | dev | F1 / acc. (dev) | EM (dev) | minutes | machine | command |\n"
-            "|---|---|---|---|---|---|---|---|---|---|")
-    text = "# Generative and multiple-choice accuracy (dev splits)\n\n" + head + "\n" + "\n".join(rows) + "\n"
+        rows.append(cells)
+    head = ["task", "method", "steps", "train", "dev", "F1 / acc. (dev)", "EM (dev)", "minutes", "machine", "command"]
+    text = "# Generative and multiple-choice accuracy (dev splits)\n\n" + "\n".join(markdown_table(head, rows)) + "\n"
     with open(os.path.join(HERE, "results", "generative.md"), "w") as f:
         f.write(text)
     return text

@@ -28,7 +28,7 @@ import sys
 import time
 from collections import Counter
 
-from generative import MODEL, _machine  # the same model and machine line as the dev-split records
+from harness import MODEL, machine_line, markdown_table  # the same model and machine line as the dev-split records
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "generative_defaults")
@@ -91,7 +91,7 @@ def record_partial(args) -> dict:
               "batch_size": args.batch, "steps": args.steps, "partial": True, "steps_done": len(steps),
               "train_rows": len(train) if args.train_rows == "all" else int(args.train_rows),
               "held_out_rows": len(held),
-              "machine": _machine(), "threads": 1, "command": " ".join(["python", *sys.argv]).replace(
+              "machine": machine_line(), "threads": 1, "command": " ".join(["python", *sys.argv]).replace(
                   " --record-partial", ""),
               "eval_history": evals, "final_eval": evals[-1] if evals else None,
               "best_eval": max(evals, key=lambda e: e.get("eval_f1", 0)) if evals else None,
@@ -121,7 +121,7 @@ def execute(args) -> dict:
                                progress_bar=False, lr_schedule=args.schedule, batch_size=args.batch, **schedule)
     record = {"task": args.task, "candidate": candidate, "learning_rate": args.lr, "lr_schedule": args.schedule,
               "batch_size": args.batch, "train_rows": len(train),
-              "held_out_rows": len(held), "steps": args.steps, "machine": _machine(), "started": started,
+              "held_out_rows": len(held), "steps": args.steps, "machine": machine_line(), "started": started,
               "threads": int(os.environ.get("OMP_NUM_THREADS") or 0) or None,
               "command": " ".join(["python", *sys.argv]),
               **{k: result.get(k) for k in ("eval_history", "final_eval", "best_eval", "train_loss",
@@ -159,17 +159,16 @@ def table() -> str:
             (f", batch {r['batch_size']}" if r.get("batch_size") else "")
         steps = f"{r['steps_done']} of {r['steps']} (partial)" if r.get("partial") else r["steps"]
         minutes = f"{r['wall_time_s'] / 60:.1f}" if r.get("wall_time_s") else "-"
-        rows.append(f"| {r['task']} | {lr if trained else '-'} | {r.get('train_rows', '-') if trained else '-'} "
-                    f"| {r.get('held_out_rows', '-')} | {steps} | {history} | {em} | {final.get('eval_loss', float('nan')):.3f} "
-                    f"| {f'{_mean(loss, True):.3f} -> {_mean(loss, False):.3f}' if loss else '-'} "
-                    f"| {minutes} "
-                    f"| {r['machine']}{', 1 thread' if r.get('threads') == 1 else ''} | `{r['command']}` |")
+        rows.append([r["task"], lr if trained else "-", r.get("train_rows", "-") if trained else "-",
+                     r.get("held_out_rows", "-"), steps, history, em, f"{final.get('eval_loss', float('nan')):.3f}",
+                     f"{_mean(loss, True):.3f} -> {_mean(loss, False):.3f}" if loss else "-", minutes,
+                     f"{r['machine']}{', 1 thread' if r.get('threads') == 1 else ''}", f"`{r['command']}`"])
+    head = ["task", "lr", "train rows", "held-out rows", "steps", "held-out F1 / acc. by step", "EM", "eval loss",
+            "train loss, first -> last 20 steps", "minutes", "machine", "command"]
     text = ("# Defaults of the generative objectives, chosen on held-out training rows\n\n"
             "Scores are on rows held out of the task's *training* file (never its dev file): SQuAD F1 / EM in %, "
             "ARC-Easy accuracy in %. Minutes are wall time, not a speed figure (runs shared the machine).\n\n"
-            "| task | lr | train rows | held-out rows | steps | held-out F1 / acc. by step | EM | eval loss "
-            "| train loss, first -> last 20 steps | minutes | machine | command |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+            + "\n".join(markdown_table(head, rows)) + "\n")
     with open(os.path.join(HERE, "results", "generative_defaults.md"), "w") as f:
         f.write(text)
     return text

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from generative import MODEL, _machine  # the same model and machine line as the other accuracy records
+from harness import MODEL, machine_line  # the same model and machine line as the other accuracy records
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "results", "multi_token_words.md")
@@ -55,7 +55,7 @@ def main() -> None:
             rows.append(f"| {task} | {name} | {objective} | {s['n']} | {100 * s['eval_accuracy']:.1f} | {s['eval_loss']:.3f} |")
             print(rows[-1], flush=True)
     text = ("# Label words of several tokens, zero-shot on the k-shot dev split (training data)\n\n"
-            f"SmolLM2-135M-Instruct; machine: {_machine()}. "
+            f"SmolLM2-135M-Instruct; machine: {machine_line()}. "
             f"Command: `python {' '.join(sys.argv)}`.\n\n"
             "| task | label words | objective | dev-split examples | accuracy % | loss |\n|---|---|---|---|---|---|\n"
             + "\n".join(rows) + "\n")

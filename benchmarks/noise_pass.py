@@ -18,7 +18,7 @@ import sys
 import time
 
 import torch
-from perf_mezo import machine_info
+from harness import machine_info, markdown_table
 
 from sglang.srt.mezo.zo.noise import AddZ, move, sign_kernel_off
 from sglang.srt.mezo.zo.sign_kernel import sign_kernel
@@ -55,14 +55,13 @@ def main() -> None:
     lines = [f"Command: `python {' '.join(sys.argv)}` ({datetime.datetime.now():%Y%m%d-%H%M%S}; "
              f"{machine_info()['cpu_model']}, torch {torch.__version__}). "
              f"{sum(t.numel() for t in tensors):,} {args.dtype} weights in SmolLM2-135M's shapes, {args.threads} "
-             f"threads, median (min-max) of {args.repeats} rounds after 1 warm-up, seconds a pass.", "",
-             "| z | " + " | ".join(PASSES) + " |", "|---|" + "---|" * len(PASSES)]
-    for way, _, _ in WAYS:
-        cells = []
-        for name in PASSES:
-            t = times[(way, name)][1:]
-            cells.append(f"{statistics.median(t):.3f} ({min(t):.3f}-{max(t):.3f})")
-        lines.append(f"| {way} | " + " | ".join(cells) + " |")
+             f"threads, median (min-max) of {args.repeats} rounds after 1 warm-up, seconds a pass.", ""]
+
+    def cell(t: list[float]) -> str:
+        return f"{statistics.median(t):.3f} ({min(t):.3f}-{max(t):.3f})"
+
+    lines += markdown_table(["z", *PASSES], [[way, *(cell(times[(way, name)][1:]) for name in PASSES)]
+                                             for way, _, _ in WAYS])
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

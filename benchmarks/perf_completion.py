@@ -64,10 +64,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-import perf_mezo  # noqa: E402  (machine_info, command_line; imports torch, never sglang at import)
 import perf_reference as ref  # noqa: E402  (memory probes)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from harness import command_line, logger, machine_info  # noqa: E402
 
 PREFIX_TIMING = "PERF_COMPLETION_TIMING "
 PREFIX_MEMORY = "PERF_COMPLETION_MEMORY "
@@ -88,8 +88,7 @@ CHECK_TOL = 1e-4
 CHECK_SEED = 1234
 
 
-def log(msg: str) -> None:
-    print(f"[perf_completion {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = logger("perf_completion")
 
 
 # =========================================================================== data
@@ -577,11 +576,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sizes = sorted(args.batch_sizes)
     now = datetime.datetime.now()
     smoke = args.repeats < 3
-    meta = {"command": perf_mezo.command_line(), "date": now.strftime("%Y-%m-%d %H:%M:%S"), "smoke": smoke,
+    meta = {"command": command_line(), "date": now.strftime("%Y-%m-%d %H:%M:%S"), "smoke": smoke,
             "batch_sizes": sizes, "repeats": args.repeats, "warmup": args.warmup, "dtypes": dtypes,
             "dtype_reason": f"auto here: {choice.reason}", "threads": args.threads, "seed": args.seed,
             "sample_size": max(sizes), "data": os.path.relpath(args.data, REPO), "model_path": args.model_path,
-            "mem_iters": args.mem_iters, "machine": perf_mezo.machine_info(),
+            "mem_iters": args.mem_iters, "machine": machine_info(),
             "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
             "json_name": f"perf_completion_{now.strftime('%Y%m%d-%H%M%S')}{'_smoke' if smoke else ''}.json"}
     log(f"command: {meta['command']}; machine: {meta['machine']['cpu_model']}; dtypes {dtypes}")

@@ -35,8 +35,6 @@ import datetime
 import gc
 import json
 import os
-import platform
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -52,6 +50,7 @@ sys.path.insert(0, HERE)
 import perf_reference as ref  # noqa: E402  (imports torch and never sglang)
 import perf_steps  # noqa: E402  (sections 6-9: full-weight step variants, long prompts, bf16)
 import torch  # noqa: E402
+from harness import command_line, logger, machine_info  # noqa: E402
 
 # Hyperparameters only matter for keeping the weights sane over the timed steps.
 LORA_LR, LORA_EPS = 1e-3, 1e-2  # the project's calibrated MeZO-LoRA setting
@@ -94,8 +93,7 @@ SGL_MEMORY_KINDS = {"sgl_inference_lora", "mezo_lora_paired", "mezo_lora_two", "
                     "mezo_full_exact", "mezo_full_inexact", "mezo_full_rademacher"}
 
 
-def log(msg: str) -> None:
-    print(f"[perf {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = logger("perf")
 
 
 # =========================================================================== the SGLang side
@@ -369,7 +367,7 @@ def run_memory(args, model_path: str, batch, kinds: Sequence[str], max_total_tok
                    "--threads", str(args.threads), "--mem-iters", str(args.mem_iters), "--ref-attn", args.ref_attn]
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-            line = next((l for l in proc.stdout.splitlines() if l.startswith("PERF_MEMORY ")), None)
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("PERF_MEMORY ")), None)
             if proc.returncode != 0 or line is None:
                 results[kind] = {"kind": kind, "error": f"exit {proc.returncode}: {proc.stderr[-2000:]}"}
                 log(f"memory {kind}: FAILED (exit {proc.returncode})\n{proc.stderr[-2000:]}")
@@ -380,58 +378,6 @@ def run_memory(args, model_path: str, batch, kinds: Sequence[str], max_total_tok
     finally:
         os.unlink(batch_file)
     return results
-
-
-# =========================================================================== metadata
-
-def machine_info() -> dict:
-    from sglang.srt.mezo.engine.hardware import cpu_name as cpu_model
-
-    def mem_total_gb() -> Optional[float]:
-        try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemTotal:"):
-                        return round(int(line.split()[1]) / 1024 ** 2, 1)
-        except OSError:
-            return None
-
-    def version(mod: str) -> str:
-        try:
-            from importlib.metadata import version as v
-
-            return v(mod)
-        except Exception:
-            return "not installed"
-
-    def git(*a) -> str:
-        try:
-            return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        except Exception:
-            return ""
-
-    return {
-        "nproc": os.cpu_count(),
-        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": cpu_model(),
-        "mem_total_gb": mem_total_gb(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "sglang": version("sglang"),
-        "transformers": version("transformers"),
-        "peft": version("peft"),
-        "git_commit": git("rev-parse", "--short", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-    }
-
-
-def command_line() -> str:
-    def rel(p: str) -> str:
-        a = os.path.abspath(p)
-        return os.path.relpath(a, REPO) if a.startswith(REPO + os.sep) else p
-
-    return shlex.join([rel(sys.executable), rel(sys.argv[0])] + sys.argv[1:])
 
 
 # =========================================================================== report

@@ -31,21 +31,16 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
+from harness import machine_line, markdown_table
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = "smollm2-135m"
 LABELS = ("prefill", "decode", "grading")
-
-
-def _machine() -> str:
-    from sglang.srt.mezo.engine.hardware import cpu_name
-
-    return f"{cpu_name()}, {os.cpu_count()} cores, {platform.machine()}"
 
 
 def worker(objective: str, warmup: int, steps: int, profiled: int, seed: int) -> dict:
@@ -104,12 +99,11 @@ def render(data: dict) -> str:
         f"Machine: {data['machine']}; dtype {rows['reward'][0]['dtype']}, {rows['reward'][0]['torch_threads']} torch "
         f"threads; batch {rows['reward'][0]['batch_size']}; {data['started']}.", "",
         f"Command: `{data['command']}`", "",
-        "| objective | seconds a step (median) | steps timed | ratio to supervised |", "|---|---|---|---|",
     ]
-    for o in ("completion", "reward"):
-        n = sum(len(r["step_times_s"]) for r in rows[o])
-        name = "supervised (completion)" if o == "completion" else "reward (SQuAD F1 grader)"
-        lines.append(f"| {name} | {med[o]:.2f} | {n} | {med[o] / med['completion']:.2f}x |")
+    names = {"completion": "supervised (completion)", "reward": "reward (SQuAD F1 grader)"}
+    lines += markdown_table(["objective", "seconds a step (median)", "steps timed", "ratio to supervised"],
+                            [[names[o], f"{med[o]:.2f}", sum(len(r["step_times_s"]) for r in rows[o]),
+                              f"{med[o] / med['completion']:.2f}x"] for o in ("completion", "reward")])
     split = {label: [t for r in rows["reward"] for t in r["split_s"][label]] for label in LABELS}
     step = med["reward"]
     forwards = [f for r in rows["reward"] for f in r["decode_forwards"]]
@@ -121,13 +115,13 @@ def render(data: dict) -> str:
               f"add up to {total:.2f} s against the {step:.2f} s median step: they are measured on other batches "
               "(an answer's length decides the decode) and the prefill alone once more, so the shares are of their "
               f"sum. The answers had {statistics.mean(lengths):.1f} tokens on average, and a batch decoded for "
-              f"{statistics.median(forwards):.0f} forwards (median): until its longest answer ended.", "",
-              "| phase | seconds a step | share |", "|---|---|---|"]
-    names = {"prefill": "prefill (the prompts of both sides, one extend forward)",
-             "decode": "decode (one token a request a forward, KV cache)",
-             "grading": "grading (SQuAD F1 of every answer)"}
-    for label in LABELS:
-        lines.append(f"| {names[label]} | {parts[label]:.3f} | {100 * parts[label] / total:.1f}% |")
+              f"{statistics.median(forwards):.0f} forwards (median): until its longest answer ended.", ""]
+    phases = {"prefill": "prefill (the prompts of both sides, one extend forward)",
+              "decode": "decode (one token a request a forward, KV cache)",
+              "grading": "grading (SQuAD F1 of every answer)"}
+    lines += markdown_table(["phase", "seconds a step", "share"],
+                            [[phases[label], f"{parts[label]:.3f}", f"{100 * parts[label] / total:.1f}%"]
+                             for label in LABELS])
     return "\n".join(lines) + "\n"
 
 
@@ -161,7 +155,7 @@ def main() -> None:
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             rounds.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))
             print(f"round {k} {objective}: median {statistics.median(rounds[-1]['step_times_s']):.2f} s", flush=True)
-    data = {"machine": _machine(), "started": started, "rounds": rounds,
+    data = {"machine": machine_line(), "started": started, "rounds": rounds,
             "command": " ".join(["python", os.path.relpath(__file__, os.path.dirname(HERE)), *sys.argv[1:]])}
     os.makedirs(args.out_dir, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

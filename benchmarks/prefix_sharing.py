@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -36,6 +35,8 @@ import tempfile
 import time
 from collections import OrderedDict
 from typing import Any, Sequence
+
+from harness import machine_line, markdown_table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -156,12 +157,6 @@ def _timed(args, trainer, batches: dict, path: str) -> dict:
     }
 
 
-def _machine() -> str:
-    from sglang.srt.mezo.engine.hardware import cpu_name
-
-    return f"{cpu_name()}, {os.cpu_count()} cores, {platform.machine()}"
-
-
 def render(result: dict) -> str:
     med = statistics.median
     T, N = result["times"], result["tokens_extended_per_step"]
@@ -176,19 +171,19 @@ def render(result: dict) -> str:
         "- grouped: whole passages with >= 2 questions per batch; random: a seeded sample of rows",
         f"- the same seed both ways (first grouped batch): g off {a['g_off']:.6f}, on {a['g_on']:.6f}; "
         f"|dL+| {a['abs_diff_loss_plus']:.1e}, |dL-| {a['abs_diff_loss_minus']:.1e}", "",
-        "| batches | passages per batch | tokens per batch | tokens extended per step, off / on | "
-        "step off (s) | step on (s) | on / off |",
-        "|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for kind in KINDS:
         off, on = T[f"{kind}:off"], T[f"{kind}:on"]
         b = result["batches"][kind]
         ratios = [y / x for x, y in zip(off, on)]
         span = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
-        lines.append(
-            f"| {kind} ({len(b)}) | {med([x['passages'] for x in b]):.0f} | {med([x['tokens'] for x in b]):.0f} | "
-            f"{med(N[f'{kind}:off']):.0f} / {med(N[f'{kind}:on']):.0f} | {med(off):.3f} | {med(on):.3f} | "
-            f"{med(ratios):.2f}{span} |")
+        rows.append([f"{kind} ({len(b)})", f"{med([x['passages'] for x in b]):.0f}",
+                     f"{med([x['tokens'] for x in b]):.0f}",
+                     f"{med(N[f'{kind}:off']):.0f} / {med(N[f'{kind}:on']):.0f}", f"{med(off):.3f}", f"{med(on):.3f}",
+                     f"{med(ratios):.2f}{span}"])
+    lines += markdown_table(["batches", "passages per batch", "tokens per batch", "tokens extended per step, off / on",
+                             "step off (s)", "step on (s)", "on / off"], rows)
     lines += ["", "Tokens extended count both sides of the step (the batch twice) and, with sharing, each shared "
               "prefix once per side.", ""]
     return "\n".join(lines)
@@ -208,7 +203,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     started = time.time()
     result = run(args)
-    result.update(date=time.strftime("%Y-%m-%d %H:%M:%S"), machine=_machine(), wall_time_s=time.time() - started,
+    result.update(date=time.strftime("%Y-%m-%d %H:%M:%S"), machine=machine_line(), wall_time_s=time.time() - started,
                   command=" ".join([".venv/bin/python", os.path.relpath(os.path.abspath(sys.argv[0]), ROOT),
                                     *sys.argv[1:]]))
     os.makedirs(args.results_dir, exist_ok=True)

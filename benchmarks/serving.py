@@ -27,98 +27,23 @@ import argparse
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
 import requests
+from harness import HERE, SHARED_DATA, MeZOServer, logger, markdown_table
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 RESULTS = os.path.join(HERE, "results")
-
-
-def log(msg: str) -> None:
-    print(f"[serving {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+log = logger("serving")
 
 
 def dev_sentences(n: int) -> list[str]:
-    with open(os.path.join(DATA, "sst2", "dev.tsv")) as f:
+    with open(os.path.join(SHARED_DATA, "sst2", "dev.tsv")) as f:
         rows = [line.rstrip("\n").split("\t") for line in f][1:]
     return [r[1] for r in rows[:n]]
-
-
-class Server:
-    def __init__(self, args, out_dir: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", args.model, "--host", "127.0.0.1",
-               "--port", str(self.port), "--enable-mezo", "--mezo-data-dir", DATA,
-               "--mezo-output-dir", out_dir]
-        self.cmd = cmd
-        self.log_file = open(os.path.join(out_dir, "server.log"), "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited ({self.proc.returncode}); see {out_dir}/server.log")
-            try:
-                if requests.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(1)
-        self.stop()
-        raise RuntimeError("server not healthy after 600 s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.log_file.close()
-
-    def job(self, job_id: str) -> dict:
-        return requests.get(f"{self.url}/v1/fine_tuning/jobs/{job_id}", timeout=60).json()
-
-    def control(self, job_id: str, action: str) -> dict:
-        r = requests.post(f"{self.url}/v1/fine_tuning/jobs/{job_id}/{action}", timeout=60)
-        r.raise_for_status()
-        return r.json()
-
-    def step_times(self, job_id: str, after_step: int) -> list[float]:
-        """step_time_s of the job's steps numbered above ``after_step`` (events come newest first)."""
-        out, after = [], None
-        while True:
-            params = {"limit": 100, **({"after": after} if after else {})}
-            page = requests.get(f"{self.url}/v1/fine_tuning/jobs/{job_id}/events", params=params, timeout=60).json()
-            for e in page["data"]:
-                step = e.get("data", {}).get("step")
-                if e["type"] == "metrics" and "step_time_s" in e["data"]:
-                    if step <= after_step:
-                        return out
-                    out.append(e["data"]["step_time_s"])
-            if not page.get("has_more"):
-                return out
-            after = page["data"][-1]["id"]
 
 
 def request_stream(url: str, prompts: list[str], clients: int, max_new_tokens: int, seconds: float) -> list[float]:
@@ -167,7 +92,7 @@ def main() -> None:
     out_dir = tempfile.mkdtemp(prefix="mezo-serving-")
     log(f"starting the server ({args.model}); files in {out_dir}")
     t0 = time.monotonic()
-    server = Server(args, out_dir)
+    server = MeZOServer(args.model, out_dir)
     log(f"server ready in {time.monotonic() - t0:.0f} s")
     windows = []
     try:
@@ -230,7 +155,7 @@ def summarize(windows: list[dict]) -> dict:
 
 
 def write(windows: list[dict], args, command: str) -> None:
-    import torch
+    import torch  # noqa: PLC0415  (its version for the record: the script itself only speaks HTTP)
 
     os.makedirs(RESULTS, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -240,36 +165,43 @@ def write(windows: list[dict], args, command: str) -> None:
     with open(os.path.join(RESULTS, f"serving_{stamp}.json"), "w") as f:
         json.dump({"command": command, "args": vars(args), "machine": machine, "summary": summary,
                    "windows": windows}, f, indent=1)
+    lines = report(summary, vars(args), command, machine, stamp)
+    with open(os.path.join(RESULTS, "serving.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def report(summary: dict, args: dict, command: str, machine: dict, stamp: str) -> list[str]:
+    """``serving.md``'s lines, from a record's summary, arguments, command, machine and stamp."""
     s, st, t = summary["serve"], summary["serve+train"], summary["train"]
 
     def ms(x):
         return "-" if x is None else f"{1000 * x:.0f} ms"
 
+    def step(r):
+        return "-" if r["step_time_s"] is None else f"{r['step_time_s']:.2f}"
+
+    rows = [[name, f"{r['requests_per_s']:.2f}", ms(r["p50_s"]), ms(r["p99_s"]), f"{r['steps_per_s']:.3f}", step(r)]
+            for name, r in (("serving, job paused", s), ("serving while the job trains", st),
+                            ("job trains, no requests", t))]
     lines = [
         "# Serving while a MeZO job trains (`benchmarks/serving.py`)", "",
         f"Command: `{command}` ({stamp}; {machine['cpus']} CPUs, torch {machine['torch']}, load average at the "
         f"end {machine['load_average'][0]:.2f}). SmolLM2-135M fp32 on the CPU, `--enable-mezo`; the job: MeZO-LoRA "
-        f"(r 8, q/v, paired ±eps) on 16-shot SST-2, batch {args.batch_size}. Requests: {args.clients} closed-loop "
-        f"clients, greedy `/generate` of {args.max_new_tokens} tokens for SST-2 dev sentences. "
-        f"{args.repeats} repeats of {args.window_s:.0f}-second windows, interleaved; medians over windows, "
+        f"(r 8, q/v, paired ±eps) on 16-shot SST-2, batch {args['batch_size']}. Requests: {args['clients']} "
+        f"closed-loop clients, greedy `/generate` of {args['max_new_tokens']} tokens for SST-2 dev sentences. "
+        f"{args['repeats']} repeats of {args['window_s']:.0f}-second windows, interleaved; medians over windows, "
         "latency percentiles over all requests of a kind.", "",
-        "| window | requests/s | p50 latency | p99 latency | MeZO steps/s | s per step (compute) |",
-        "|---|---|---|---|---|---|",
+        *markdown_table(["window", "requests/s", "p50 latency", "p99 latency", "MeZO steps/s",
+                         "s per step (compute)"], rows),
     ]
-    for name, r in (("serving, job paused", s), ("serving while the job trains", st), ("job trains, no requests", t)):
-        step = "-" if r["step_time_s"] is None else f"{r['step_time_s']:.2f}"
-        lines.append(f"| {name} | {r['requests_per_s']:.2f} | {ms(r['p50_s'])} | {ms(r['p99_s'])} | "
-                     f"{r['steps_per_s']:.3f} | {step} |")
     lines += ["", "Ratios:",
               f"- a training job costs serving {100 * (1 - st['requests_per_s'] / s['requests_per_s']):.0f}% of its "
               f"throughput; p50 latency x{st['p50_s'] / s['p50_s']:.2f}, p99 x{st['p99_s'] / s['p99_s']:.2f};",
               f"- serving costs the job {100 * (1 - st['steps_per_s'] / t['steps_per_s']):.0f}% of its steps per "
               f"second (a step's own compute x{st['step_time_s'] / t['step_time_s']:.2f})." if t["step_time_s"] and
               st["step_time_s"] else "- (no step times measured)"]
-    with open(os.path.join(RESULTS, "serving.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
-
+    return lines
 
 if __name__ == "__main__":
     main()

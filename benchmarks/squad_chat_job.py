@@ -23,13 +23,15 @@ import sys
 import tempfile
 import time
 
-from generative import _machine
-from serving import Server, log
+from harness import HERE, SHARED_DATA, MeZOServer, logger, machine_line
+from openai import OpenAI
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.path.join(HERE, "..", "..", "shared", "data", "squad")
+from sglang.srt.mezo.data.metrics import squad_scores
+
+DATA = os.path.join(SHARED_DATA, "squad")
 RESULTS = os.path.join(HERE, "results", "squad_chat_job")
 INSTRUCTION = "Answer with a short phrase from the text."
+log = logger("squad_chat_job")
 
 
 def read_rows(name: str) -> list[dict]:
@@ -59,10 +61,6 @@ def answers(client, model: str, rows: list[dict], max_tokens: int) -> list[str]:
 
 
 def main() -> None:
-    from openai import OpenAI
-
-    from sglang.srt.mezo.data.metrics import squad_scores
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--steps", type=int, default=500)
@@ -79,7 +77,7 @@ def main() -> None:
     validation, held = dev[:args.validation_rows], dev[args.validation_rows:]
     held = held[:args.eval_rows] if args.eval_rows else held
     work = tempfile.mkdtemp(prefix="squad_chat_job-")
-    server = Server(args, work)
+    server = MeZOServer(args.model, work)
     started = time.time()
     try:
         client = OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0, timeout=600)
@@ -101,7 +99,7 @@ def main() -> None:
             scores["fine_tuned"] = squad_scores(tuned, [r["answers"] for r in held])
     finally:
         server.stop()
-    record = {"command": " ".join(["python", *sys.argv]), "machine": _machine(), "steps": args.steps,
+    record = {"command": " ".join(["python", *sys.argv]), "machine": machine_line(), "steps": args.steps,
               "batch_size": args.batch, "seed": args.seed, "train_rows": len(train),
               "validation_rows": len(validation), "eval_rows": len(held), "status": job.status,
               "returned_checkpoint": job.model_extra.get("returned_checkpoint"),
