@@ -4,6 +4,7 @@ no folder's modules import each other in a cycle."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -42,3 +43,30 @@ def test_the_contracts_see_the_imports(tmp_path, change, broken):
     out = lint(config)
     assert out.returncode != 0
     assert re.search(re.escape(broken) + r".* BROKEN", out.stdout), out.stdout
+
+
+GATE = "sglang.srt.mezo.engine.sglang_on_cpu"
+
+
+def _sglang_import(node: ast.stmt) -> str | None:
+    """The SGLang module (not this package's) that a top-level import statement imports, if any."""
+    names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+        [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+    return next((n for n in names if n.split(".")[0] == "sglang" and not n.startswith("sglang.srt.mezo")), None)
+
+
+def test_sglang_is_prepared_for_the_cpu_before_it_is_imported():
+    """A module that imports SGLang at its top imports engine/sglang_on_cpu.py first: importing the
+    package does not prepare SGLang for the CPU, and SGLang's modules read the engine choice when
+    they are first imported, whichever path (CLI, library, test, worker) gets there first."""
+    late = []
+    for path in sorted((REPO / "python").rglob("*.py")):
+        gated = False
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Import) and any(a.name == GATE for a in node.names):
+                gated = True
+            found = _sglang_import(node)
+            if found and not gated:
+                late.append(f"{path.relative_to(REPO)}:{node.lineno} imports {found}")
+                break
+    assert not late, f"import {GATE} (its own isort section in pyproject.toml puts it first) in:\n" + "\n".join(late)

@@ -2,10 +2,7 @@
 model aliases and kinds, the RoBERTa masked-LM model. The only layer below ``training/`` that
 imports SGLang.
 
-Importing this package prepares SGLang for the CPU when there is no GPU (:func:`ensure_cpu_runtime`),
-once, before any of its modules imports SGLang's model executor.
+Importing this package changes nothing. The modules here that import SGLang's executor import
+:mod:`~sglang.srt.mezo.engine.sglang_on_cpu` first, which prepares SGLang for the CPU when there is
+no GPU (:func:`~sglang.srt.mezo.engine.cpu.ensure_cpu_runtime`) before SGLang reads the engine choice.
 """
-
-from sglang.srt.mezo.engine.cpu import ensure_cpu_runtime
-
-ensure_cpu_runtime()

@@ -94,7 +94,7 @@ def ensure_cpu_runtime() -> bool:
 def share_cpu_kernels_with_children() -> None:
     """Make the pure-torch ``sgl_kernel`` stand-in importable in SGLang's child processes.
 
-    ``mezo_cpu.ensure_cpu_runtime`` puts it in this process's ``sys.modules``; SGLang spawns its
+    :func:`ensure_cpu_runtime` puts it in this process's ``sys.modules``; SGLang spawns its
     scheduler and detokenizer (multiprocessing "spawn"), which import SGLang modules that import
     ``sgl_kernel`` before any plugin runs there. A spawned child starts with its parent's
     ``sys.path``, so a folder holding a two-line ``sgl_kernel`` package that re-creates the

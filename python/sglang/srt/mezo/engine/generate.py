@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
+# Before any SGLang module: they read the engine choice (CPU or not) when imported.
+import sglang.srt.mezo.engine.sglang_on_cpu  # noqa: F401
+
 import torch
 from sglang.srt.managers.schedule_batch import FINISH_MATCHED_TOKEN, Req, ScheduleBatch
 from sglang.srt.model_executor.forward_batch_info import ForwardBatch

@@ -6,7 +6,7 @@ SGLang stores an adapter in a memory-pool slot with its projections fused (``q/k
 the pool slot, so MeZO's in-place perturbations are what the next forward reads, and nothing else in
 the slot (the zero ``k_proj`` rows of a q/v adapter, the rank padding) is ever touched.
 
-A model class can adapt this to its own names (``mezo_roberta_mlm.RobertaForMaskedLM`` does):
+A model class can adapt this to its own names (:class:`~sglang.srt.mezo.engine.roberta_mlm.RobertaForMaskedLM` does):
 ``lora_target_aliases`` maps the target names users may pass to the model's own (``q_proj`` ->
 ``query``), ``peft_name``/``sglang_lora_name`` rename tensors between the model's module paths and
 PEFT's, and ``peft_task_type`` is the ``task_type`` written into a saved adapter's config.
@@ -23,8 +23,14 @@ import os
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
-import torch
+# Before any SGLang module: they read the engine choice (CPU or not) when imported.
+import sglang.srt.mezo.engine.sglang_on_cpu  # noqa: F401
 
+import torch
+from safetensors.torch import load_file, save_file
+from sglang.srt.lora.lora_registry import LoRARef
+
+from sglang.srt.mezo.io import atomic_json, atomic_write
 from sglang.srt.mezo.spec.defaults import ENCODER_TARGETS, SUPPORTED_TARGETS
 
 # Projections SGLang fuses, and their slice order inside the fused module.
@@ -97,8 +103,6 @@ def load_adapter(runner, lora_ref, path: str):
     rename = getattr(runner.model, "sglang_lora_name", None)
     if rename is None:
         return runner.load_lora_adapter(lora_ref)
-    from safetensors.torch import load_file
-
     weights = os.path.join(path, "adapter_model.safetensors")
     if os.path.isfile(weights):
         tensors = load_file(weights)
@@ -158,7 +162,8 @@ def init_peft_tensors(runner, settings: LoRASettings) -> dict[str, torch.Tensor]
 def peft_config_dict(settings: LoRASettings, base_model: str, task_type: Optional[str] = "CAUSAL_LM") -> dict:
     """The ``adapter_config.json`` of an adapter with ``settings``; ``task_type`` None for a model
     PEFT has no task type for (a masked LM)."""
-    from peft import LoraConfig
+    # peft takes seconds to import; only writing an adapter's config needs it.
+    from peft import LoraConfig  # noqa: PLC0415
 
     config = LoraConfig(
         r=settings.rank,
@@ -176,10 +181,6 @@ def save_peft_adapter(directory: str, tensors: dict[str, torch.Tensor], config: 
     """Write ``adapter_config.json`` and ``adapter_model.safetensors`` into ``directory``, each
     atomically (:func:`sglang.srt.mezo.io.atomic_write`); the weights go last, so a folder with
     weights is always complete."""
-    from safetensors.torch import save_file
-
-    from sglang.srt.mezo.io import atomic_json, atomic_write
-
     atomic_json(os.path.join(directory, "adapter_config.json"), config, indent=2)
     cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
     atomic_write(os.path.join(directory, "adapter_model.safetensors"),
@@ -239,8 +240,6 @@ class PoolLoRA:
     ) -> "PoolLoRA":
         """Load a new (or, with ``init_from``, an existing PEFT) adapter into ``runner``'s manager,
         pinned so that it is never evicted while it trains."""
-        from sglang.srt.lora.lora_registry import LoRARef
-
         settings = dataclasses.replace(settings, target_modules=model_lora_targets(runner.model, settings.target_modules))
         check_targets(runner, settings)
         path = init_from

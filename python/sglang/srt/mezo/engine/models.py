@@ -33,6 +33,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Mapping
 
+import filelock
+
+from sglang.srt.mezo.data.prompt import MODEL_KINDS
+
 logger = logging.getLogger(__name__)
 
 
@@ -160,7 +164,8 @@ def check_model_path(model_path: str) -> None:
 
 def model_architectures(model_path: str) -> list[str]:
     """``config.architectures`` of a checkpoint, or [] if it has no readable config."""
-    from transformers import AutoConfig
+    # Not at the top: importing this module stays free of transformers (see the docstring).
+    from transformers import AutoConfig  # noqa: PLC0415
 
     try:
         return list(AutoConfig.from_pretrained(model_path).architectures or [])
@@ -203,8 +208,6 @@ def check_trainable(kind: str, trainable: str) -> None:
     ...
     ValueError: unknown trainable set 'prefix' for a masked LM: choose 'lora' or 'full'
     """
-    from sglang.srt.mezo.data.prompt import MODEL_KINDS
-
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}: one of {list(MODEL_KINDS)}")
     if trainable not in ("lora", "full"):
@@ -240,8 +243,6 @@ def _package_dir(spec: BuiltinModel) -> str:
 
 def _build_locked(spec: BuiltinModel, target: str) -> None:
     """Convert into ``target`` under an inter-process lock, atomically."""
-    import filelock  # lazy: only the slow path needs it
-
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     lock = filelock.FileLock(target + ".lock")
@@ -287,8 +288,9 @@ def _build_locked(spec: BuiltinModel, target: str) -> None:
 
 def _convert_builtin(spec: BuiltinModel, src_dir: str, out_dir: str) -> None:
     """Dequantize ``spec``'s GGUF to fp32 and save model + tokenizer into ``out_dir``."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    # Only the one-off conversion needs torch and transformers (see the docstring).
+    import torch  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
 
     model = AutoModelForCausalLM.from_pretrained(
         src_dir, gguf_file=spec.gguf_file, dtype=torch.float32

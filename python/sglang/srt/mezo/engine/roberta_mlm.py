@@ -18,9 +18,10 @@ while the LoRA manager assigns a module to a layer only when its name contains `
 and ``value`` projections, and the model tells SGLang their LoRA shapes (:meth:`get_hidden_dim`).
 So ``lora_target_modules=["query", "value"]`` (PEFT's names for RoBERTa) wraps them; ``q_proj``,
 ``k_proj`` and ``v_proj`` are accepted as aliases (:attr:`RobertaForMaskedLM.lora_target_aliases`,
-applied by ``mezo_runner.build_model_runner`` and ``mezo_lora``). An adapter's tensors are renamed
-between PEFT's names and SGLang's with :meth:`RobertaForMaskedLM.peft_name` /
-:meth:`RobertaForMaskedLM.sglang_lora_name` (``mezo_lora`` loads and saves adapters through them).
+applied by :func:`~sglang.srt.mezo.engine.runner.build_model_runner` and
+:mod:`~sglang.srt.mezo.engine.lora_pool`). An adapter's tensors are renamed between PEFT's names and
+SGLang's with :meth:`RobertaForMaskedLM.peft_name` / :meth:`RobertaForMaskedLM.sglang_lora_name`
+(:mod:`~sglang.srt.mezo.engine.lora_pool` loads and saves adapters through them).
 
 ``forward`` hands the final hidden states of every token to ``self.logits_processor``. By default
 that is SGLang's ``LogitsProcessor`` with the head's transform and bias applied to the rows it
@@ -38,6 +39,9 @@ from __future__ import annotations
 
 import re
 from typing import Iterable, Optional, Tuple
+
+# Before any SGLang module: they read the engine choice (CPU or not) when imported.
+import sglang.srt.mezo.engine.sglang_on_cpu  # noqa: F401
 
 import torch
 import torch.nn.functional as F

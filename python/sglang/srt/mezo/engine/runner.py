@@ -10,10 +10,21 @@ import logging
 from dataclasses import dataclass, field
 from typing import Optional
 
+# Before any SGLang module: they read the engine choice (CPU or not) when imported.
+import sglang.srt.mezo.engine.sglang_on_cpu  # noqa: F401
+
 import torch
+from sglang.srt.configs.model_config import ModelConfig
+from sglang.srt.distributed import bootstrap
+from sglang.srt.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
 from sglang.srt.model_executor.model_runner import ModelRunner
+from sglang.srt.plugins import load_plugins
+from sglang.srt.runtime_context import SpawnRanks, get_device, publish, spawn_world_rank
+from sglang.srt.server_args import PortArgs, ServerArgs
 
 from sglang.srt.mezo.engine.hardware import AUTO_DTYPE, choose_dtype
+from sglang.srt.mezo.engine.lora_pool import model_lora_targets
+from sglang.srt.mezo.engine.models import model_architectures
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +68,8 @@ def build_model_runner(spec: RunnerSpec) -> ModelRunner:
     Example:
         >>> runner = build_model_runner(RunnerSpec("path/to/llama"))  # doctest: +SKIP
     """
-    from sglang.srt.configs.model_config import ModelConfig
-    from sglang.srt.distributed import bootstrap
-    from sglang.srt.entrypoints.engine import _set_envs_and_config
-    from sglang.srt.plugins import load_plugins
-    from sglang.srt.runtime_context import SpawnRanks, get_device, publish, spawn_world_rank
-    from sglang.srt.server_args import PortArgs, ServerArgs
+    # SGLang's Engine module takes half a second to import, for this one setup call.
+    from sglang.srt.entrypoints.engine import _set_envs_and_config  # noqa: PLC0415
 
     device = resolve_device(spec.device)
     native = choose_dtype(AUTO_DTYPE, device)
@@ -93,8 +100,6 @@ def build_model_runner(spec: RunnerSpec) -> ModelRunner:
             disable_cuda_graph=True,
         )
     if spec.lora_rank is not None:
-        from sglang.srt.mezo.engine.lora_pool import model_lora_targets
-
         # In the model's own names: on RoBERTa, q_proj/v_proj are its query/value projections.
         targets = model_lora_targets(_model_class(spec.model_path), spec.lora_target_modules or ["q_proj", "v_proj"])
         kwargs.update(
@@ -138,9 +143,9 @@ def build_model_runner(spec: RunnerSpec) -> ModelRunner:
 def _model_class(model_path: str):
     """The model class SGLang registers for the checkpoint's architecture (None if it has no readable
     config); read for its ``lora_target_aliases`` only."""
-    from sglang.srt.models.registry import ModelRegistry
-
-    from sglang.srt.mezo.engine.models import model_architectures
+    # The registry imports every model class SGLang has (about a second, and a log line per model
+    # that cannot load here): only a LoRA runner's target names need it.
+    from sglang.srt.models.registry import ModelRegistry  # noqa: PLC0415
 
     architectures = model_architectures(model_path)
     return ModelRegistry.models.get(architectures[0]) if architectures else None
@@ -149,11 +154,6 @@ def _model_class(model_path: str):
 def release_model_runner(runner: ModelRunner) -> None:
     """Tear down what :func:`build_model_runner` set up process-wide, so that another runner can be
     built in this process (SGLang builds its parallel groups once per process)."""
-    from sglang.srt.distributed.parallel_state import (
-        destroy_distributed_environment,
-        destroy_model_parallel,
-    )
-
     destroy_model_parallel()
     destroy_distributed_environment()
     del runner

@@ -7,6 +7,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from sglang.srt.mezo.zo.noise import ShardLayout
+
 
 # ---------------------------------------------------------------- tensor parallelism: shard layouts
 def tensor_parallel_layouts(model: torch.nn.Module, names: Sequence[str]) -> Optional[list]:
@@ -14,8 +16,6 @@ def tensor_parallel_layouts(model: torch.nn.Module, names: Sequence[str]) -> Opt
     (:class:`~sglang.srt.mezo_trainer.ShardLayout`, None for a replicated one); None when the model
     is not sharded. Covers SGLang's column-, merged-column-, QKV- and row-parallel linear layers;
     any other sharded parameter raises rather than getting noise that depends on the layout."""
-    from sglang.srt.mezo.zo.noise import ShardLayout
-
     modules, params = dict(model.named_modules()), dict(model.named_parameters())
     layouts, sharded = [], False
     for name in names:
