@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 
 from sglang.srt.mezo.data.examples import Example
-from sglang.srt.mezo.data.presets import TaskPreset, _as_preset
+from sglang.srt.mezo.data.presets import TaskPreset, as_preset
 from sglang.srt.mezo.errors import DataFormatError
 
 logger = logging.getLogger(__name__)
@@ -345,7 +345,7 @@ def _parse_hub_name(source: str) -> tuple[str, str | None]:
 
 def _load_hf(source: str, preset: TaskPreset | None, split: str, columns: Mapping[str, str] | None) -> list:
     try:
-        import datasets  # lazy: heavy, and only this path needs it
+        import datasets  # noqa: PLC0415 - seconds to import, only this path needs it, data/ imports without it
     except ImportError as e:
         raise ImportError(f"loading {source!r} needs the `datasets` package (pip install datasets)") from e
     if Path(source).expanduser().is_dir():
@@ -391,7 +391,7 @@ def load_examples(source: str, task: str | TaskPreset | None = None, *, split: s
     >>> [(e.text_a, e.label) for e in load_examples(str(path), "sst-5")]
     [('a gorgeous film .', 4), ('a dull mess .', 0)]
     """
-    preset = _as_preset(task)
+    preset = as_preset(task)
     path, root = Path(source).expanduser(), data_root or default_data_root()
     if not path.exists() and root and not path.is_absolute() and (Path(root) / path).exists():
         path = Path(root) / path
@@ -433,7 +433,7 @@ def resolve_task_data(task: str | TaskPreset, split: str, data_root: str | None 
     >>> resolve_task_data("mnli", "dev", data_root="/nonexistent")
     'hub:glue:mnli'
     """
-    preset = _as_preset(task)
+    preset = as_preset(task)
     split = "dev" if split in ("val", "validation") else split
     root = data_root or default_data_root()
     rel = preset.local_files.get(split) or (preset.local_files.get("train") if split == "dev" else None)

@@ -187,7 +187,8 @@ def get_task(name: str) -> TaskPreset:
     return found
 
 
-def _as_preset(task: str | TaskPreset | None) -> TaskPreset | None:
+def as_preset(task: str | TaskPreset | None) -> TaskPreset | None:
+    """``task`` as a preset: a name is looked up (:func:`get_task`), a preset or None passes through."""
     return task if task is None or isinstance(task, TaskPreset) else get_task(task)
 
 

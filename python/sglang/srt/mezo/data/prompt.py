@@ -108,7 +108,8 @@ def parse_label_words(spec: str) -> dict[str, str]:
     return mapping
 
 
-def _label_text(label: Hashable) -> str:
+def label_text(label: Hashable) -> str:
+    """A label as the text that label words are keyed by: ``label_text(0) == label_text("0")``."""
     # Labels compare as text so that the CLI's "0" finds the int 0, and True never matches 1.
     if isinstance(label, bool):
         return "true" if label else "false"
@@ -121,15 +122,15 @@ def match_label_words(mapping: Mapping[Hashable, str], labels: Sequence[Hashable
     >>> match_label_words({"1": "great", "0": "terrible"}, (0, 1), "sst-2")
     ['terrible', 'great']
     """
-    by_text = {_label_text(k): w for k, w in mapping.items()}
-    wanted = {_label_text(label) for label in labels}
-    unknown = [k for k in mapping if _label_text(k) not in wanted]
-    missing = [label for label in labels if _label_text(label) not in by_text]
+    by_text = {label_text(k): w for k, w in mapping.items()}
+    wanted = {label_text(label) for label in labels}
+    unknown = [k for k in mapping if label_text(k) not in wanted]
+    missing = [label for label in labels if label_text(label) not in by_text]
     if unknown or missing or len(by_text) != len(mapping):
         raise ValueError(
             f"label words must map exactly the labels of task {task!r}: {list(labels)}; got keys "
             f"{list(mapping)} (unknown: {unknown}, missing: {missing})")
-    words = [by_text[_label_text(label)] for label in labels]
+    words = [by_text[label_text(label)] for label in labels]
     if len(set(words)) != len(words):
         raise ValueError(f"label words {words} repeat a word: each label of task {task!r} needs its own word")
     return words
@@ -262,7 +263,7 @@ class PromptEncoder:
         self.max_length = max_length
         self.strip_s1_punctuation = strip_s1_punctuation
         self.task_name = task_name
-        self._label_index = {_label_text(label): i for i, label in enumerate(self.labels)}
+        self._label_index = {label_text(label): i for i, label in enumerate(self.labels)}
         self.mask_token_id = tokenizer.mask_token_id if kind == "masked" else None
         space_before_mask = mask_takes_space(template, kind)
         self.use_space_prefix = use_space_prefix
@@ -332,7 +333,7 @@ class PromptEncoder:
 
     def encode(self, example: Example) -> EncodedExample:
         """Encode one example (truncating its texts, never the template, to ``max_length``)."""
-        index = self._label_index.get(_label_text(example.label))
+        index = self._label_index.get(label_text(example.label))
         if index is None:
             raise ValueError(f"example label {example.label!r} is not a label of task {self.task_name!r} "
                              f"({list(self.labels)}): {example.text_a[:60]!r}")

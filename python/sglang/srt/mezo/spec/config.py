@@ -66,7 +66,7 @@ Schedule = Literal["constant", "linear"]
 DivergenceRule = Literal["shrink", "stop", "warn"]  # training/divergence.py
 
 
-Noise = Literal["gaussian", "rademacher"]  # mezo_noise.NoiseKind
+Noise = Literal["gaussian", "rademacher"]  # sglang.srt.mezo.zo.noise.NoiseKind
 
 
 UpdateRuleName = Literal["sgd", "sign", "normalized", "adam"]
@@ -250,7 +250,7 @@ class MeZOConfig:
     progress_bar: bool = _spec(True, "show progress bars", cli=False, group="runtime")
 
     def __post_init__(self) -> None:
-        hints = _hints()
+        hints = field_hints()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name in ("lora_target_modules", "report_to") and isinstance(value, (list, str)):
@@ -427,11 +427,12 @@ class MeZOConfig:
 
 
 # ---------------------------------------------------------------- checking values
-def _hints() -> dict[str, Any]:
+def field_hints() -> dict[str, Any]:
+    """The run spec's fields and their type hints (resolved: the module has postponed annotations)."""
     return typing.get_type_hints(MeZOConfig)
 
 
-def _allowed(hint: Any) -> tuple[list[Any], bool]:
+def allowed_types(hint: Any) -> tuple[list[Any], bool]:
     """(the non-None types of ``hint``, whether None is allowed)."""
     if typing.get_origin(hint) is Union:
         args = typing.get_args(hint)
@@ -440,7 +441,7 @@ def _allowed(hint: Any) -> tuple[list[Any], bool]:
 
 
 def _check_type(name: str, value: Any, hint: Any) -> None:
-    types, optional = _allowed(hint)
+    types, optional = allowed_types(hint)
     if value is None:
         if not optional:
             raise ValueError(f"{name} must be set (got None)")

@@ -15,7 +15,7 @@ import typing
 from typing import Any, Literal, Optional, Union
 
 from sglang.srt.mezo.data.prompt import parse_label_words
-from sglang.srt.mezo.spec.config import MeZOConfig, _allowed, _hints
+from sglang.srt.mezo.spec.config import MeZOConfig, allowed_types, field_hints
 from sglang.srt.mezo.spec.defaults import AUTO, DEFAULTS
 
 
@@ -29,7 +29,7 @@ def _cli_flag(f: dataclasses.Field) -> Optional[str]:
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per :class:`MeZOConfig` field, grouped as the fields are, with their help."""
-    hints, groups = _hints(), {}
+    hints, groups = field_hints(), {}
     for f in dataclasses.fields(MeZOConfig):
         flag = _cli_flag(f)
         if flag is None:
@@ -37,7 +37,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         group = groups.get(f.metadata["group"])
         if group is None:
             group = groups[f.metadata["group"]] = parser.add_argument_group(f.metadata["group"])
-        types, _ = _allowed(hints[f.name])
+        types, _ = allowed_types(hints[f.name])
         kind = types[0]
         help_text = f.metadata["help"]
         if f.default is not None and f.default is not dataclasses.MISSING and kind is not bool:

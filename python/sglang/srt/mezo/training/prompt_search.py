@@ -38,7 +38,7 @@ import torch
 
 from sglang.srt.mezo.data.examples import Example
 from sglang.srt.mezo.data.presets import TaskPreset, template_candidates
-from sglang.srt.mezo.data.prompt import PromptEncoder, _label_text, label_word_pieces, mask_takes_space
+from sglang.srt.mezo.data.prompt import PromptEncoder, label_text, label_word_pieces, mask_takes_space
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class PromptChoice:
 
     def encoder(self, prompt: PromptEncoder) -> PromptEncoder:
         """``prompt`` (tokenizer, kind, labels, max length) with this choice's template and words."""
-        words = [self.label_words[_label_text(label)] for label in prompt.labels]
+        words = [self.label_words[label_text(label)] for label in prompt.labels]
         return prompt.with_prompt(self.template, words, self.strip_s1_punctuation)
 
 
@@ -243,7 +243,7 @@ def search_prompt(trainer, prompt: PromptEncoder, preset: TaskPreset, *, templat
     best = scored[order[0]]
     choice = PromptChoice(
         template=best["template"],
-        label_words={_label_text(label): w for label, w in zip(prompt.labels, best["label_words"])},
+        label_words={label_text(label): w for label, w in zip(prompt.labels, best["label_words"])},
         strip_s1_punctuation=strip, calibration=best["calibration"], selected_on=selected_on,
         candidates=[scored[i] for i in order], search_time_s=round(time.perf_counter() - started, 3))
     logger.info("prompt chosen on %s in %.1f s: %r with %s (accuracy there %.3f%s)", selected_on,
