@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
+from sglang.srt.mezo.cli.replay import main as replay_main
 from sglang.srt.mezo.errors import MeZODivergedError
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.training.objectives.base import ForwardInputs
@@ -42,8 +43,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not argv or argv[0] != "replay":
         print("usage: python -m sglang.srt.mezo_trainer replay RUN_DIR --out DIR [--base-model PATH]", file=sys.stderr)
         return 2
-    from sglang.srt.mezo.cli.replay import main as replay_main
-
     return replay_main(argv[1:])
 
 

@@ -21,11 +21,14 @@ import contextlib
 import dataclasses
 import logging
 import os
+import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from typing import Iterator, Optional, Sequence
 
+from sglang.srt.mezo.errors import DataFormatError
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.spec.flags import add_config_arguments, config_from_arguments, defaults_table
 
@@ -166,7 +169,7 @@ def _worker_env():
     """This process's place among data-parallel workers (torchrun's variables), or None."""
     if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
         return None
-    from sglang.srt.mezo.parallel.launch import WorkerEnv
+    from sglang.srt.mezo.parallel.launch import WorkerEnv  # noqa: PLC0415 - imports torch: kept off --help
 
     return WorkerEnv.from_environ()
 
@@ -185,9 +188,7 @@ def _without_nproc(argv: Sequence[str]) -> list[str]:
 
 def _launch_workers(argv: Sequence[str], nproc: int, output_dir: str) -> int:
     """Run this command as ``nproc`` data-parallel workers under torchrun; its exit code."""
-    import subprocess
-
-    from sglang.srt.mezo.parallel.launch import torchrun_command
+    from sglang.srt.mezo.parallel.launch import torchrun_command  # noqa: PLC0415 - imports torch: kept off --help
 
     # One output folder for the run, chosen here (a default one is named after the time).
     command = torchrun_command(nproc, [*_without_nproc(argv), "--output-dir", output_dir])
@@ -216,8 +217,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _launch_workers(argv, args.nproc, config.output_dir)
     if worker is not None and worker.rank != 0:
         args.quiet = True
-        import tempfile
-
         engine_log = None if args.verbose else os.path.join(
             tempfile.gettempdir(), f"sglang-mezo-worker{worker.rank}-{os.getpid()}.log")
         with EngineOutput(engine_log) as engine:
@@ -245,18 +244,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _run(config: MeZOConfig, engine: EngineOutput, engine_log: Optional[str], worker=None,
          dist_timeout: float = 1800.0) -> int:
-    from sglang.srt.mezo.errors import DataFormatError
-
     who = f"[worker {worker.rank}] " if worker is not None else ""
     try:
         with engine.captured():
-            from sglang.srt.mezo.training import plan as mm  # imports SGLang
+            # Here, not at the top: it imports SGLang (seconds, kept off --help), and what SGLang prints
+            # while it is imported goes to sglang.log.
+            from sglang.srt.mezo.training import plan as mm  # noqa: PLC0415
         group = None
         if worker is not None:
-            import torch
+            # Only a data-parallel worker needs these (torch, and with the group SGLang's run too).
+            import torch  # noqa: PLC0415
 
-            from sglang.srt.mezo.parallel import data_parallel as md
-            from sglang.srt.mezo.parallel.launch import isolate_sglang, worker_device
+            from sglang.srt.mezo.parallel import data_parallel as md  # noqa: PLC0415
+            from sglang.srt.mezo.parallel.launch import isolate_sglang, worker_device  # noqa: PLC0415
 
             torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or
                                       max(1, (os.cpu_count() or 1) // worker.local_world_size)))

@@ -46,6 +46,8 @@ import torch.distributed as dist
 
 from sglang.srt.mezo.errors import WorkerFailure
 from sglang.srt.mezo.parallel.launch import WorkerEnv
+from sglang.srt.mezo.training.plan import start_run
+from sglang.srt.mezo.zo.trajectory import Trajectory
 
 logger = logging.getLogger(__name__)
 
@@ -220,9 +222,6 @@ def start_worker_run(plan, group: DataParallelGroup, runner=None, callbacks=None
     the same on every worker), joined to ``group``: it checks that every worker has the same spec
     and training data, builds the run (rank 0 resumes from its checkpoint), and puts every worker
     where rank 0 is (step, RNGs, batch cursor, trajectory, LoRA adapter)."""
-    from sglang.srt.mezo.training.plan import start_run
-    from sglang.srt.mezo.zo.trajectory import Trajectory
-
     prints = [p.decode() for p in group.gather_bytes(_fingerprint(plan).encode(), "start-up")]
     differ = [r for r, p in enumerate(prints) if p != prints[0]]
     if differ:

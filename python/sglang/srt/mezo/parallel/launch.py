@@ -3,7 +3,9 @@ worker takes, and SGLang's own process group kept apart from the workers' group.
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -69,15 +71,11 @@ def isolate_sglang(env: WorkerEnv) -> str:
     if os.path.exists(path):
         os.remove(path)
     os.environ["SGLANG_DISTRIBUTED_INIT_METHOD_OVERRIDE"] = f"file://{path}"
-    import atexit
-
     atexit.register(lambda: os.path.exists(path) and os.remove(path))
     return os.environ["SGLANG_DISTRIBUTED_INIT_METHOD_OVERRIDE"]
 
 
 def torchrun_command(nproc: int, argv: Sequence[str], module: str = "sglang.srt.mezo_mlm_trainer") -> list[str]:
     """The command that runs ``python -m module argv`` as ``nproc`` workers on this machine."""
-    import sys
-
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
             "-m", module, *argv]

@@ -71,7 +71,8 @@ DEFAULT_TRAINABLE = {"masked": "full", "causal": "lora"}
 PER_KIND = "per model kind, see the table of defaults"
 
 
-#: ``template``/``label_words`` value: chosen with forward passes before training (mezo_prompt_search).
+#: ``template``/``label_words`` value: chosen with forward passes before training
+#: (:mod:`sglang.srt.mezo.training.prompt_search`).
 AUTO = "auto"
 
 

@@ -7,6 +7,10 @@ import json
 import os
 from typing import Callable
 
+from tqdm.auto import tqdm
+
+from sglang.srt.mezo.training.curves import plot_learning_curves
+
 Callback = Callable[[dict], None]
 
 
@@ -35,8 +39,6 @@ class LearningCurves:
 
     def __call__(self, event: dict) -> None:
         if event["event"] in ("eval", "end") and os.path.exists(self.metrics_path):
-            from sglang.srt.mezo.training.curves import plot_learning_curves
-
             plot_learning_curves(self.metrics_path, title=self.title)
 
 
@@ -46,7 +48,8 @@ class TensorBoardLogger:
 
     def __init__(self, log_dir: str):
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            # An optional dependency (pip install tensorboard), needed only with report_to=tensorboard.
+            from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415
         except ImportError as e:  # torch's wrapper needs the tensorboard package
             raise ImportError("report_to=tensorboard needs the tensorboard package: pip install tensorboard") from e
         self.writer = SummaryWriter(log_dir=log_dir)
@@ -70,8 +73,6 @@ class ProgressBar:
     """A tqdm bar over the run's steps, with the latest loss, learning rate and evaluation."""
 
     def __init__(self, total: int, initial: int = 0):
-        from tqdm.auto import tqdm
-
         self.bar = tqdm(total=total, initial=initial, desc="MeZO", dynamic_ncols=True)
 
     def __call__(self, event: dict) -> None:

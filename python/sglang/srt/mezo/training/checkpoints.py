@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from sglang.srt.mezo.spec.defaults import with_record_fallbacks
+from sglang.srt.mezo.zo.trajectory import Trajectory
+
 RUN_STATE_FILE = "run_state.json"
 
 
@@ -35,9 +38,6 @@ def latest_checkpoint(output_dir: str) -> Optional[str]:
 
 def recorded_config(checkpoint: str) -> dict:
     """The run spec a checkpoint folder recorded (older records: with what they ran with)."""
-    from sglang.srt.mezo.spec.defaults import with_record_fallbacks
-    from sglang.srt.mezo.zo.trajectory import Trajectory
-
     return with_record_fallbacks(Trajectory.load(checkpoint).config)
 
 

@@ -51,10 +51,12 @@ def plot_learning_curves(metrics_path: str, out_path: Optional[str] = None, titl
 
     The file is replaced whole (written beside, then renamed), so a reader never sees half a PNG.
     """
-    import matplotlib
+    # matplotlib takes about a second to import, paid at the first drawing; and its Agg backend
+    # (no display) must be chosen before pyplot is imported.
+    import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415
 
     out_path = out_path or os.path.join(os.path.dirname(os.path.abspath(metrics_path)), CURVES_FILE)
     steps, evals = read_metrics(metrics_path)

@@ -42,6 +42,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from transformers import AutoTokenizer
+
 from sglang.srt.mezo.data.presets import TaskPreset, get_task
 from sglang.srt.mezo.data.prompt import MLMConfig, PromptEncoder
 from sglang.srt.mezo.data.sampling import (
@@ -53,10 +55,18 @@ from sglang.srt.mezo.data.sampling import (
     prepare_splits,
 )
 from sglang.srt.mezo.engine.hardware import AUTO_DTYPE, DtypeChoice, choose_dtype
-from sglang.srt.mezo.engine.models import check_model_path, check_trainable, model_architectures, model_kind
-from sglang.srt.mezo.engine.runner import resolve_device, runner_dtype
+from sglang.srt.mezo.engine.models import (
+    check_model_path,
+    check_trainable,
+    model_architectures,
+    model_kind,
+    resolve_model_path,
+)
+from sglang.srt.mezo.engine.runner import release_model_runner, resolve_device, runner_dtype
+from sglang.srt.mezo.io import atomic_json
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.spec.defaults import AUTO, DEFAULTS
+from sglang.srt.mezo.training.checkpoints import check_resumable, latest_checkpoint, recorded_config
 from sglang.srt.mezo.training.objectives import objective_for
 from sglang.srt.mezo.training.objectives.base import ReferenceObjective
 from sglang.srt.mezo.training.prompt_search import PromptChoice, search_prompt
@@ -144,11 +154,6 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
     >>> plan.kind, plan.config.learning_rate, len(plan.train)  # doctest: +SKIP
     ('causal', 0.001, 32)
     """
-    from transformers import AutoTokenizer
-
-    from sglang.srt.mezo.engine.models import resolve_model_path
-    from sglang.srt.mezo.training.checkpoints import check_resumable
-
     started = time.perf_counter()
     preset = get_task(config.task)
     path = resolve_model_path(config.model_path)
@@ -209,8 +214,6 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
 def _resumed_setting(config: MeZOConfig, name: str) -> Any:
     """What a run being resumed recorded for setting ``name`` (older records: what they ran with);
     None when the spec does not resume a run that has a checkpoint."""
-    from sglang.srt.mezo.training.checkpoints import latest_checkpoint, recorded_config
-
     checkpoint = latest_checkpoint(config.output_dir) if config.resume and config.output_dir else None
     return recorded_config(checkpoint)[name] if checkpoint is not None else None
 
@@ -260,8 +263,6 @@ def start_run(plan: RunPlan, runner=None, callbacks=None, data_parallel: Optiona
             mezo_run.resume(plan.resume_from)
     except BaseException:
         # A run that cannot start lets go of what it took: the runner it built, or its adapters on a given one.
-        from sglang.srt.mezo.engine.runner import release_model_runner
-
         if runner is None:
             release_model_runner(trainer.runner)
         else:
@@ -274,8 +275,6 @@ def start_run(plan: RunPlan, runner=None, callbacks=None, data_parallel: Optiona
 def _recorded_or_searched_prompt(plan: RunPlan, trainer: MeZOTrainer) -> PromptChoice:
     """A resumed run's recorded choice; else a search on the base model (the run has not trained
     yet), recorded in ``<output_dir>/prompt.json`` before the first step."""
-    from sglang.srt.mezo.io import atomic_json
-
     path = os.path.join(plan.config.output_dir, PROMPT_FILE) if plan.config.output_dir else None
     if plan.resume_from and path and os.path.exists(path):
         with open(path) as f:
@@ -292,8 +291,6 @@ def _recorded_or_computed_reference(plan: RunPlan, trainer: MeZOTrainer) -> tupl
     """The train and eval items with their reference scores (DPO's log p_ref): a resumed run's
     recorded ones, else computed at the initial weights (before the first step) and recorded in
     ``<output_dir>/reference.json``, keyed by a digest of the items so that other data is refused."""
-    from sglang.srt.mezo.io import atomic_json
-
     objective = trainer.objective
     # A zero-step run only evaluates: its training items need no reference.
     items = {"train": plan.train if plan.config.num_steps > 0 else [], "eval": plan.eval}
@@ -331,8 +328,6 @@ def run(plan: RunPlan, runner=None, callbacks=None) -> dict:
 def complete(plan: RunPlan, mezo_run, *, owns_runner: bool) -> dict:
     """Advance ``mezo_run`` (from :func:`start_run`) to its end, let go of the runner (release it
     if the run owns it, else unload the run's adapters from it), write ``summary.json``."""
-    from sglang.srt.mezo.engine.runner import release_model_runner
-
     try:
         result = mezo_run.run_to_end()
     finally:
@@ -344,7 +339,5 @@ def complete(plan: RunPlan, mezo_run, *, owns_runner: bool) -> dict:
                   wall_time_s=plan.prepare_time_s + getattr(mezo_run, "setup_time_s", 0.0) + result["wall_time_s"])
     output_dir = plan.config.output_dir
     if output_dir:
-        from sglang.srt.mezo.io import atomic_json
-
         result["summary_path"] = atomic_json(os.path.join(output_dir, "summary.json"), result, indent=1)
     return result

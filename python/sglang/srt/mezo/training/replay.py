@@ -30,9 +30,14 @@ import os
 import shutil
 from typing import Optional, Sequence
 
-from sglang.srt.mezo.engine.lora_pool import FUSED_PROJECTIONS
+import torch
+from safetensors.torch import load_file, save_file
+
+from sglang.srt.mezo.engine.lora_pool import FUSED_PROJECTIONS, save_peft_adapter
+from sglang.srt.mezo.io import atomic_dir
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.zo.trajectory import Trajectory, weights_hash
+from sglang.srt.mezo.zo.update import decay_mask, replay_steps
 
 
 def hf_pieces(name: str) -> list[str]:
@@ -65,8 +70,6 @@ def replay(run_dir: str, out_dir: str, *, base_model: Optional[str] = None, devi
     >>> replay("runs/sst2", "runs/sst2-replayed")  # doctest: +SKIP
     'runs/sst2-replayed'
     """
-    import torch
-
     trajectory = Trajectory.load(run_dir)
     config = MeZOConfig.from_record(trajectory.config)
     base_model = base_model or trajectory.model.get("path")
@@ -81,8 +84,6 @@ def replay(run_dir: str, out_dir: str, *, base_model: Optional[str] = None, devi
 
 
 def _steps(trajectory: Trajectory, config: MeZOConfig, tensors: Sequence, names: Sequence[str]) -> None:
-    from sglang.srt.mezo.zo.update import decay_mask, replay_steps
-
     for want, t in zip(trajectory.tensor_shapes, tensors):
         if list(t.shape) != list(want):
             raise ValueError(f"a starting tensor has shape {list(t.shape)}, the run trained {want}")
@@ -91,10 +92,6 @@ def _steps(trajectory: Trajectory, config: MeZOConfig, tensors: Sequence, names:
 
 
 def _replay_lora(trajectory, config, run_dir, out_dir, dtype, device) -> str:
-    from safetensors.torch import load_file
-
-    from sglang.srt.mezo.engine.lora_pool import save_peft_adapter
-
     start = trajectory.start["adapter"]
     if not os.path.isdir(start):  # the run folder was moved: its own copy of the starting adapter
         start = os.path.join(run_dir if os.path.isdir(run_dir) else os.path.dirname(run_dir), "adapter_init")
@@ -113,11 +110,6 @@ def _replay_lora(trajectory, config, run_dir, out_dir, dtype, device) -> str:
 
 
 def _replay_full(trajectory, config, base_model, out_dir, dtype, device) -> str:
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    from sglang.srt.mezo.io import atomic_dir
-
     files = sorted(f for f in os.listdir(base_model) if f.endswith(".safetensors"))
     if not files:
         raise ValueError(f"{base_model} has no .safetensors weights; full-weight replay reads and writes safetensors")

@@ -29,6 +29,7 @@ import functools
 import hashlib
 import logging
 import os
+import platform
 import shutil
 import sys
 from typing import Optional, Sequence
@@ -136,8 +137,6 @@ def _cpu_tag() -> str:
             flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
     except OSError:
         flags = ""
-    import platform
-
     return hashlib.sha256((platform.machine() + flags).encode()).hexdigest()[:10]
 
 
@@ -159,7 +158,8 @@ def sign_kernel():
         level = quiet.level
         quiet.setLevel(logging.ERROR)  # its import warns that there is no CUDA, which this CPU code never needs
         try:
-            from torch.utils.cpp_extension import load_inline
+            # Imported here, inside the quieted logger: the module warns on import that there is no CUDA.
+            from torch.utils.cpp_extension import load_inline  # noqa: PLC0415
         finally:
             quiet.setLevel(level)
         _ninja_on_path()
