@@ -33,10 +33,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Mapping
 
-import filelock
-
-from sglang.srt.mezo.data.prompt import MODEL_KINDS
-
 logger = logging.getLogger(__name__)
 
 
@@ -208,6 +204,9 @@ def check_trainable(kind: str, trainable: str) -> None:
     ...
     ValueError: unknown trainable set 'prefix' for a masked LM: choose 'lora' or 'full'
     """
+    # Not at the top: the module loads without the sglang package (tests/engine/test_models.py).
+    from sglang.srt.mezo.data.prompt import MODEL_KINDS  # noqa: PLC0415
+
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}: one of {list(MODEL_KINDS)}")
     if trainable not in ("lora", "full"):
@@ -243,6 +242,8 @@ def _package_dir(spec: BuiltinModel) -> str:
 
 def _build_locked(spec: BuiltinModel, target: str) -> None:
     """Convert into ``target`` under an inter-process lock, atomically."""
+    import filelock  # noqa: PLC0415 - only the slow path needs it, and the module imports without it
+
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     lock = filelock.FileLock(target + ".lock")
