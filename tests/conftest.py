@@ -26,12 +26,15 @@ def pytest_collection_modifyitems(items):
         if folder in FOLDER_MARKERS:
             item.add_marker(folder)
 
+# The fixtures import torch, transformers and SGLang inside, where they need them (hence each
+# `noqa: PLC0415`): this file is loaded for every test, the quick unit ones included.
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Enough repetitions of the label words that the byte-level BPE makes each one a single token.
-_CORPUS = [
+CORPUS = [
     "it was great . it was terrible . it was good . it was bad . it was okay .",
     "a great movie , a terrible plot , good acting , bad jokes , an okay ending .",
     "the film is great fun . the script is terrible . yes no maybe true false .",
@@ -48,19 +51,19 @@ TOY_ROWS = [(1, f"{s} is very good .") for s in SUBJECTS] + [(0, f"{s} is very b
 
 
 def _train_bpe(vocab_size: int = 400):
-    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers import ByteLevelBPETokenizer  # noqa: PLC0415
 
     tok = ByteLevelBPETokenizer()
-    tok.train_from_iterator(_CORPUS, vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIALS)
+    tok.train_from_iterator(CORPUS, vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIALS)
     return tok
 
 
 @pytest.fixture(scope="session")
 def roberta_tokenizer_dir(tmp_path_factory):
     """A RoBERTa-style byte-level BPE tokenizer (<s> ... </s>, <mask> with lstrip)."""
-    from tokenizers import AddedToken
-    from tokenizers.processors import RobertaProcessing
-    from transformers import RobertaTokenizerFast
+    from tokenizers import AddedToken  # noqa: PLC0415
+    from tokenizers.processors import RobertaProcessing  # noqa: PLC0415
+    from transformers import RobertaTokenizerFast  # noqa: PLC0415
 
     d = tmp_path_factory.mktemp("roberta_tok")
     bpe = _train_bpe()
@@ -77,7 +80,7 @@ def roberta_tokenizer_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def llama_tokenizer_dir(tmp_path_factory):
     """A causal-LM byte-level BPE tokenizer (bos <s>, no mask token), as SmolLM2's is."""
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast  # noqa: PLC0415
 
     d = tmp_path_factory.mktemp("llama_tok")
     bpe = _train_bpe()
@@ -91,8 +94,8 @@ def llama_tokenizer_dir(tmp_path_factory):
 def make_causal_lm(path: str, arch: str = "llama", vocab_size: int = 400, seed: int = 0,
                    tokenizer_dir: str | None = None, dtype: str = "float32") -> str:
     """Save a tiny random Llama or Qwen2 checkpoint (2 layers, hidden 64) at ``path``."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    import torch  # noqa: PLC0415
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM  # noqa: PLC0415
 
     torch.manual_seed(seed)
     common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -113,8 +116,8 @@ def make_causal_lm(path: str, arch: str = "llama", vocab_size: int = 400, seed: 
 def make_masked_lm(path: str, tokenizer_dir: str) -> str:
     """Save a tiny random RoBERTa masked LM (2 layers, hidden 64) with a non-zero LM-head bias (so
     that the label words' bias matters) and the RoBERTa-style tokenizer at ``path``."""
-    import torch
-    from transformers import AutoTokenizer, RobertaConfig, RobertaForMaskedLM
+    import torch  # noqa: PLC0415
+    from transformers import AutoTokenizer, RobertaConfig, RobertaForMaskedLM  # noqa: PLC0415
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -132,7 +135,7 @@ def make_masked_lm(path: str, tokenizer_dir: str) -> str:
 @contextlib.contextmanager
 def runner_for(spec):
     """Build a ModelRunner for ``spec`` and release it afterwards (one at a time per process)."""
-    from sglang.srt.mezo.engine.runner import build_model_runner, release_model_runner
+    from sglang.srt.mezo.engine.runner import build_model_runner, release_model_runner  # noqa: PLC0415
 
     runner = build_model_runner(spec)
     try:
@@ -145,7 +148,7 @@ def runner_for(spec):
 @contextlib.contextmanager
 def trainer_for(trainer_cls, *args, **kwargs):
     """A trainer whose runner is released afterwards."""
-    from sglang.srt.mezo.engine.runner import release_model_runner
+    from sglang.srt.mezo.engine.runner import release_model_runner  # noqa: PLC0415
 
     trainer = trainer_cls(*args, **kwargs)
     try:
@@ -177,7 +180,7 @@ CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role']
 @pytest.fixture(scope="session")
 def tiny_chat_llama(tmp_path_factory, llama_tokenizer_dir):
     """A tiny random Llama whose tokenizer has SmolLM2's ChatML template and end-of-turn token."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # noqa: PLC0415
 
     tok = AutoTokenizer.from_pretrained(llama_tokenizer_dir)
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
@@ -200,7 +203,7 @@ def toy_file(tmp_path_factory):
 def one_torch_thread():
     """Torch on one thread: on a shared 2-core machine two OpenMP threads competing with another
     busy process made a step ~20x slower."""
-    import torch
+    import torch  # noqa: PLC0415
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -211,6 +214,6 @@ def one_torch_thread():
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Chunks of 64 values, so that the tiny test tensors go through the chunked path too."""
-    import sglang.srt.mezo.zo.noise as noise
+    import sglang.srt.mezo.zo.noise as noise  # noqa: PLC0415
 
     monkeypatch.setattr(noise, "CHUNK", 64)

@@ -3,9 +3,15 @@ PEFT's greedy ``generate`` on the same weights, and the KV pool it leaves behind
 
 from __future__ import annotations
 
+# Before any SGLang module: they read the engine choice (CPU or not) when imported.
+import sglang.srt.mezo.engine.sglang_on_cpu  # noqa: F401
+
 import pytest
 import torch
 from conftest import runner_for
+from peft import LoraConfig, PeftModel, get_peft_model
+from sglang.srt.lora.lora_registry import LoRARef
+from transformers import AutoModelForCausalLM
 
 from sglang.srt.mezo.engine.generate import GreedyGenerator
 from sglang.srt.mezo.engine.runner import RunnerSpec
@@ -35,8 +41,6 @@ def pool_free(runner) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def hf_model(tiny_llama):
-    from transformers import AutoModelForCausalLM
-
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
     model.generation_config.eos_token_id = None  # stop only where a test asks for it
     return model
@@ -45,9 +49,6 @@ def hf_model(tiny_llama):
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory, tiny_llama):
     """A PEFT adapter on q/v with random A and B (B != 0, so that it changes what is generated)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
     base = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
     model = get_peft_model(base, LoraConfig(r=LORA_RANK, lora_alpha=8, target_modules=["q_proj", "v_proj"],
                                             lora_dropout=0.0, task_type="CAUSAL_LM"))
@@ -81,8 +82,6 @@ def test_matches_hf_generate_with_and_without_a_stop_token(tiny_llama, hf_model)
 
 @pytest.fixture(scope="module")
 def lora_runner(tiny_llama, adapter):
-    from sglang.srt.lora.lora_registry import LoRARef
-
     spec = RunnerSpec(tiny_llama, max_total_tokens=1024, lora_rank=LORA_RANK, lora_target_modules=["q_proj", "v_proj"])
     with runner_for(spec) as runner:
         ref = LoRARef(lora_name="gen", lora_path=adapter, pinned=False)
@@ -91,9 +90,6 @@ def lora_runner(tiny_llama, adapter):
 
 
 def test_lora_matches_peft_generate_in_a_mixed_batch(tiny_llama, adapter, lora_runner):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     base = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
     base.generation_config.eos_token_id = None
     peft = PeftModel.from_pretrained(base, adapter).eval()

@@ -11,9 +11,13 @@ import importlib.util
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sglang.srt.mezo.engine import models as mezo_models
 from sglang.srt.mezo.engine.models import (
@@ -104,9 +108,6 @@ def test_real_conversion_folder(converted):
 
 
 def test_real_conversion_matches_gguf_logits(converted):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     path, _, _ = converted
     src_dir = importlib.util.find_spec(SPEC.package).submodule_search_locations[0]
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -128,8 +129,6 @@ def test_real_conversion_matches_gguf_logits(converted):
 
 
 def test_real_conversion_tokenizer_label_words(converted):
-    from transformers import AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(converted[0])
     assert tokenizer.encode(" terrible", add_special_tokens=False) == [13321]
     assert tokenizer.encode(" great", add_special_tokens=False) == [1109]
@@ -249,9 +248,6 @@ def test_module_import_is_light():
     # Importing the module alone must not pull in torch/transformers (run in a
     # fresh interpreter: the sglang package __init__ itself imports torch, so
     # load the file directly).
-    import subprocess
-    import sys
-
     code = (
         "import sys, importlib.util\n"
         f"s = importlib.util.spec_from_file_location('mm', {mezo_models.__file__!r})\n"

@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 from conftest import trainer_for
+from safetensors.torch import load_file
 
 import sglang.srt.mezo.zo.noise as noise
 from sglang.srt.mezo.spec.config import MeZOConfig
@@ -49,8 +50,6 @@ def test_add_subtract_run_draws_z_three_times_a_step_and_replays_bit_for_bit(sma
     recorded = Trajectory.load(cfg.output_dir)
     assert (recorded.restore, recorded.noise) == ("add-subtract", kind)
     out = replay(cfg.output_dir, str(tmp_path / "replayed"))
-    from safetensors.torch import load_file
-
     state = load_file(os.path.join(out, "model.safetensors"))
     for name, t in trained.items():
         pieces = torch.cat([state[p] for p in hf_pieces(name)])

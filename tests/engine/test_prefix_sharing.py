@@ -6,12 +6,21 @@ from __future__ import annotations
 import random
 from array import array
 
+# Before any SGLang module: they read the engine choice (CPU or not) when imported.
+import sglang.srt.mezo.engine.sglang_on_cpu  # noqa: F401
+
 import pytest
 import torch
 from conftest import trainer_for
+from sglang.srt.managers.schedule_batch import Req
+from sglang.srt.mem_cache.base_prefix_cache import InsertParams, MatchPrefixParams
+from sglang.srt.mem_cache.radix_cache import RadixKey
+from sglang.srt.sampling.sampling_params import SamplingParams
 from test_completion_objective import _item, _random_adapter
 from test_trainer import small_config
+from transformers import AutoTokenizer
 
+from sglang.srt.mezo.data.presets import get_task
 from sglang.srt.mezo.engine.forward import ExtendForward
 from sglang.srt.mezo.engine.prefix_sharing import ScopedPrefixTree, plan_shared_prefixes
 from sglang.srt.mezo.training.objectives.completion import CompletionObjective
@@ -67,12 +76,6 @@ def test_plan_groups_per_adapter_and_respects_caps():
 
 def test_radix_tree_keeps_adapters_apart(trainer):
     """SGLang folds a request's lora_id into its extra_key, and the tree keys children by it."""
-    # SGLang's internals after sglang.srt.mezo.engine (imported above): it selects the CPU engine.
-    from sglang.srt.managers.schedule_batch import Req
-    from sglang.srt.mem_cache.base_prefix_cache import InsertParams, MatchPrefixParams
-    from sglang.srt.mem_cache.radix_cache import RadixKey
-    from sglang.srt.sampling.sampling_params import SamplingParams
-
     runner = trainer.runner
     (plus_id, _), (minus_id, _) = trainer.trainable.probe_slots[0]
     reqs = {lora: Req(rid=f"r-{lora}", origin_input_text="", origin_input_ids=array("q", PASSAGE),
@@ -195,10 +198,6 @@ def _assert_same_step(shared, unshared) -> None:
 
 def test_projected_gradient_same_with_sharing_options_objective(trainer, llama_tokenizer_dir):
     """A multiple-choice question runs prompt + option once per option: the prompt is shared."""
-    from transformers import AutoTokenizer
-
-    from sglang.srt.mezo.data.presets import get_task
-
     objective = OptionsObjective(AutoTokenizer.from_pretrained(llama_tokenizer_dir), get_task("arc-easy"))
     batch = [OptionsItem(tuple(PASSAGE), ((11,), (12, 13, 14), (40, 41), (9, 8)), 1),
              OptionsItem(tuple(SYSTEM), ((200, 4), (9,), (17, 18, 19)), 2)]
@@ -214,8 +213,6 @@ def test_projected_gradient_same_with_sharing_options_objective(trainer, llama_t
 
 def test_projected_gradient_same_with_sharing_completion_objective(trainer, llama_tokenizer_dir):
     """SQuAD-style: one passage, several questions, the answer the completion."""
-    from transformers import AutoTokenizer
-
     objective = CompletionObjective(AutoTokenizer.from_pretrained(llama_tokenizer_dir))
     batch = [_item(PASSAGE + [70, 71, 72], [11, 3, 40]), _item(PASSAGE + [80, 81], [200, 4, 9]),
              _item(PASSAGE + [90], [305, 306]), _item([0, 8, 9], [12, 13])]

@@ -4,6 +4,7 @@ brute force, what a run records, and that resume reuses the recorded choice."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import itertools
 import json
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from sglang.srt import mezo_mlm_trainer as mm
+from transformers import AutoModelForCausalLM
 
 from sglang.srt.mezo.data.examples import Example
 from sglang.srt.mezo.data.presets import get_task, template_candidates
@@ -37,8 +39,6 @@ def spec(model, toy_file, **kw) -> MeZOConfig:
 
 def hf_rows(model_dir, encoder, examples) -> torch.Tensor:
     """Whole-vocabulary logits at the read position, from HF transformers."""
-    from transformers import AutoModelForCausalLM
-
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     with torch.no_grad():
         return torch.stack([model(torch.tensor([e.input_ids])).logits[0, e.position]
@@ -50,8 +50,6 @@ def test_spec_takes_auto_and_the_cli_too():
     assert MeZOConfig(label_words="0:bad,1:good").label_words == {"0": "bad", "1": "good"}
     with pytest.raises(ValueError, match="has no \\[MASK\\] slot"):
         MeZOConfig(template="autumn")
-    import argparse
-
     parser = argparse.ArgumentParser()
     add_config_arguments(parser)
     args = parser.parse_args(["--label-words", "auto", "--template", "auto", "--calibrate"])

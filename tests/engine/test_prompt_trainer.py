@@ -17,14 +17,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import _CORPUS, SPECIALS, TOY_ROWS, make_masked_lm, trainer_for
+from conftest import CORPUS, SPECIALS, TOY_ROWS, make_masked_lm, trainer_for
 from sglang.srt import mezo_mlm_trainer as mm
+from tokenizers import SentencePieceBPETokenizer, normalizers
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from sglang.srt.mezo.data.examples import Example
 from sglang.srt.mezo.data.presets import LABEL_WORD_TASKS, get_task
 from sglang.srt.mezo.data.prompt import EncodedExample, MLMConfig, PromptEncoder, label_token_ids
 from sglang.srt.mezo.data.sampling import prepare_data
-from sglang.srt.mezo.engine.models import model_kind
+from sglang.srt.mezo.engine.models import check_model_path, model_kind
 from sglang.srt.mezo.errors import DataFormatError
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.spec.defaults import DEFAULTS, resolve_hyperparameters
@@ -41,8 +43,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def toks(roberta_tokenizer_dir, llama_tokenizer_dir):
-    from transformers import AutoTokenizer
-
     return {"masked": AutoTokenizer.from_pretrained(roberta_tokenizer_dir),
             "causal": AutoTokenizer.from_pretrained(llama_tokenizer_dir)}
 
@@ -51,11 +51,8 @@ def toks(roberta_tokenizer_dir, llama_tokenizer_dir):
 def sp_tok():
     """A SentencePiece-style tokenizer as Llama-2's: "▁" marks word starts, a dummy "▁" is
     prepended to every text (so " great" encodes as ["▁", "▁great"])."""
-    from tokenizers import SentencePieceBPETokenizer, normalizers
-    from transformers import PreTrainedTokenizerFast
-
     sp = SentencePieceBPETokenizer()
-    sp.train_from_iterator(_CORPUS + ["is it ?\nyes", "is it ?\nno"] * 10, vocab_size=300, min_frequency=2,
+    sp.train_from_iterator(CORPUS + ["is it ?\nyes", "is it ?\nno"] * 10, vocab_size=300, min_frequency=2,
                            special_tokens=SPECIALS)
     sp._tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
     sp._tokenizer.pre_tokenizer = None
@@ -327,8 +324,6 @@ def test_bad_input_fails_before_any_model_is_built(tiny_llama, tmp_path, toy_fil
 
 
 def _hf_label_logits(model_dir, enc: PromptEncoder, examples, masked: bool) -> torch.Tensor:
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
-
     cls = AutoModelForMaskedLM if masked else AutoModelForCausalLM
     model = cls.from_pretrained(model_dir, dtype=torch.float32).eval()
     rows = []
@@ -482,8 +477,6 @@ def test_cli_help_and_bad_task_exit_codes():
 
 
 def test_missing_local_model_path_fails_before_anything_loads(tmp_path):
-    from sglang.srt.mezo.engine.models import check_model_path
-
     with pytest.raises(FileNotFoundError, match="does not exist"):
         mezo_mlm_finetune(model_path=str(tmp_path / "no-such-model"), task_name="sst-2", num_steps=0)
     check_model_path("roberta-base")  # a hub id, as in the issue's example: not rejected here

@@ -8,9 +8,13 @@ import os
 
 import pytest
 import torch
-from conftest import make_causal_lm, trainer_for
+from conftest import make_causal_lm, runner_for, trainer_for
+from safetensors.torch import load_file
 from sglang.srt.mezo_trainer import main as trainer_main
+from transformers import AutoModelForCausalLM
 
+from sglang.srt.mezo.engine.forward import ExtendForward
+from sglang.srt.mezo.engine.runner import RunnerSpec
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.training.replay import hf_pieces, replay
 from sglang.srt.mezo.training.trainer import MeZOTrainer
@@ -32,8 +36,6 @@ def config(tmp_path, **kw) -> MeZOConfig:
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_lora_replay_is_bit_identical(tmp_path, tiny_llama, dtype):
-    from safetensors.torch import load_file
-
     cfg = config(tmp_path, dtype=dtype)
     with trainer_for(MeZOTrainer, tiny_llama, cfg) as tr:
         tr.train(TASK)
@@ -49,13 +51,6 @@ def test_lora_replay_is_bit_identical(tmp_path, tiny_llama, dtype):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_full_weight_replay_gives_a_checkpoint_transformers_and_sglang_load(tmp_path, tiny_llama, dtype):
-    from conftest import runner_for
-    from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM
-
-    from sglang.srt.mezo.engine.forward import ExtendForward
-    from sglang.srt.mezo.engine.runner import RunnerSpec
-
     cfg = config(tmp_path, trainable="full", learning_rate=1e-3, epsilon=1e-3, n_spsa=1, num_steps=4, dtype=dtype)
     seqs, positions = [s for s, _ in TASK], [len(s) - 1 for s, _ in TASK]
     with trainer_for(MeZOTrainer, tiny_llama, cfg) as tr:

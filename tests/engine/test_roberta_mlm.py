@@ -197,6 +197,6 @@ def test_embedding_mode_runner_matches_hf(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
+    line = next(out for out in proc.stdout.splitlines() if out.startswith("RESULT "))
     ours = torch.tensor(json.loads(line[len("RESULT "):]))
     assert (ours - ref).abs().max().item() < TOL

@@ -11,10 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from sglang.srt.mezo.engine.runner import release_model_runner
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.training.checkpoints import checkpoint_dirs
 from sglang.srt.mezo.training.divergence import MAX_SHRINKS, SHRINK
-from sglang.srt.mezo.training.plan import prepare, run
+from sglang.srt.mezo.training.plan import prepare, run, start_run
 from sglang.srt.mezo.training.replay import replay
 from sglang.srt.mezo.zo.trajectory import Trajectory
 
@@ -117,9 +118,6 @@ def test_off_switches_hand_back_the_last_step(tiny_llama, toy_file, tmp_path):
 
 
 def test_resume_in_the_middle_of_a_reaction_ends_as_the_straight_run(diverged, tiny_llama, toy_file, tmp_path):
-    from sglang.srt.mezo.engine.runner import release_model_runner
-    from sglang.srt.mezo.training.plan import start_run
-
     straight, straight_out = diverged
     first = straight["divergences"][0]["step"]
     out = str(tmp_path / "resumed")

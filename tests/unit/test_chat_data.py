@@ -9,10 +9,13 @@ import os
 from pathlib import Path
 
 import pytest
+from tokenizers.processors import TemplateProcessing
+from transformers import AutoTokenizer
 
 from sglang.srt.mezo.data import chat
 from sglang.srt.mezo.data.chat import ChatExample, CompletionExample, Message, encode_all, encode_chat
 from sglang.srt.mezo.data.generative import squad_examples
+from sglang.srt.mezo.engine import models
 from sglang.srt.mezo.errors import DataFormatError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,8 +31,6 @@ CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role']
 
 @pytest.fixture(scope="module")
 def chat_tok(llama_tokenizer_dir):
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(llama_tokenizer_dir)
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
     tok.chat_template = CHATML
@@ -38,8 +39,6 @@ def chat_tok(llama_tokenizer_dir):
 
 @pytest.fixture(scope="module")
 def plain_tok(llama_tokenizer_dir):
-    from transformers import AutoTokenizer
-
     return AutoTokenizer.from_pretrained(llama_tokenizer_dir)
 
 
@@ -205,9 +204,6 @@ def test_completion_rows(plain_tok):
 
 
 def test_completion_keeps_bos_and_drops_a_trailing_eos(plain_tok, llama_tokenizer_dir):
-    from tokenizers.processors import TemplateProcessing
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(llama_tokenizer_dir)
     bos, eos = tok.bos_token_id, tok.eos_token_id
     tok._tokenizer.post_processor = TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", bos), ("</s>", eos)])
@@ -223,10 +219,6 @@ def test_completion_keeps_bos_and_drops_a_trailing_eos(plain_tok, llama_tokenize
 # ---------------------------------------------------------------- the real SmolLM2 tokenizer
 def _smollm2_tokenizer():
     """The converted checkpoint's tokenizer if the model was converted, else the GGUF's, else None."""
-    from transformers import AutoTokenizer
-
-    from sglang.srt.mezo.engine import models
-
     spec = models.BUILTIN_MODELS["smollm2-135m"]
     converted = os.path.join(models.default_cache_root(), spec.alias)
     if os.path.isfile(os.path.join(converted, models.COMPLETE_MARKER)):

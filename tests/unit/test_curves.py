@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import matplotlib.image
 import pytest
 
 from sglang.srt.mezo.spec.config import MeZOConfig
@@ -16,8 +17,6 @@ EVENTS += [{"event": "eval", "step": 40, "eval_accuracy": 0.8, "eval_loss": 0.5}
 
 
 def test_the_curves_are_redrawn_after_each_evaluation_from_metrics_jsonl(tmp_path):
-    import matplotlib.image
-
     metrics = str(tmp_path / "metrics.jsonl")
     callbacks = [JsonLinesLogger(metrics), LearningCurves(metrics, title="sst-2")]
     png = tmp_path / "learning_curves.png"
@@ -45,7 +44,8 @@ def test_a_torn_last_line_is_skipped(tmp_path):
 
 
 def test_tensorboard_gets_the_train_and_eval_scalars(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    # The tensorboard package is an optional dependency (the tensorboard extra), as in callbacks.py.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: PLC0415
 
     logger = TensorBoardLogger(str(tmp_path / "tb"))
     for event in EVENTS:

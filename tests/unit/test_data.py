@@ -10,6 +10,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+import huggingface_hub.constants as hub_constants
 import pytest
 from sglang.srt import mezo_tasks as mt
 
@@ -306,7 +307,6 @@ def test_load_from_disk_dataset_and_dict(tmp_path):
 
 def test_offline_hub_name_fails_clearly(monkeypatch):
     datasets = pytest.importorskip("datasets")
-    import huggingface_hub.constants as hub_constants
     for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
         monkeypatch.setenv(var, "1")
     # The libraries read these at import time, which may already have happened in this process.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import sacrebleu
 from nltk.translate.gleu_score import sentence_gleu
+from nltk.translate.meteor_score import meteor_score
 from rapidfuzz import fuzz
 from rouge_score import rouge_scorer
 
@@ -135,8 +136,6 @@ def test_meteor_without_wordnet_is_refused_at_parse():
 
 @pytest.mark.skipif(not wordnet_available(), reason="METEOR needs NLTK's WordNet corpus")
 def test_meteor_is_nltks():
-    from nltk.translate.meteor_score import meteor_score
-
     assert score(similarity("meteor"), HYP, answer=REF) == pytest.approx(meteor_score([REF.split()], HYP.split()))
 
 

@@ -13,6 +13,7 @@ import torch
 
 import sglang.srt.mezo.zo.noise as noise
 from sglang.srt.mezo.zo.noise import AddZ, Decay, draw_z, move, tensor_seed
+from sglang.srt.mezo.zo.sign_kernel import sign_kernel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -41,8 +42,6 @@ def test_the_sign_kernel_moves_weights_bit_for_bit_as_the_torch_path(monkeypatch
     """The compiled kernel (what a full-weight run uses) against the torch path that defines z: the
     same weights after a pass of adds and decays, for sizes around its 32-value groups and across
     its chunks, and for values where rounding is delicate (ties, tiny, huge, inf, NaN)."""
-    from sglang.srt.mezo.zo.sign_kernel import sign_kernel
-
     assert sign_kernel() is not None, "the kernel did not build (gcc and ninja are in CI's setup)"
     monkeypatch.setattr(noise, "FUSED_CHUNK", 128)  # tensors cross chunks of the kernel's words
     gen = torch.Generator().manual_seed(0)

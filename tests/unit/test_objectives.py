@@ -8,18 +8,21 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from sglang.srt.mezo.data.chat import TokenizedCompletion
 from sglang.srt.mezo.data.examples import Example
 from sglang.srt.mezo.data.presets import get_task
 from sglang.srt.mezo.data.prompt import EncodedExample
-from sglang.srt.mezo.spec.config import Objective as SpecObjective
+from sglang.srt.mezo.spec.config import ObjectiveName
 from sglang.srt.mezo.training.objectives import objective_for, register, registered
 from sglang.srt.mezo.training.objectives.base import Objective
+from sglang.srt.mezo.training.objectives.completion import CompletionObjective
 from sglang.srt.mezo.training.objectives.label_words import LabelWordObjective
 from sglang.srt.mezo.training.objectives.next_token import NextTokenObjective
+from sglang.srt.mezo.training.objectives.options import OptionsItem, OptionsObjective
 
 
 def test_the_spec_names_exactly_the_registered_objectives():
-    assert set(typing.get_args(SpecObjective)) == set(registered())
+    assert set(typing.get_args(ObjectiveName)) == set(registered())
 
 
 def test_every_registered_objective_implements_the_interface():
@@ -87,9 +90,6 @@ def test_label_words_ce_accuracy_and_calibration():
 
 
 def test_completion_loss_is_the_token_mean_over_the_batch():
-    from sglang.srt.mezo.data.chat import TokenizedCompletion
-    from sglang.srt.mezo.training.objectives.completion import CompletionObjective
-
     objective = CompletionObjective(tokenizer=None)
     batch = [TokenizedCompletion((1, 5, 6, 7), (False, False, True, True), 2),
              TokenizedCompletion((1, 8, 9), (False, False, True), 2)]
@@ -107,8 +107,6 @@ def test_completion_loss_is_the_token_mean_over_the_batch():
 
 
 def test_options_are_one_sequence_each_and_owned_by_their_item():
-    from sglang.srt.mezo.training.objectives.options import OptionsItem, OptionsObjective
-
     class _Tok:
         def encode(self, text, add_special_tokens=True):
             return [1] + [len(w) for w in text.split()]
