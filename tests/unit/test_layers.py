@@ -49,18 +49,23 @@ GATE = "sglang.srt.mezo.engine.sglang_on_cpu"
 
 
 def _sglang_import(node: ast.stmt) -> str | None:
-    """The SGLang module (not this package's) that a top-level import statement imports, if any."""
-    names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-        [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
-    return next((n for n in names if n.split(".")[0] == "sglang" and not n.startswith("sglang.srt.mezo")), None)
+    """The SGLang module (not this project's) that a top-level import statement imports, if any."""
+    if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and not node.level:
+        names = [f"{node.module}.{a.name}" for a in node.names]
+    else:
+        return None
+    return next((n for n in names if n.startswith("sglang.") and not n.startswith("sglang.srt.mezo")), None)
 
 
 def test_sglang_is_prepared_for_the_cpu_before_it_is_imported():
-    """A module that imports SGLang at its top imports engine/sglang_on_cpu.py first: importing the
-    package does not prepare SGLang for the CPU, and SGLang's modules read the engine choice when
-    they are first imported, whichever path (CLI, library, test, worker) gets there first."""
+    """A module (of the package, or a test, which runs SGLang in-process) that imports SGLang at its
+    top imports engine/sglang_on_cpu.py first: importing the package does not prepare SGLang for the
+    CPU, and SGLang's modules read the engine choice when they are first imported, whichever path
+    (CLI, library, test, worker) gets there first."""
     late = []
-    for path in sorted((REPO / "python").rglob("*.py")):
+    for path in sorted([*(REPO / "python").rglob("*.py"), *(REPO / "tests").rglob("*.py")]):
         gated = False
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.Import) and any(a.name == GATE for a in node.names):
