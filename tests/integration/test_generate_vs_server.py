@@ -5,6 +5,9 @@ server starts while the in-process runner is built (:class:`~sglang.srt.mezo.ser
 
 from __future__ import annotations
 
+# Before any SGLang module: they read the engine choice (CPU or not) when imported.
+import sglang.srt.mezo.engine.sglang_on_cpu  # noqa: F401
+
 import requests
 import torch
 from conftest import runner_for

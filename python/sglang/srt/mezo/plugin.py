@@ -22,6 +22,9 @@ import contextlib
 import os
 from typing import Any, Callable, Iterator, Sequence
 
+# Before any SGLang module: they read the engine choice (CPU or not) when imported.
+import sglang.srt.mezo.engine.sglang_on_cpu  # noqa: F401
+
 import torch
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
@@ -116,7 +119,8 @@ def register() -> None:
     if ensure_cpu_runtime():
         _register(CPU_HOOKS)
 
-    # SGLang's model modules read the engine choice when imported: only after ensure_cpu_runtime().
+    # The registry imports every one of SGLang's model modules (seconds): when SGLang loads the
+    # plugin, not wherever this module is imported for its hook tables.
     from sglang.srt.models.registry import ModelRegistry  # noqa: PLC0415
 
     from sglang.srt.mezo.engine.roberta_mlm import RobertaForMaskedLM  # noqa: PLC0415

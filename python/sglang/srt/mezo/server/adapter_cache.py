@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from typing import Iterable
+from typing import Any, Iterable
 
 from sglang.srt.mezo.errors import RequestError
 from sglang.srt.mezo.server.catalog import JobModel
@@ -29,7 +29,7 @@ class AdapterCache:
 
     WAIT_S = 60.0  # how long a request waits for a loaded adapter to be given back
 
-    def __init__(self, tokenizer_manager, bound: int):
+    def __init__(self, tokenizer_manager: Any, bound: int):
         self.tm = tokenizer_manager
         self.bound = bound
         self.ours: set[str] = set()  # names this cache ever loaded

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional
+from typing import Any, Optional
 
 from sglang.srt.mezo.errors import MeZODivergedError
 from sglang.srt.mezo.server.openai_metrics import metrics_data, results_table, step_extras, train_extras
@@ -43,13 +43,12 @@ def describe_eval(record: dict) -> str:
     return ", ".join(parts)
 
 
-
 class JobWorker:
     """One job: a :class:`~sglang.srt.mezo.training.run.MeZORun` on the scheduler's runner, advanced one
     bounded unit (a step, a chunk of an evaluation) per :meth:`advance`; its events become the
     job's state, events and checkpoints in the store."""
 
-    def __init__(self, job_id: str, request: dict, store: JobStore, runner, state: Optional[dict] = None,
+    def __init__(self, job_id: str, request: dict, store: JobStore, runner: Any, state: Optional[dict] = None,
                  keep_checkpoints: int = 0):
         self.job_id, self.request, self.store, self.runner = job_id, request, store, runner
         self.keep_checkpoints = keep_checkpoints

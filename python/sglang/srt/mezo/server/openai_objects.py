@@ -4,7 +4,7 @@ OpenAI's names are in :mod:`.openai_metrics`."""
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from sglang.srt.mezo.errors import RequestError
 from sglang.srt.mezo.server.store import QUEUED, SUCCEEDED
@@ -116,7 +116,7 @@ def page(items: list[dict], after: Optional[str], limit: Optional[str | int], de
     return {"object": "list", "data": chunk, "has_more": start + n < len(items)}
 
 
-def openai_hyperparameters(plan) -> dict:
+def openai_hyperparameters(plan: Any) -> dict:
     """The resolved run in OpenAI's three hyperparameters (plus MeZO's own)."""
     c = plan.config
     n_train = max(len(plan.train), 1)

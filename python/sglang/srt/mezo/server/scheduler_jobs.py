@@ -43,7 +43,7 @@ POLL_S = 0.25
 class MeZOJobs:
     """The scheduler's side of the job API: polls the store, starts, advances and ends jobs."""
 
-    def __init__(self, scheduler, settings: ServerSettings):
+    def __init__(self, scheduler: Any, settings: ServerSettings):
         self.scheduler = scheduler
         self.settings = settings
         self.store = JobStore(settings.output_dir)
@@ -62,7 +62,7 @@ class MeZOJobs:
             logger.error("MeZO jobs are disabled: %s", self.disabled_reason)
 
     @property
-    def runner(self):
+    def runner(self) -> Any:
         return self.scheduler.tp_worker.model_runner
 
     def has_work(self) -> bool:

@@ -6,9 +6,11 @@ whole body was within the limit."""
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from typing import AsyncIterator, Mapping
 
+from starlette.datastructures import FormData
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
 
 from sglang.srt.mezo.errors import RequestError
 
@@ -25,7 +27,7 @@ class UploadTooLarge(RequestError):
                          "file", 413, "file_too_large")
 
 
-def check_declared_length(headers, limit: int) -> None:
+def check_declared_length(headers: Mapping[str, str], limit: int) -> None:
     """Refuse a body whose Content-Length is over the limit, before reading any of it."""
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit + FORM_OVERHEAD_BYTES:
@@ -41,7 +43,7 @@ async def _within(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[byt
         yield chunk
 
 
-async def read_upload_form(request, limit: int):
+async def read_upload_form(request: Request, limit: int) -> FormData:
     """The multipart form of ``request`` (a Starlette ``FormData``; close it when done), read
     within ``limit`` bytes for the file. Raises :class:`UploadTooLarge` or a 400 RequestError."""
     check_declared_length(request.headers, limit)
