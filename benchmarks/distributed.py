@@ -33,6 +33,8 @@ import time
 
 from harness import logger
 
+from sglang.srt.mezo.engine.models import resolve_model_path
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 CLI = [sys.executable, "-m", "sglang.srt.mezo_mlm_trainer"]
@@ -100,8 +102,6 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "sglang.srt.mezo_trainer", "replay", full_dir, "--out",
                         os.path.join(scratch, "full-replayed")], check=True, capture_output=True)
         full_replay_s = time.perf_counter() - t0
-        from sglang.srt.mezo.engine.models import resolve_model_path
-
         base = resolve_model_path("smollm2-135m")
         sizes = {
             "base_weights": size(os.path.join(base, "model.safetensors")),
@@ -122,7 +122,7 @@ def main() -> None:
 
 
 def write(runs, per_step, short, sizes, timing, args, command) -> None:
-    import torch
+    import torch  # noqa: PLC0415  (its version for the record: the script only runs the CLI in subprocesses)
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,

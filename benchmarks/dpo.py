@@ -31,6 +31,9 @@ import sys
 import time
 
 from harness import machine_line, markdown_table
+from squad_preferences import build
+
+from sglang.srt.mezo.spec.config import MeZOConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "dpo")
@@ -41,9 +44,9 @@ sys.path.insert(0, HERE)
 def dev_logps(pairs_file: str, adapter: str | None, seed: int, limit: int | None) -> list[tuple[float, float]]:
     """Summed log p of each dev pair's (chosen, rejected) answer under ``adapter`` (None: the base
     model): the reference a DPO run would compute if it started from that adapter."""
-    from sglang.srt.mezo.engine.runner import release_model_runner
-    from sglang.srt.mezo.spec.config import MeZOConfig
-    from sglang.srt.mezo.training.plan import prepare, start_run
+    # SGLang's model executor (the runner, the plan): loaded by a run, not by --table.
+    from sglang.srt.mezo.engine.runner import release_model_runner  # noqa: PLC0415
+    from sglang.srt.mezo.training.plan import prepare, start_run  # noqa: PLC0415
 
     plan = prepare(MeZOConfig(model_path=MODEL, objective="dpo", train_file=pairs_file, eval_file=pairs_file,
                               num_steps=0, init_adapter=adapter, seed=seed, max_eval_examples=limit,
@@ -63,7 +66,7 @@ def pair_scores(logps, base, beta: float) -> dict:
 
 
 def squad_f1(adapter: str | None, seed: int, out_dir: str, limit: int | None) -> dict:
-    from sglang.srt.mezo.training.finetune import mezo_mlm_finetune
+    from sglang.srt.mezo.training.finetune import mezo_mlm_finetune  # noqa: PLC0415  (as in dev_logps)
 
     result = mezo_mlm_finetune(MODEL, task_name="squad", num_steps=0, seed=seed, output_dir=out_dir,
                                init_adapter=adapter, max_eval_examples=limit, progress_bar=False)
@@ -71,9 +74,7 @@ def squad_f1(adapter: str | None, seed: int, out_dir: str, limit: int | None) ->
 
 
 def execute(args) -> dict:
-    from squad_preferences import build
-
-    from sglang.srt.mezo.training.finetune import mezo_mlm_finetune
+    from sglang.srt.mezo.training.finetune import mezo_mlm_finetune  # noqa: PLC0415  (as in dev_logps)
 
     name = f"dpo-{args.steps}-s{args.seed}" + (f"-{args.tag}" if args.tag else "")
     out_dir = os.path.join(RESULTS, "runs", name)

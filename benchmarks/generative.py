@@ -32,6 +32,8 @@ import time
 
 from harness import MODEL, machine_line, markdown_table
 
+from sglang.srt.mezo.spec.config import MeZOConfig
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "generative")
 
@@ -43,7 +45,8 @@ def _metric(task: str) -> str:
 def run_library(task: str, steps: int, seed: int, out_dir: str, eval_steps: int | None = None,
                 **overrides) -> dict:
     """Zero-shot (steps=0) or MeZO-LoRA at the defaults, through mezo_mlm_finetune."""
-    from sglang.srt.mezo.training.finetune import mezo_mlm_finetune
+    # torch and SGLang's model executor: loaded by a run, not by --table.
+    from sglang.srt.mezo.training.finetune import mezo_mlm_finetune  # noqa: PLC0415
 
     # A generative evaluation generates every dev answer (minutes on a CPU): step 0 is the
     # zero-shot record's, so a training run evaluates at its end only, unless told otherwise.
@@ -56,7 +59,7 @@ def run_library(task: str, steps: int, seed: int, out_dir: str, eval_steps: int 
 
 
 def _padded(items, pad: int):
-    import torch
+    import torch  # noqa: PLC0415  (as in run_library)
 
     width = max(len(ids) for ids in items)
     ids = torch.full((len(items), width), pad)
@@ -70,13 +73,13 @@ def _padded(items, pad: int):
 def run_adam_lora(task: str, steps: int, seed: int, out_dir: str, lr: float, batch: int) -> dict:
     """Backprop ceiling: the same LoRA (rank, alpha, targets), data and objective on HF + PEFT,
     then evaluated by the library (SGLang) from the saved adapter."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    # As in run_library: torch, HF + PEFT and the trainer only when this baseline runs.
+    import torch  # noqa: PLC0415
+    from peft import LoraConfig, get_peft_model  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
-    from sglang.srt.mezo.spec.config import MeZOConfig
-    from sglang.srt.mezo.training.plan import prepare
-    from sglang.srt.mezo.training.run import BatchSampler
+    from sglang.srt.mezo.training.plan import prepare  # noqa: PLC0415
+    from sglang.srt.mezo.training.run import BatchSampler  # noqa: PLC0415
 
     start = time.perf_counter()
     torch.manual_seed(seed)

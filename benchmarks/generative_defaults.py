@@ -30,6 +30,10 @@ from collections import Counter
 
 from harness import MODEL, machine_line, markdown_table  # the same model and machine line as the dev-split records
 
+from sglang.srt.mezo.data.generative import squad_examples
+from sglang.srt.mezo.data.loaders import load_examples, resolve_task_data
+from sglang.srt.mezo.data.presets import get_task
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "generative_defaults")
 SEED = 42
@@ -38,10 +42,6 @@ SEED = 42
 def squad_split(held_out_rows: int = 100) -> tuple[list, list]:
     """(train, held out) of SQuAD's training file: whole articles (their titles in a seeded order)
     are held out until ``held_out_rows`` questions are, so no passage is on both sides."""
-    from sglang.srt.mezo.data.generative import squad_examples
-    from sglang.srt.mezo.data.loaders import resolve_task_data
-    from sglang.srt.mezo.data.presets import get_task
-
     rows = squad_examples(resolve_task_data(get_task("squad"), "train"))
     title_of = [r.prompt.split("\n", 1)[0] for r in rows]  # the prompt's first line: "Title: ..."
     questions = Counter(title_of)
@@ -58,9 +58,6 @@ def squad_split(held_out_rows: int = 100) -> tuple[list, list]:
 def arc_split(held_out_share: float = 0.2) -> tuple[list, list]:
     """(train, held out) of ARC-Easy's training file: a question is held out when the first byte of
     the SHA-256 of its text falls under ``held_out_share`` of 256."""
-    from sglang.srt.mezo.data.loaders import load_examples, resolve_task_data
-    from sglang.srt.mezo.data.presets import get_task
-
     preset = get_task("arc-easy")
     rows = load_examples(resolve_task_data(preset, "train"), preset, split="train")
 
@@ -105,7 +102,8 @@ def record_partial(args) -> dict:
 
 
 def execute(args) -> dict:
-    from sglang.srt.mezo.training.finetune import mezo_mlm_finetune
+    # torch and SGLang's model executor: loaded by a run, not by --table or --record-partial.
+    from sglang.srt.mezo.training.finetune import mezo_mlm_finetune  # noqa: PLC0415
 
     train, held = squad_split() if args.task == "squad" else arc_split()
     if args.train_rows != "all":

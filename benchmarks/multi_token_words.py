@@ -18,6 +18,10 @@ import sys
 
 from harness import MODEL, machine_line  # the same model and machine line as the other accuracy records
 
+from sglang.srt.mezo.data.presets import get_task
+from sglang.srt.mezo.data.sampling import prepare_splits
+from sglang.srt.mezo.training.finetune import mezo_mlm_finetune
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "results", "multi_token_words.md")
 SEED = 42
@@ -36,10 +40,6 @@ CANDIDATES = {
 
 
 def score(task: str, objective: str, words, option_score: str) -> dict:
-    from sglang.srt.mezo.data.presets import get_task
-    from sglang.srt.mezo.data.sampling import prepare_splits
-    from sglang.srt.mezo.training.finetune import mezo_mlm_finetune
-
     dev = prepare_splits(get_task(task), k_shot=16, seed=SEED).dev
     extra = {"label_words": words, "option_score": option_score} if objective == "options" else {}
     result = mezo_mlm_finetune(MODEL, task_name=task, eval_dataset=dev, num_steps=0, seed=SEED,

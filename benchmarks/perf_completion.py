@@ -64,6 +64,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+# Torch and the reference code only at the top: SGLang, sglang.srt.mezo and HF are imported in the
+# functions that need them, so that a memory worker process holds what its kind measures and
+# nothing more (memory_worker).
 import perf_reference as ref  # noqa: E402  (memory probes)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -101,7 +104,8 @@ def default_data_file() -> str:
 def chat_rows(path: str, n: int, seed: int):
     """``n`` SQuAD train rows, a seeded sample in sample order, as chat rows: the user message is
     the context, a blank line and ``Question: <question>``; the assistant's is the first answer."""
-    from sglang.srt.mezo.data.chat import ChatExample, Message
+    # Local: see the note above the imports.
+    from sglang.srt.mezo.data.chat import ChatExample, Message  # noqa: PLC0415
 
     with open(path, encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
@@ -119,7 +123,8 @@ def chat_rows(path: str, n: int, seed: int):
 def chat_batches(tokenizer, path: str, sizes: Sequence[int], seed: int, sample_size: Optional[int] = None) -> dict:
     """{B: the first B encoded rows of one sample of ``sample_size`` (default max(sizes)) rows}:
     smaller batches are prefixes of larger ones (a sample's size changes which rows it draws)."""
-    from sglang.srt.mezo.data.chat import encode_chat
+    # Local: see the note above the imports.
+    from sglang.srt.mezo.data.chat import encode_chat  # noqa: PLC0415
 
     sample = [encode_chat(tokenizer, e) for e in chat_rows(path, sample_size or max(sizes), seed)]
     return {b: sample[:b] for b in sizes}
@@ -173,8 +178,9 @@ def tensor_seed(step_seed: int, index: int) -> int:
 def load_peft_model(model_path: str, adapter_dir: str, dtype: torch.dtype):
     """HF model with sdpa attention and the trainer's initial adapter (PEFT format), adapter in the
     model's dtype as SGLang's pool holds it (not PEFT's fp32 upcast)."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    # Local: see the note above the imports.
+    from peft import PeftModel  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, attn_implementation="sdpa")
     model = PeftModel.from_pretrained(model, adapter_dir, autocast_adapter_dtype=False)
@@ -253,9 +259,10 @@ class PeftMeZO:
 # =========================================================================== workers
 
 def _make_trainer(model_path: str, tokenizer, dtype: str, max_total_tokens: int, seed: int):
-    from sglang.srt.mezo.spec.config import MeZOConfig
-    from sglang.srt.mezo.training.objectives.completion import CompletionObjective
-    from sglang.srt.mezo.training.trainer import MeZOTrainer
+    # Local: see the note above the imports.
+    from sglang.srt.mezo.spec.config import MeZOConfig  # noqa: PLC0415
+    from sglang.srt.mezo.training.objectives.completion import CompletionObjective  # noqa: PLC0415
+    from sglang.srt.mezo.training.trainer import MeZOTrainer  # noqa: PLC0415
 
     config = MeZOConfig(objective="completion", dtype=dtype, seed=seed, max_total_tokens=max_total_tokens,
                         progress_bar=False)
@@ -284,7 +291,8 @@ def _config_record(trainer, hf: PeftMeZO) -> dict:
 
 
 def _check_seed_derivation() -> None:
-    from sglang.srt.mezo.zo.noise import tensor_seed as library_tensor_seed
+    # Local: see the note above the imports.
+    from sglang.srt.mezo.zo.noise import tensor_seed as library_tensor_seed  # noqa: PLC0415
 
     assert all(tensor_seed(s, i) == library_tensor_seed(s, i) for s in (0, 7, 2**61 + 3) for i in (0, 5, 119))
 
@@ -293,7 +301,8 @@ def timing_worker(args) -> int:
     dtype = args.timing_worker
     torch.set_num_threads(args.threads)
     sizes = sorted(args.batch_sizes)
-    from transformers import AutoTokenizer
+    # Local: see the note above the imports.
+    from transformers import AutoTokenizer  # noqa: PLC0415
 
     _check_seed_derivation()
     tok = AutoTokenizer.from_pretrained(args.model_path)
@@ -354,11 +363,12 @@ def timing_worker(args) -> int:
 def memory_worker(args) -> int:
     kind, dtype, b = args.memory_worker, args.dtype, args.batch_size
     torch.set_num_threads(args.threads)
-    import peft  # noqa: F401  (both kinds of process hold the same libraries)
-    import sglang.srt.mezo_trainer  # noqa: F401
-    from transformers import AutoTokenizer
+    # What this process holds is what is measured: each kind imports its libraries here.
+    import peft  # noqa: F401, PLC0415  (both kinds of process hold the same libraries)
+    import sglang.srt.mezo_trainer  # noqa: F401, PLC0415
+    from transformers import AutoTokenizer  # noqa: PLC0415
 
-    from sglang.srt.mezo.spec.config import MeZOConfig
+    from sglang.srt.mezo.spec.config import MeZOConfig  # noqa: PLC0415
 
     gc.collect()
     rss_import = ref.rss_mb()
@@ -367,8 +377,8 @@ def memory_worker(args) -> int:
     if kind == "hf_step":
         # No SGLang runner in this process: a fresh PEFT adapter of the same shape (the library's
         # defaults for a causal LM), its trainable parameters in PEFT's order.
-        from peft import LoraConfig, get_peft_model
-        from transformers import AutoModelForCausalLM
+        from peft import LoraConfig, get_peft_model  # noqa: PLC0415
+        from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
         c = MeZOConfig(objective="completion").resolve("causal")
         model = AutoModelForCausalLM.from_pretrained(args.model_path, dtype=getattr(torch, dtype),
@@ -565,10 +575,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return memory_worker(args)
 
     t_wall = time.perf_counter()
-    from transformers import AutoTokenizer
+    # Local: see the note above the imports.
+    from transformers import AutoTokenizer  # noqa: PLC0415
 
-    from sglang.srt.mezo.engine.hardware import choose_dtype
-    from sglang.srt.mezo.engine.models import resolve_model_path
+    from sglang.srt.mezo.engine.hardware import choose_dtype  # noqa: PLC0415
+    from sglang.srt.mezo.engine.models import resolve_model_path  # noqa: PLC0415
 
     args.model_path = resolve_model_path(args.model)
     choice = choose_dtype("auto", "cpu")

@@ -47,6 +47,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+# Torch and the reference code only at the top: SGLang, sglang.srt.mezo and HF are imported in the
+# functions that need them, so that a memory worker process holds what its kind measures and
+# nothing more (memory_worker).
 import perf_reference as ref  # noqa: E402  (imports torch and never sglang)
 import perf_steps  # noqa: E402  (sections 6-9: full-weight step variants, long prompts, bf16)
 import torch  # noqa: E402
@@ -100,7 +103,8 @@ log = logger("perf")
 
 def _make_trainer(config, runner, tokenizer):
     """The library's prompt objective (SST-2: " terrible"/" great" at the last position) on ``runner``."""
-    from sglang.srt.mezo.training.prompt_trainer import MeZOMLMTrainer
+    # Local: see the note above the imports.
+    from sglang.srt.mezo.training.prompt_trainer import MeZOMLMTrainer  # noqa: PLC0415
 
     trainer = MeZOMLMTrainer(config=config, task="sst-2", runner=runner, tokenizer=tokenizer)
     assert tuple(trainer.prompt.label_token_ids) == ref.LABEL_IDS, trainer.prompt.label_token_ids
@@ -109,13 +113,15 @@ def _make_trainer(config, runner, tokenizer):
 
 def _encoded(batch):
     """The benchmark's (prompt ids, label index) rows as the trainer's encoded examples."""
-    from sglang.srt.mezo.data.prompt import EncodedExample
+    # Local: see the note above the imports.
+    from sglang.srt.mezo.data.prompt import EncodedExample  # noqa: PLC0415
 
     return [EncodedExample(tuple(ids), len(ids) - 1, label) for ids, label in batch]
 
 
 def _mezo_config(kind: str, scratch: str, max_total_tokens: int):
-    from sglang.srt.mezo.spec.config import MeZOConfig
+    # Local: see the note above the imports.
+    from sglang.srt.mezo.spec.config import MeZOConfig  # noqa: PLC0415
 
     # Rank 8 (the runner's), plain SGD and Gaussian z: the settings the committed results were measured with.
     common = dict(progress_bar=False, seed=0, output_dir=scratch, max_total_tokens=max_total_tokens, lora_rank=8,
@@ -132,7 +138,8 @@ def _mezo_config(kind: str, scratch: str, max_total_tokens: int):
 
 
 def _runner_spec(model_path: str, max_total_tokens: int, lora: bool, max_loras_per_batch: int):
-    from sglang.srt.mezo.engine.runner import RunnerSpec
+    # Local: see the note above the imports.
+    from sglang.srt.mezo.engine.runner import RunnerSpec  # noqa: PLC0415
 
     if not lora:
         return RunnerSpec(model_path, max_total_tokens=max_total_tokens)
@@ -163,7 +170,8 @@ class Case:
 
 
 def run_timings(args, tok, model_path: str, nat: dict, fixed: dict, scratch: str) -> dict:
-    from sglang.srt.mezo.engine.runner import build_model_runner, release_model_runner
+    # Local: see the note above the imports.
+    from sglang.srt.mezo.engine.runner import build_model_runner, release_model_runner  # noqa: PLC0415
 
     all_batches = list(nat.values()) + list(fixed.values())
     max_tokens = kv_tokens_needed(all_batches)
@@ -293,19 +301,20 @@ def memory_worker(args) -> int:
     with open(args.batch_file) as f:
         batch = [(tuple(ids), y) for ids, y in json.load(f)]
     if kind in SGL_MEMORY_KINDS:
-        import sglang.srt.mezo_trainer  # noqa: F401  (the library baseline of an SGLang process)
+        # What this process holds is what is measured: each kind imports its libraries here.
+        import sglang.srt.mezo_trainer  # noqa: F401, PLC0415  (the library baseline of an SGLang process)
     else:
-        import peft  # noqa: F401
-        import transformers  # noqa: F401
+        import peft  # noqa: F401, PLC0415
+        import transformers  # noqa: F401, PLC0415
     gc.collect()
     rss_import = ref.rss_mb()
 
     scratch = tempfile.mkdtemp(prefix="perf-mezo-mem-")
     try:
         if kind in SGL_MEMORY_KINDS:
-            from transformers import AutoTokenizer
+            from transformers import AutoTokenizer  # noqa: PLC0415
 
-            from sglang.srt.mezo.engine.runner import build_model_runner
+            from sglang.srt.mezo.engine.runner import build_model_runner  # noqa: PLC0415
 
             tok = AutoTokenizer.from_pretrained(args.model_path)
             lora = kind in ("sgl_inference_lora", "mezo_lora_paired", "mezo_lora_two")
@@ -320,7 +329,7 @@ def memory_worker(args) -> int:
             encoded = _encoded(batch)
             op = (lambda: trainer.compute_loss(encoded)) if kind.startswith("sgl_inference") else (lambda: trainer.step(encoded))
         else:
-            from transformers import AutoTokenizer
+            from transformers import AutoTokenizer  # noqa: PLC0415
 
             tok = AutoTokenizer.from_pretrained(args.model_path)
             pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -628,10 +637,11 @@ def render_markdown(data: dict) -> str:
 
 
 def render_plot(data: dict, path: str) -> None:
-    import matplotlib
+    # matplotlib only when a plot is drawn, its backend chosen before pyplot is imported.
+    import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415
 
     R = Results(data)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
@@ -763,9 +773,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log(f"WARNING: load average {load1:.2f} at start: other work is running, timings will not be clean "
             f"(with {args.threads} threads on a shared CPU, OpenMP barriers stall whenever a thread is preempted)")
 
-    from transformers import AutoTokenizer
+    # Local: see the note above the imports.
+    from transformers import AutoTokenizer  # noqa: PLC0415
 
-    from sglang.srt.mezo.engine.models import resolve_model_path
+    from sglang.srt.mezo.engine.models import resolve_model_path  # noqa: PLC0415
 
     model_path = resolve_model_path(args.model)
     meta["model_path"] = model_path

@@ -38,6 +38,8 @@ import time
 
 from harness import machine_line, markdown_table
 
+from sglang.srt.mezo.spec.config import MeZOConfig
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = "smollm2-135m"
 LABELS = ("prefill", "decode", "grading")
@@ -45,11 +47,12 @@ LABELS = ("prefill", "decode", "grading")
 
 def worker(objective: str, warmup: int, steps: int, profiled: int, seed: int) -> dict:
     """Time ``steps`` steps of ``objective``, then (reward) split ``profiled`` more batches' work."""
-    import torch
+    # torch and SGLang's model executor only in the worker processes: the parent that starts them
+    # (and --render) loads neither.
+    import torch  # noqa: PLC0415
 
-    from sglang.srt.mezo.spec.config import MeZOConfig
-    from sglang.srt.mezo.training.plan import prepare, start_run
-    from sglang.srt.mezo.training.run import BatchSampler
+    from sglang.srt.mezo.training.plan import prepare, start_run  # noqa: PLC0415
+    from sglang.srt.mezo.training.run import BatchSampler  # noqa: PLC0415
 
     plan = prepare(MeZOConfig(model_path=MODEL, task="squad", objective=objective, seed=seed,
                               num_steps=warmup + steps + profiled, eval_steps=10**6, eval_at_start=False,

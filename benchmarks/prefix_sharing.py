@@ -36,7 +36,15 @@ import time
 from collections import OrderedDict
 from typing import Any, Sequence
 
+import torch
 from harness import machine_line, markdown_table
+from transformers import AutoTokenizer
+
+from sglang.srt.mezo.data.generative import squad_examples
+from sglang.srt.mezo.engine.models import resolve_model_path
+from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.training.objectives.completion import CompletionObjective
+from sglang.srt.mezo.training.trainer import MeZOTrainer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -84,15 +92,6 @@ def _extend_tokens(trainer, batch) -> int:
 
 
 def run(args) -> dict:
-    import torch
-    from transformers import AutoTokenizer
-
-    from sglang.srt.mezo.data.generative import squad_examples
-    from sglang.srt.mezo.engine.models import resolve_model_path
-    from sglang.srt.mezo.spec.config import MeZOConfig
-    from sglang.srt.mezo.training.objectives.completion import CompletionObjective
-    from sglang.srt.mezo.training.trainer import MeZOTrainer
-
     torch.set_num_threads(args.threads)
     path = resolve_model_path(MODEL)
     tokenizer = AutoTokenizer.from_pretrained(path)
