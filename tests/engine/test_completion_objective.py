@@ -66,7 +66,7 @@ def test_completion_loss_and_projected_gradient_match_peft(tmp_path, tiny_llama,
         g, lp, lm = tr.projected_gradient(BATCH, seed)
         losses = {}
         for sign in (1, -1):
-            load_into_peft(peft, {n: theta[n] + sign * cfg.epsilon * tr._z(seed, i, theta[n])
+            load_into_peft(peft, {n: theta[n] + sign * cfg.epsilon * tr.tensors.z(seed, i, theta[n])
                                   for i, n in enumerate(tr.trainable.names)})
             losses[sign] = hf_token_mean_loss(peft, BATCH)
         assert abs(lp - losses[1]) < 1e-5 and abs(lm - losses[-1]) < 1e-5

@@ -109,7 +109,7 @@ def test_dpo_loss_rewards_and_projected_gradient_match_peft(tmp_path, tiny_llama
         assert len(extends) == 2 and sorted(extends[1])[-4:] == [len(LONG_PROMPT) - 1] * 4
         losses = {}
         for sign in (1, -1):
-            load_into_peft(peft, {n: theta[n] + sign * cfg.epsilon * tr._z(seed, i, theta[n])
+            load_into_peft(peft, {n: theta[n] + sign * cfg.epsilon * tr.tensors.z(seed, i, theta[n])
                                   for i, n in enumerate(tr.trainable.names)})
             losses[sign] = hf_dpo_loss(peft, pairs, reference, beta)
         assert abs(lp - losses[1]) < 1e-5 and abs(lm - losses[-1]) < 1e-5

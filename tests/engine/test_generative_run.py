@@ -121,7 +121,7 @@ def test_generation_never_runs_under_perturbed_weights(tmp_path, tiny_chat_llama
         inputs = objective.generation_inputs(rows)
         raw = GreedyGenerator(tr.runner)
         tr.step(rows, next_batch=rows)
-        assert tr._ahead is not None  # the next step's +eps z is on the weights now
+        assert tr.estimator.ahead.seed is not None  # the next step's +eps z is on the weights now
         perturbed = raw(inputs.prompts, max_new_tokens=8, stop_token_ids=inputs.stop_token_ids)
         ours = tr.generate(inputs)
         trained = raw(inputs.prompts, max_new_tokens=8, stop_token_ids=inputs.stop_token_ids)

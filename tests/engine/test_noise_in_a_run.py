@@ -37,7 +37,7 @@ def test_add_subtract_run_draws_z_three_times_a_step_and_replays_bit_for_bit(sma
         monkeypatch.setattr(noise, "_random_words", lambda words, gen: fills.append(words.numel()) or real_words(words, gen))
     with trainer_for(MeZOTrainer, tiny_llama, cfg) as tr:
         assert tr.restore == "add-subtract"
-        tr._perturb(1, 0.0)
+        tr.tensors.perturb(1, 0.0)
         one_draw = sum(fills)
         assert one_draw > 0
         fills.clear()

@@ -61,7 +61,7 @@ def test_a_step_climbs_the_reward_of_what_peft_generates_at_theta_plus_and_minus
                  for p, ids in zip(PROMPTS, hf_greedy(peft, PROMPTS, MAX_NEW, stop=stops or None))]
         seed = 11
         g, lp, lm = tr.projected_gradient(items, seed)
-        rewards = {sign: hf_rewards({n: theta[n] + sign * cfg.epsilon * tr._z(seed, i, theta[n])
+        rewards = {sign: hf_rewards({n: theta[n] + sign * cfg.epsilon * tr.tensors.z(seed, i, theta[n])
                                      for i, n in enumerate(tr.trainable.names)}) for sign in (1, -1)}
         assert rewards[1] != rewards[-1]  # the perturbation changed some answer: g measures something
         assert lp == pytest.approx(-sum(rewards[1]) / 4, abs=1e-12)
@@ -132,7 +132,7 @@ def test_an_es_population_step_z_scores_what_each_direction_earns_on_the_whole_b
         theta = _set_adapter(tr, 2, scale=0.3)
         answers = tr.generate(objective.generation_inputs([PromptItem(tuple(p), {}) for p in PROMPTS]))
         items = [PromptItem(tuple(p), {"answer": objective.answer_text(a)}) for p, a in zip(PROMPTS, answers)]
-        seeds = tr._next_seeds()
+        seeds = tr.seeds.peek()
         alone = [tr.perturbed_losses(items, s) for s in seeds]  # one generation per direction
         assert len({v for pair in alone for v in pair}) > 2  # the members earn different rewards
         step = tr.step(items)
@@ -140,7 +140,7 @@ def test_an_es_population_step_z_scores_what_each_direction_earns_on_the_whole_b
         assert step.projected_grads == pytest.approx([(zp - zm) / 2 for zp, zm in z_scored(alone)], abs=1e-9)
         assert step.loss == pytest.approx(sum(a + b for a, b in alone) / 6, abs=1e-12)  # the raw rewards
         for i, (n, t) in enumerate(zip(tr.trainable.names, tr.trainable.tensors)):
-            update = sum(g * tr._z(s, i, theta[n]) for s, g in zip(seeds, step.projected_grads))
+            update = sum(g * tr.tensors.z(s, i, theta[n]) for s, g in zip(seeds, step.projected_grads))
             torch.testing.assert_close(t, theta[n] - cfg.learning_rate / 3 * update, rtol=0, atol=1e-6)
 
 

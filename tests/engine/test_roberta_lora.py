@@ -171,7 +171,7 @@ def test_projected_gradient_matches_peft(setup, tiny_roberta, paired):
             g, lp, lm = tr.projected_gradient(encoded, seed)
             losses = {}
             for sign in (1, -1):
-                load_into(peft, {n: theta[n] + sign * EPS * tr._z(seed, i, theta[n])
+                load_into(peft, {n: theta[n] + sign * EPS * tr.tensors.z(seed, i, theta[n])
                                  for i, n in enumerate(tr.trainable.names)})
                 losses[sign] = hf_loss(peft, encoded, tr.label_ids)
             g_hf = (losses[1] - losses[-1]) / (2 * EPS)
@@ -201,7 +201,7 @@ def test_restore_is_bitwise_exact_and_a_step_moves_along_minus_z(setup):
 
     result = tr.step(encoded)
     expected = [b.clone() for b in before]
-    apply_update(expected, tr.decay, result.seeds, result.projected_grads, result.lr, tr.config.weight_decay, {})
+    apply_update(expected, tr.tensors.decay, result.seeds, result.projected_grads, result.lr, tr.config.weight_decay, {})
     assert result.projected_grads[0] != 0
     assert all(torch.equal(a, b) for a, b in zip(expected, tr.trainable.tensors))
     for lt in tr.trainable.lora.tensors:  # SGLang's host copy (reloaded after an eviction) follows

@@ -213,8 +213,8 @@ def test_stopping_between_steps_and_resuming_from_the_checkpoint_is_exact(tiny_l
     plan_a = prepare(toy_spec(tiny_llama, toy_file, output_dir=str(tmp_path / "a"), **common))
     run_a = start_run(plan_a)
     passes = []
-    real_move = run_a.trainer._move
-    run_a.trainer._move = lambda ops: passes.append(len(ops)) or real_move(ops)
+    real_move = run_a.trainer.tensors.move
+    run_a.trainer.tensors.move = lambda ops: passes.append(len(ops)) or real_move(ops)
     try:
         result_a = run_a.run_to_end()
         if run_a.trainer.restore == "add-subtract":  # 3 passes a step, 2 when the next step follows

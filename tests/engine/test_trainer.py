@@ -101,7 +101,7 @@ def test_lora_logits_and_projected_gradient_match_peft(tmp_path, tiny_llama):
         losses = {}
         for sign in (1, -1):
             perturbed = {
-                n: theta[n] + sign * eps * tr._z(seed, i, theta[n])
+                n: theta[n] + sign * eps * tr.tensors.z(seed, i, theta[n])
                 for i, n in enumerate(tr.trainable.names)
             }
             load_into_peft(peft, perturbed)
@@ -134,7 +134,7 @@ def test_restore_is_bitwise_exact(tmp_path, trainable, dtype, paired):
 
         if dtype == "bfloat16" and not paired:
             # The reference code's add/subtract restore is not exact here: the check can fail.
-            tr.config.exact_restore = False
+            tr.estimator.exact = False
             for seed in (1, 2, 3):
                 tr.projected_gradient(TASK, seed)
             assert not all(torch.equal(a, b) for a, b in zip(before, tr.trainable.tensors))
@@ -148,7 +148,7 @@ def test_step_moves_weights_along_minus_z(tmp_path, tiny_llama):
         (g,), (seed,) = result.projected_grads, result.seeds
         assert g != 0
         for i, (b, t) in enumerate(zip(before, tr.trainable.tensors)):
-            z = tr._z(seed, i, t)
+            z = tr.tensors.z(seed, i, t)
             torch.testing.assert_close(t - b, -cfg.learning_rate * g * z, rtol=1e-5, atol=1e-7)
         # SGLang's host copy (what it reloads after an eviction) follows the pool.
         for lt in tr.trainable.lora.tensors:
@@ -345,12 +345,12 @@ def test_split_batch_estimates_each_direction_on_its_own_part_in_one_forward(tmp
         assert len(tr.trainable.probe_slots) == 2 and tr.runner.lora_manager.max_loras_per_batch == 5
         start = [t.clone() for t in tr.trainable.tensors]
         forwards = []
-        original = tr.forward
-        tr.forward = lambda *a, **kw: forwards.append(len(a[0])) or original(*a, **kw)
-        split = tr._split_losses(TASK, [11, 12])
+        original = tr.model.forward
+        tr.model.forward = lambda *a, **kw: forwards.append(len(a[0])) or original(*a, **kw)
+        split = tr.estimator.measure(TASK, [11, 12]).losses
         assert forwards == [2 * len(TASK)]  # both directions, both signs: one forward of the batch twice
         assert all(torch.equal(a, b) for a, b in zip(start, tr.trainable.tensors))
-        tr.forward = original
+        tr.model.forward = original
         tr.train(TASK)
         trained = [t.clone() for t in tr.trainable.tensors]
         steps = tr.trajectory.steps
@@ -364,7 +364,7 @@ def test_split_batch_estimates_each_direction_on_its_own_part_in_one_forward(tmp
             ref_p, ref_m = plain.perturbed_losses([TASK[r] for r in rows], seed)
             assert abs(lp - ref_p) < 1e-5 and abs(lm - ref_m) < 1e-5 and lp != lm
         # The run's trajectory replays to its weights: n-SPSA's (seeds, grads) record, as it is.
-        replay_steps(steps, tr.config, plain.trainable.tensors, plain.decay, {})
+        replay_steps(steps, tr.config, plain.trainable.tensors, plain.tensors.decay, {})
         assert all(torch.equal(a, b) for a, b in zip(trained, plain.trainable.tensors))
         assert not all(torch.equal(a, b) for a, b in zip(start, trained))
 
@@ -374,13 +374,13 @@ def test_a_full_weight_step_puts_the_next_perturbation_on_in_its_update_pass(tmp
     restore (inference memory) makes two passes over the weights instead of three: its update pass also puts on the next step's theta + eps z. Weights
     and trajectory are bit for bit those of steps taken one at a time. A forward in between (an
     evaluation) takes the perturbation off first; the record says so, and replay repeats it."""
-    import sglang.srt.mezo.training.trainer as trainer_module
+    import sglang.srt.mezo.zo.perturbable as trainer_moves
     import sglang.srt.mezo.zo.update as mt
     from sglang.srt.mezo.zo.trajectory import Trajectory
 
     passes = []
     real_move = mt.move
-    for module in (trainer_module, mt):  # the trainer's steps and replay's
+    for module in (trainer_moves, mt):  # the trainer's steps and replay's
         monkeypatch.setattr(module, "move", lambda *a, **k: passes.append(1) or real_move(*a, **k))
     batches = [TASK[:2], TASK[2:], TASK[1:3], TASK]
     runs = {}
@@ -394,9 +394,9 @@ def test_a_full_weight_step_puts_the_next_perturbation_on_in_its_update_pass(tmp
             for k, batch in enumerate(batches):
                 tr.step(batch, batches[k + 1] if mode != "one at a time" and k + 1 < len(batches) else None)
                 if mode == "interrupted" and k == 1:
-                    assert tr._ahead is not None
+                    assert tr.estimator.ahead.seed is not None
                     evaluated = tr.evaluate(TASK)
-                    assert tr._ahead is None
+                    assert tr.estimator.ahead.seed is None
                     at_settle = [t.clone() for t in tr.trainable.tensors]  # what a save here holds
             trained = [t.clone() for t in tr.trainable.tensors]
             trajectory = Trajectory.from_dict(tr.trajectory.to_dict())  # what a checkpoint holds
@@ -408,7 +408,7 @@ def test_a_full_weight_step_puts_the_next_perturbation_on_in_its_update_pass(tmp
                                          ("two, no record", trajectory.steps[:2], [])):
                 for t, s in zip(tr.trainable.tensors, start):
                     t.copy_(s)
-                mt.replay_steps(steps, tr.config, tr.trainable.tensors, tr.decay, {},
+                mt.replay_steps(steps, tr.config, tr.trainable.tensors, tr.tensors.decay, {},
                                 restore=trajectory.restore, noise=trajectory.noise, settled=settled)
                 replayed[name] = [t.clone() for t in tr.trainable.tensors]
             runs[mode] = (len(passes) - (len(batches) + 2 + 2), trained, trajectory, replayed)
@@ -444,14 +444,14 @@ def test_zo_adam_is_pytorch_adam_on_the_estimate_g_z_and_replays(tmp_path, tiny_
             result = tr.step(TASK)
             (g,), (seed,) = result.projected_grads, result.seeds
             for i, (p, t) in enumerate(zip(copy, tr.trainable.tensors)):
-                p.grad = g * tr._z(seed, i, t)
+                p.grad = g * tr.tensors.z(seed, i, t)
             reference.step()
         assert all(torch.allclose(t, p, rtol=1e-5, atol=1e-7) for t, p in zip(tr.trainable.tensors, copy))
         assert not all(torch.equal(t, s) for t, s in zip(tr.trainable.tensors, start))
         trained = [t.clone() for t in tr.trainable.tensors]
         for t, s in zip(tr.trainable.tensors, start):
             t.copy_(s)
-        replay_steps(tr.trajectory.steps, tr.config, tr.trainable.tensors, tr.decay, {})
+        replay_steps(tr.trajectory.steps, tr.config, tr.trainable.tensors, tr.tensors.decay, {})
         assert all(torch.equal(a, b) for a, b in zip(trained, tr.trainable.tensors))
     with pytest.raises(ValueError, match="update_rule='adam' keeps Adam's two moments.*use trainable='lora'"):
         small_config(tmp_path, update_rule="adam", trainable="full")

@@ -43,7 +43,7 @@ from sglang.srt.mezo.data.prompt import (
 from sglang.srt.mezo.data.sampling import DataSource, DataSplits, prepare_data, prepare_splits
 from sglang.srt.mezo.engine.models import check_model_path, check_trainable, model_architectures, model_kind
 from sglang.srt.mezo.errors import DataFormatError
-from sglang.srt.mezo.spec.config import MeZOConfig, Objective
+from sglang.srt.mezo.spec.config import MeZOConfig, ObjectiveName
 from sglang.srt.mezo.spec.defaults import AUTO, DEFAULTS, resolve_hyperparameters
 from sglang.srt.mezo.training.finetune import DEFAULT_MODEL, DEFAULT_TASK, mezo_mlm_finetune
 from sglang.srt.mezo.training.objectives.base import ForwardInputs
@@ -52,10 +52,14 @@ from sglang.srt.mezo.training.prompt_search import PromptChoice, search_prompt
 from sglang.srt.mezo.training.prompt_trainer import OBJECTIVES, MeZOMLMTrainer
 from sglang.srt.mezo.training.trainer import MeZOTrainer
 
+#: The seed exported the spec's objective names as ``Objective``; the package calls them
+#: ``ObjectiveName`` (its ``Objective`` is the objective interface).
+Objective = ObjectiveName
+
 __all__ = [
     "AUTO", "DEFAULTS", "DEFAULT_MODEL", "DEFAULT_TASK", "MASK", "MODEL_KINDS", "OBJECTIVES", "PROMPT_FILE",
     "DataFormatError", "DataSource", "DataSplits", "EncodedExample", "Example", "ForwardInputs", "MLMConfig",
-    "MeZOConfig", "MeZOMLMTrainer", "MeZOTrainer", "Objective", "PromptChoice", "PromptEncoder", "RunPlan",
+    "MeZOConfig", "MeZOMLMTrainer", "MeZOTrainer", "Objective", "ObjectiveName", "PromptChoice", "PromptEncoder", "RunPlan",
     "TaskPreset", "build_parser", "check_model_path", "check_template", "check_trainable", "complete",
     "compute_metric", "format_summary", "get_task", "label_token_ids", "main", "match_label_words",
     "mezo_mlm_finetune", "model_architectures", "model_kind", "parse_label_words", "prepare", "prepare_data",

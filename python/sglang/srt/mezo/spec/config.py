@@ -54,7 +54,7 @@ from sglang.srt.mezo.spec.defaults import (
 Trainable = Literal["lora", "full"]
 
 
-Objective = Literal["ce", "accuracy", "completion", "options", "dpo", "reward"]
+ObjectiveName = Literal["ce", "accuracy", "completion", "options", "dpo", "reward"]
 
 
 OptionScore = Literal["mean", "sum"]
@@ -130,7 +130,7 @@ class MeZOConfig:
     use_space_prefix: bool = _spec(True, "give label words a leading space (' great'), as byte-level BPE and "
                                    "SentencePiece vocabularies spell a word inside a sentence", cli="space-prefix",
                                    group="prompt")
-    objective: Optional[Objective] = _spec(
+    objective: Optional[ObjectiveName] = _spec(
         None, "ce: cross-entropy over one-token label words; accuracy: minus accuracy (non-differentiable); "
         "options: cross-entropy over each option's log-likelihood (label words of several tokens, a row's "
         "'choices'); completion: cross-entropy of a completion's or the assistant messages' tokens; "

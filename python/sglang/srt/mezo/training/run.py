@@ -45,7 +45,7 @@ from sglang.srt.mezo.io import atomic_dir, atomic_json, atomic_write
 from sglang.srt.mezo.training.callbacks import METRICS_FILE, Callback, default_callbacks
 from sglang.srt.mezo.training.checkpoints import CHECKPOINTS, RUN_STATE_FILE
 from sglang.srt.mezo.training.divergence import SHRINK, Divergence, DivergenceWatch, default_window, react
-from sglang.srt.mezo.training.objectives.base import GenerativeObjective, RewardObjective
+from sglang.srt.mezo.zo.seeds import rng_state, set_rng_state
 from sglang.srt.mezo.zo.trajectory import Trajectory
 
 logger = logging.getLogger(__name__)
@@ -85,17 +85,6 @@ class BatchSampler:
     def load_state_dict(self, state: dict) -> None:
         set_rng_state(self.rng, state["rng"])
         self.order = list(state["order"])
-
-
-def rng_state(rng: random.Random) -> list:
-    """A ``random.Random``'s state as JSON-able lists."""
-    version, internal, gauss = rng.getstate()
-    return [version, list(internal), gauss]
-
-
-def set_rng_state(rng: random.Random, state: list) -> None:
-    version, internal, gauss = state
-    rng.setstate((version, tuple(internal), gauss))
 
 
 class MeZORun:
@@ -159,19 +148,15 @@ class MeZORun:
         holds each prompt with room for its answer."""
         objective = self.trainer.objective
         if self._evaluation is not None:
-            ev = self._evaluation
-            batch, copies = ev.examples[ev.cursor: ev.cursor + ev.batch_size], 1
-            generates = isinstance(objective, GenerativeObjective) and objective.generates(batch)
+            batch, copies, training = self._evaluation.next_chunk, 1, False
         elif self.step_count < self.num_steps and self.stop_reason is None:
             batch = [self.train_data[i] for i in self.sampler.peek()]
-            copies = 2 if self.trainer.trainable.paired else 1
-            generates = isinstance(objective, RewardObjective)
+            copies, training = (2 if self.trainer.trainable.paired else 1), True
         else:
             return 0, 0
-        lengths = [len(s) for s in objective.forward_inputs(batch).sequences]
-        if generates:  # an upper bound: an evaluation's logits forward and its generation run one after the other
-            room = objective.generation_inputs(batch).max_new_tokens
-            lengths = [n + room for n in lengths]
+        # An upper bound: an evaluation's logits forward and its generation run one after the other.
+        room = objective.answer_room(batch, training)
+        lengths = [len(s) + room for s in objective.forward_inputs(batch).sequences]
         return sum(lengths) * copies, len(lengths) * copies
 
     def _emit(self, event: dict) -> dict:

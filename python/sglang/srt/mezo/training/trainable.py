@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import re
 from abc import ABC, abstractmethod
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from safetensors.torch import load_file
 
-from sglang.srt.mezo.engine.lora_pool import PoolLoRA
+from sglang.srt.mezo.engine.lora_pool import LoRASettings, PoolLoRA, copies_expected
 from sglang.srt.mezo.engine.tensor_parallel import tensor_parallel_layouts
+from sglang.srt.mezo.spec.config import MeZOConfig
 
 #: Where a run folder or checkpoint holds the PEFT adapter.
 ADAPTER_DIR = "adapter"
@@ -105,6 +106,27 @@ class LoRAWeights(TrainableSet):
         self.probe_slots += [((p.lora_id, [p.tensors[i].pool for i in keep]),
                               (m.lora_id, [m.tensors[i].pool for i in keep])) for p, m in self.probes]
 
+    @classmethod
+    def allocate(cls, runner, settings: LoRASettings, name: str, init_dir: str, model_path: str, *,
+                 init_from: Optional[str] = None, slot_pairs: int = 0, top_layers: Optional[int] = None,
+                 freeze_a: bool = False) -> "LoRAWeights":
+        """A new adapter (from ``init_from``, a PEFT folder, if given) in ``runner``'s LoRA pool,
+        written to ``init_dir`` first (SGLang loads adapters from folders), with ``slot_pairs``
+        (+eps, -eps) slot pairs for the estimator: the adapter's own slot and a twin make the
+        first, copies of the adapter the others."""
+        lora = PoolLoRA.create(runner, settings, name, init_dir, model_path, init_from=init_from)
+        minus, probes = None, []
+
+        def copy(suffix: str) -> PoolLoRA:
+            return PoolLoRA.create(runner, settings, f"{name}-{suffix}", init_dir, model_path,
+                                   init_from=lora.ref.lora_path)
+
+        with copies_expected():  # slots that hold perturbed copies of the adapter, loaded from its folder
+            if slot_pairs:
+                minus = copy("minus")
+            probes = [(copy(f"plus{k}"), copy(f"minus{k}")) for k in range(1, slot_pairs)]
+        return cls(lora, minus, top_layers=top_layers, freeze_a=freeze_a, probes=probes)
+
     @property
     def paired(self) -> bool:
         return self.minus is not None
@@ -154,3 +176,23 @@ def trained_lora_tensors(names: Sequence[str], top_layers: Optional[int], freeze
     first = max(layers) + 1 - top_layers if top_layers is not None and layers else None
     return [i for i, (n, layer) in enumerate(zip(names, layers))
             if (first is None or layer >= first) and not (freeze_a and ".lora_A." in n)]
+
+
+def trainable_set(runner, config: MeZOConfig, model_path: str, name: str, folder: Optional[str],
+                  slot_pairs: Callable[[int], int]) -> TrainableSet:
+    """What a run with ``config`` trains on ``runner``: every weight, or a new LoRA adapter named
+    ``name`` (its initial PEFT folder written under ``folder``) with the slot pairs its estimator
+    takes: ``slot_pairs(free)`` of them, ``free`` being the pool's slots besides the base model's
+    and those other adapters hold pinned (adapters a server loaded without pinning can be evicted,
+    so they do not count)."""
+    if config.trainable == "full":
+        return FullWeights(runner.model)
+    manager = runner.lora_manager
+    if manager is None:
+        raise ValueError("trainable='lora' needs a ModelRunner started with LoRA enabled "
+                         "(enable_lora, max_lora_rank >= lora_rank, the target modules)")
+    free = manager.max_loras_per_batch - 1 - manager.num_pinned_loras
+    settings = LoRASettings(config.lora_rank, config.lora_alpha, tuple(config.lora_target_modules), config.seed)
+    return LoRAWeights.allocate(runner, settings, name, os.path.join(folder, "adapter_init"), model_path,
+                                init_from=config.init_adapter, slot_pairs=slot_pairs(free),
+                                top_layers=config.lora_layers, freeze_a=config.freeze_lora_a)

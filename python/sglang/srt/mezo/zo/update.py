@@ -13,11 +13,9 @@ import torch
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.zo.adam import ZOAdam
 from sglang.srt.mezo.zo.noise import AddZ, Decay, NoiseKind, Op, ShardLayout, draw_z, move
+from sglang.srt.mezo.zo.perturbable import PerturbableTensors, decay_mask
 
-
-def decay_mask(names: Sequence[str]) -> list[bool]:
-    """Weight decay applies to weight matrices only, never to biases or norms (as in MeZO)."""
-    return [not (n.endswith("bias") or "norm" in n.lower()) for n in names]
+__all__ = ["StepUpdate", "UpdateRule", "decay_mask", "learning_rate_at", "replay_steps", "step_ops", "z_scored"]
 
 
 def step_ops(seeds: Sequence[int], grads: Sequence[float], lr: float, weight_decay: float,
@@ -83,6 +81,39 @@ def replay_steps(steps: Sequence[tuple[Sequence[int], Sequence[float]]], config:
             seeds, rule.coefficients(steps, step, grads), lr, config.weight_decay)
         ops += [AddZ(s, a) for s in after.get(step + 1, ()) for a in (config.epsilon, -config.epsilon)]
         move(tensors, ops, decay, generators, layouts, noise)
+
+
+class StepUpdate:
+    """How a step moves theta once its projected gradients are known (``config.update_rule``):
+    theta -= lr * (c z + wd theta) with the rule's coefficients c, in one pass with the operations
+    the step still owes (``before``: the add/subtract restore; ``after``: the next step's +eps z put
+    on ahead), or ZO-Adam's move, which takes the owed operations in a pass of their own first."""
+
+    def __init__(self, config: MeZOConfig, tensors: PerturbableTensors):
+        self.tensors, self.weight_decay = tensors, config.weight_decay
+        self.rule = UpdateRule(config.update_rule)
+        self.adam = ZOAdam(tensors.tensors) if config.update_rule == "adam" else None
+
+    @property
+    def looks_ahead(self) -> bool:
+        """Whether the update pass can also put on the next step's +eps z (not with Adam)."""
+        return self.adam is None
+
+    def apply(self, history: Sequence[tuple[Sequence[int], Sequence[float]]], seeds: Sequence[int],
+              grads: Sequence[float], lr: float, before: Sequence[Op] = (), after: Sequence[Op] = ()) -> None:
+        """The update of a step whose earlier steps are ``history`` (a trajectory's (seeds, g))."""
+        if self.adam is not None:
+            self.tensors.move(before)
+            self.adam.step(self.tensors.tensors, seeds, grads, lr=lr, weight_decay=self.weight_decay,
+                           decay=self.tensors.decay, z=self.tensors.z)
+            return
+        coefficients = self.rule.coefficients(history, len(history), grads)
+        self.tensors.move([*before, *step_ops(seeds, coefficients, lr, self.weight_decay), *after])
+
+    def rebuild(self, history: Sequence[tuple[Sequence[int], Sequence[float]]]) -> None:
+        """The rule's state after ``history`` (Adam's moments; the others recompute theirs)."""
+        if self.adam is not None:
+            self.adam.rebuild(history, self.tensors.tensors, self.tensors.z)
 
 
 class UpdateRule:

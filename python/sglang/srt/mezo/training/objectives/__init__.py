@@ -3,10 +3,11 @@
 Each objective is one module in this folder, registered under the spec names it implements
 (``MeZOConfig.objective``); :func:`objective_for` builds the one a run's plan names. To add one:
 
-1. write ``objectives/<name>.py`` with a subclass of :class:`~.base.Objective` and a classmethod
-   ``from_plan(plan, name)`` that builds it from a :class:`~sglang.srt.mezo.training.plan.RunPlan`;
+1. write ``objectives/<name>.py`` with a subclass of :class:`~.base.LogitsObjective` (or
+   :class:`~.base.RewardObjective`) and a classmethod ``from_plan(plan, name)`` that builds it from a
+   :class:`~sglang.srt.mezo.training.plan.RunPlan`;
 2. put ``@register("<name>")`` on the class, and the module's name in ``_MODULES`` below;
-3. add ``"<name>"`` to ``Objective``'s Literal in :mod:`sglang.srt.mezo.spec.config` (the spec is
+3. add ``"<name>"`` to ``ObjectiveName``, the Literal in :mod:`sglang.srt.mezo.spec.config` (the spec is
    torch-free and checked before anything loads; a test keeps the two lists equal).
 
 >>> sorted(registered())

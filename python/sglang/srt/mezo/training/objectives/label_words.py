@@ -24,11 +24,11 @@ from sglang.srt.mezo.data.metrics import compute_metric
 from sglang.srt.mezo.data.presets import TaskPreset
 from sglang.srt.mezo.data.prompt import EncodedExample, PromptEncoder
 from sglang.srt.mezo.training.objectives import register
-from sglang.srt.mezo.training.objectives.base import ForwardInputs, Objective
+from sglang.srt.mezo.training.objectives.base import ForwardInputs, LogitsObjective
 
 
 @register("ce", "accuracy")
-class LabelWordObjective(Objective):
+class LabelWordObjective(LogitsObjective):
     """Label words' scores at one position of each prompt; ``loss`` is ``"ce"`` or ``"accuracy"``."""
 
     def __init__(self, prompt: PromptEncoder, preset: TaskPreset, loss: str = "ce",

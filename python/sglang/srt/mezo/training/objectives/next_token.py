@@ -18,10 +18,10 @@ from typing import Sequence
 
 import torch
 
-from sglang.srt.mezo.training.objectives.base import ForwardInputs, Objective
+from sglang.srt.mezo.training.objectives.base import ForwardInputs, LogitsObjective
 
 
-class NextTokenObjective(Objective):
+class NextTokenObjective(LogitsObjective):
     """Cross-entropy of one target token after each prompt."""
 
     def forward_inputs(self, batch: Sequence[tuple[Sequence[int], int]]) -> ForwardInputs:

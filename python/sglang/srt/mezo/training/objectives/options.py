@@ -28,7 +28,7 @@ from sglang.srt.mezo.data.presets import TaskPreset, fill_template
 from sglang.srt.mezo.data.prompt import MASK, label_word_pieces, mask_takes_space, match_label_words
 from sglang.srt.mezo.errors import DataFormatError
 from sglang.srt.mezo.training.objectives import register
-from sglang.srt.mezo.training.objectives.base import ForwardInputs, Objective
+from sglang.srt.mezo.training.objectives.base import ForwardInputs, LogitsObjective
 
 OPTION_SCORES = ("mean", "sum")
 
@@ -49,7 +49,7 @@ def option_rows(item: OptionsItem) -> list[tuple[int, ...]]:
 
 
 @register("options")
-class OptionsObjective(Objective):
+class OptionsObjective(LogitsObjective):
     """Cross-entropy over the options' log-likelihood scores (``score``: "mean" or "sum")."""
 
     def __init__(self, tokenizer, preset: TaskPreset, template: Optional[str] = None,

@@ -2,7 +2,7 @@
 the loss of a batch is minus the mean grade of the answers the model generates to its prompts.
 
 Each step generates every prompt's answer under theta + eps z and under theta - eps z in one batch
-(two LoRA slots, :meth:`~sglang.srt.mezo.training.trainer.MeZOTrainer._graded_sides`), grades each
+(two LoRA slots, :meth:`~sglang.srt.mezo.training.objectives.base.RewardObjective.sided_losses`), grades each
 with the run's grader (:mod:`sglang.srt.mezo.data.graders`), and MeZO's projected gradient
 (L+ - L-) / (2 eps) = -(mean reward+ - mean reward-) / (2 eps) moves the weights up the reward.
 Generation never reuses KV across the two sides, steps or serving

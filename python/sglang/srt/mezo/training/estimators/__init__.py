@@ -1,0 +1,69 @@
+"""Estimators: how a step measures its directions (:class:`~.base.Estimator`), one module each.
+
+=================  ===================================================  ==========================
+module             forwards per step (n directions)                     chosen when
+=================  ===================================================  ==========================
+``two_forward``    2n, over theta itself                                full weights; LoRA without
+                                                                        two free slots
+``paired``         n, theta +/- eps z in two LoRA slots                 LoRA (the default)
+``split_batch``    1, direction k on part k of the batch                ``split_batch=True``
+``population``     1, every direction on the whole batch, z-scored      ``reward_shaping="z-score"``
+=================  ===================================================  ==========================
+
+A new estimator is a module here with a subclass of :class:`~.base.Estimator` (or of
+:class:`~.slots.SlotEstimator` if it measures on LoRA slots), and a line in :func:`choose`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.training.estimators.base import Batch, Estimator, Measured
+from sglang.srt.mezo.training.estimators.paired import PairedForward
+from sglang.srt.mezo.training.estimators.population import MirroredPopulation
+from sglang.srt.mezo.training.estimators.slots import SidedMeasure, SlotEstimator, SlotPair
+from sglang.srt.mezo.training.estimators.split_batch import SplitBatch
+from sglang.srt.mezo.training.estimators.two_forward import LookAhead, TwoForwardSPSA
+from sglang.srt.mezo.zo.perturbable import PerturbableTensors
+
+__all__ = ["Estimator", "LookAhead", "Measured", "MirroredPopulation", "PairedForward", "SlotEstimator",
+           "SplitBatch", "TwoForwardSPSA", "choose", "slot_pairs_needed"]
+
+
+def slot_pairs_needed(config: MeZOConfig, free_slots: int, one_forward_loss: bool) -> int:
+    """How many (+eps, -eps) LoRA slot pairs a run takes: 0 (two forwards over the adapter itself),
+    1 (a paired forward) or one per direction (a split batch, a population). ``free_slots``: the
+    runner's LoRA slots besides the base model's and those other adapters hold pinned;
+    ``one_forward_loss``: whether the objective's loss comes from one batched call (not a trainer
+    subclass's own ``compute_loss``). A setting that cannot be had says so."""
+    if config.directions_per_forward > 1:
+        needed = 2 * config.n_spsa
+        mode = "split_batch" if config.split_batch else "reward_shaping='z-score'"
+        if not (free_slots >= needed and one_forward_loss):
+            raise ValueError(
+                f"{mode} with n_spsa={config.n_spsa} needs {needed} free LoRA slots (this runner "
+                f"has {free_slots}: max_loras_per_batch >= {needed + 1} with no other adapter pinned) and an "
+                f"objective whose loss comes from one forward (no compute_loss override); lower n_spsa or turn {mode} off"
+            )
+        return config.directions_per_forward
+    possible = free_slots >= 2 and one_forward_loss
+    if config.paired_forward and not possible:
+        raise ValueError(
+            "paired_forward=True needs two free LoRA slots (max_loras_per_batch >= 3 with no other "
+            "adapter pinned) and an objective whose loss comes from one forward (no compute_loss override)"
+        )
+    return 1 if possible and config.paired_forward is not False else 0
+
+
+def choose(config: MeZOConfig, tensors: PerturbableTensors, slot_pairs: Sequence[SlotPair],
+           loss: Callable[[Batch], float], sided: SidedMeasure) -> Estimator:
+    """The estimator of a run with ``config`` whose trainable set has ``slot_pairs`` (none: two
+    forwards). ``loss``: the objective's loss at theta; ``sided``: its (L+, L-) on slot pairs."""
+    if not slot_pairs:
+        return TwoForwardSPSA(config.epsilon, tensors, loss, exact=config.exact_restore)
+    if config.reward_shaping == "z-score":
+        return MirroredPopulation(config.epsilon, tensors, slot_pairs, sided)
+    if config.split_batch:
+        return SplitBatch(config.epsilon, tensors, slot_pairs, sided)
+    return PairedForward(config.epsilon, tensors, slot_pairs, sided)
