@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import openai
 import pytest
 import requests
 from test_server import AUTH, KEY, NEG, POS, Server
@@ -40,10 +42,8 @@ def months(tiny_llama, tmp_path_factory):
         srv.stop()
 
 
-def _client(srv: Server):
-    from openai import OpenAI
-
-    return OpenAI(base_url=srv.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
+def _client(srv: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=srv.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
 
 
 def _delete(srv: Server, path: str):
@@ -82,8 +82,6 @@ def _chat(client, model: str) -> str:
 
 
 def test_uploads_over_the_limit_get_413_and_leave_nothing(months):
-    import openai
-
     srv, out = months["server"], months["out"]
     before = _store_files(out)
     line = json.dumps({"sentence": "a great movie " * 4, "label": 1}) + "\n"
@@ -119,8 +117,6 @@ def test_uploads_over_the_limit_get_413_and_leave_nothing(months):
 
 
 def test_delete_refuses_what_a_job_uses_then_deletes_with_the_openai_client(months):
-    import openai
-
     srv, out = months["server"], months["out"]
     client = _client(srv)
     with open(os.path.join(months["data"], "train.jsonl"), "rb") as f:
@@ -199,8 +195,6 @@ def test_soak_20_jobs_in_a_row_bounded_adapters_all_served_deleting_frees(months
     assert r.status_code == 200, r.text
     assert _loaded(srv) <= MAX_LOADED
     # Requests for six adapters at once, twice the bound: each waits for a loaded one to be given back.
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(lambda job: _chat(client, job["fine_tuned_model"]), jobs[6:12]))
     assert all(a is not None for a in answers) and _loaded(srv) <= MAX_LOADED
