@@ -7,6 +7,9 @@ import dataclasses
 import logging
 from typing import Optional
 
+# Before any SGLang module: they read the engine choice (CPU or not) when imported.
+import sglang.srt.mezo.engine.sglang_on_cpu  # noqa: F401
+
 from sglang.srt.model_executor.model_runner import ModelRunner
 
 from sglang.srt.mezo.engine.hardware import AUTO_DTYPE, choose_dtype
