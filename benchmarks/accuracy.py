@@ -20,6 +20,10 @@ interrupted part-way resumes where it stopped (a run cut short starts again). Co
 - lever: one option of the run spec on top of the defaults (see LEVERS).
 """
 
+# Heavy imports (torch, peft, transformers, SGLang, matplotlib) stay inside the functions that run
+# a method or draw a figure: the report and --help run without them, and each run loads only its method's.
+# ruff: noqa: PLC0415
+
 from __future__ import annotations
 
 import argparse

@@ -17,6 +17,10 @@ with the library's prompt objective (``MeZOMLMTrainer``):
 - MeZO-LoRA steps with the batch split over 4 and 16 directions (``split_batch``), SST-2.
 """
 
+# torch, transformers and SGLang are imported in the worker processes only: the driver stays light
+# (one ModelRunner per process), and what it measures is the workers' time.
+# ruff: noqa: PLC0415
+
 from __future__ import annotations
 
 import json

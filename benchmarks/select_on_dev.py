@@ -24,6 +24,11 @@ import statistics
 import sys
 import tempfile
 
+from sglang.srt.mezo.engine.runner import release_model_runner
+from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.training.checkpoints import checkpoint_dirs
+from sglang.srt.mezo.training.plan import prepare, start_run
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "accuracy")
 OUT = os.path.join(HERE, "results", "select_on_dev.json")
@@ -32,11 +37,6 @@ COMMAND = "python benchmarks/select_on_dev.py"
 
 def score_checkpoints(run_dir: str) -> list[dict]:
     """(step, dev-split accuracy and loss) of every checkpoint of ``run_dir``."""
-    from sglang.srt.mezo.engine.runner import release_model_runner
-    from sglang.srt.mezo.spec.config import MeZOConfig
-    from sglang.srt.mezo.training.checkpoints import checkpoint_dirs
-    from sglang.srt.mezo.training.plan import prepare, start_run
-
     scratch = tempfile.mkdtemp(prefix="select-on-dev-")
     try:
         copy = shutil.copytree(run_dir, os.path.join(scratch, "run"))

@@ -16,6 +16,7 @@ two means over 4.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -26,6 +27,13 @@ import time
 
 import pytest
 import torch
+from safetensors.torch import load_file
+
+from sglang.srt.mezo.engine.tensor_parallel import tensor_parallel_layouts
+from sglang.srt.mezo.parallel.launch import WorkerEnv, isolate_sglang
+from sglang.srt.mezo.zo.noise import ShardLayout, draw_z
+from sglang.srt.mezo.zo.trajectory import Trajectory
+from sglang.srt.mezo.zo.update import apply_update
 
 STEPS, EVAL_EVERY = 160, 40
 CLI = [sys.executable, "-m", "sglang.srt.mezo_mlm_trainer"]
@@ -74,8 +82,6 @@ def _one_process_and_two_workers(argv, root) -> None:
 
 
 def _grads(out) -> tuple[list, list]:
-    from sglang.srt.mezo.zo.trajectory import Trajectory
-
     t = Trajectory.load(str(out))
     return [s for s, _ in t.steps], [g[0] for _, g in t.steps]
 
@@ -183,8 +189,6 @@ def test_two_workers_follow_one_process_on_a_reward_run(tmp_path, tiny_chat_llam
 
 
 def _all_grads(out) -> list[list[float]]:
-    from sglang.srt.mezo.zo.trajectory import Trajectory
-
     return [list(g) for _, g in Trajectory.load(str(out)).steps]
 
 
@@ -201,13 +205,10 @@ def test_nproc_runs_torchrun_with_identical_workers(tmp_path, reference, tiny_ll
     line = next(x for x in done.stderr.splitlines() if "bitwise identical on 2 workers" in x)
     digest = line.split("sha256 ")[1].split(")")[0]
     # That digest is the saved adapter's: every rank ended with the tensors rank 0 saved.
-    from safetensors.torch import load_file
 
-    from sglang.srt.mezo.zo.trajectory import Trajectory
 
     names = Trajectory.load(str(out)).tensor_names
     saved = load_file(os.path.join(out, "adapter", "adapter_model.safetensors"))
-    import hashlib
 
     h = hashlib.sha256()
     for name in names:
@@ -239,8 +240,6 @@ def test_workers_that_search_the_prompt_agree_on_it(tmp_path, tiny_llama, toy_fi
 
 
 def test_worker_env_and_isolation(monkeypatch):
-    from sglang.srt.mezo.parallel.launch import WorkerEnv, isolate_sglang
-
     assert WorkerEnv.from_environ({"WORLD_SIZE": "1"}) is None
     with pytest.raises(ValueError, match="MASTER_ADDR"):
         WorkerEnv.from_environ({"WORLD_SIZE": "2", "RANK": "0"})
@@ -256,9 +255,6 @@ def test_worker_env_and_isolation(monkeypatch):
 
 
 def test_shard_of_the_noise_is_the_noise_of_the_shard():
-    from sglang.srt.mezo.zo.noise import ShardLayout, draw_z
-    from sglang.srt.mezo.zo.update import apply_update
-
     seed, index = 123456789, 5
     full = torch.randn(12, 8)
     z_full = draw_z(seed, index, full, {})
@@ -299,8 +295,6 @@ def test_shard_of_the_noise_is_the_noise_of_the_shard():
 def test_layouts_from_sglang_parallel_layers():
     """The layouts read off SGLang's parallel-linear attributes (tp=2, rank 1), on stand-in modules
     (SGLang 0.5.23 does not start tp=2 on a CPU; see the report)."""
-    from sglang.srt.mezo.engine.tensor_parallel import tensor_parallel_layouts
-    from sglang.srt.mezo.zo.noise import ShardLayout
 
     def layer(kind, shape, attr, **fields):
         m = type(kind, (torch.nn.Module,), {})()

@@ -11,6 +11,7 @@ import time
 from typing import Callable
 
 import torch
+from safetensors.torch import load_file
 
 from sglang.srt.mezo.zo.trajectory import Trajectory
 
@@ -35,8 +36,6 @@ def kill_resume_and_run_straight(tmp_path, cli: Callable, killed_when: Callable[
 def assert_same_end(tmp_path, last_step: int) -> tuple[Trajectory, Trajectory]:
     """The killed-and-resumed run and the straight one: the same whole-run trajectory (the last
     checkpoint's; the top of the folder holds the step handed back), metrics and returned adapter."""
-    from safetensors.torch import load_file
-
     last = os.path.join("checkpoints", f"step-{last_step:06d}")
     a, b = Trajectory.load(str(tmp_path / "killed" / last)), Trajectory.load(str(tmp_path / "straight" / last))
     assert len(a.steps) == last_step and a.steps == b.steps and a.lr_scales == b.lr_scales
