@@ -12,6 +12,19 @@ module             forwards per step (n directions)                     chosen w
 
 A new estimator is a module here with a subclass of :class:`~.base.Estimator` (or of
 :class:`~.slots.SlotEstimator` if it measures on LoRA slots), and a line in :func:`choose`.
+
+Two forwards over a tensor, the loss its sum (a stand-in for a model's forward):
+
+>>> import torch
+>>> from sglang.srt.mezo.zo.perturbable import PerturbableTensors
+>>> theta = torch.zeros(3)
+>>> estimator = choose(MeZOConfig(epsilon=0.5), PerturbableTensors(["w"], [theta]), [],
+...                    loss=lambda batch: float(theta.sum()), sided=None)
+>>> type(estimator).__name__
+'TwoForwardSPSA'
+>>> (lp, lm), = estimator.measure(["an item"], [7]).losses
+>>> estimator.gradients([(lp, lm)]) == [(lp - lm) / 1.0], theta.tolist()  # theta is back
+(True, [0.0, 0.0, 0.0])
 """
 
 from __future__ import annotations
