@@ -6,14 +6,16 @@ import pytest
 import torch
 from conftest import trainer_for
 from test_trainer import load_into_peft, peft_model, small_config
+from transformers import AutoTokenizer
 
 from sglang.srt.mezo.data.chat import TokenizedCompletion
+from sglang.srt.mezo.data.presets import get_task
 from sglang.srt.mezo.training.objectives.completion import CompletionObjective
 from sglang.srt.mezo.training.objectives.options import OptionsItem, OptionsObjective
 from sglang.srt.mezo.training.trainer import MeZOTrainer
 
 
-def _item(prompt: list[int], completion: list[int], context: list[int] = ()) -> TokenizedCompletion:
+def completion_item(prompt: list[int], completion: list[int], context: list[int] = ()) -> TokenizedCompletion:
     """prompt + completion, the completion's tokens the targets; ``context`` tokens after the
     completion are not targets (an assistant message with weight 0, say)."""
     ids = list(prompt) + list(completion) + list(context)
@@ -21,8 +23,8 @@ def _item(prompt: list[int], completion: list[int], context: list[int] = ()) -> 
     return TokenizedCompletion(tuple(ids), tuple(targets), len(prompt))
 
 
-BATCH = [_item([0, 5, 7, 9], [11, 3, 40]), _item([0, 8], [200, 4, 9, 9, 12], [17, 18]),
-         _item([0, 300, 301, 302, 303, 304], [305])]
+BATCH = [completion_item([0, 5, 7, 9], [11, 3, 40]), completion_item([0, 8], [200, 4, 9, 9, 12], [17, 18]),
+         completion_item([0, 300, 301, 302, 303, 304], [305])]
 
 
 def hf_token_mean_loss(model, batch) -> float:
@@ -38,7 +40,7 @@ def hf_token_mean_loss(model, batch) -> float:
     return nll / count
 
 
-def _random_adapter(trainer):
+def random_adapter(trainer):
     gen = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for t in trainer.trainable.tensors:
@@ -47,12 +49,10 @@ def _random_adapter(trainer):
 
 
 def test_completion_loss_and_projected_gradient_match_peft(tmp_path, tiny_llama, llama_tokenizer_dir):
-    from transformers import AutoTokenizer
-
     objective = CompletionObjective(AutoTokenizer.from_pretrained(llama_tokenizer_dir))
     cfg = small_config(tmp_path, epsilon=1e-2)
     with trainer_for(MeZOTrainer, tiny_llama, cfg, objective=objective) as tr:
-        _random_adapter(tr)
+        random_adapter(tr)
         theta = {n: t.clone() for n, t in zip(tr.trainable.names, tr.trainable.tensors)}
         peft = peft_model(tiny_llama, tr.save(str(tmp_path / "saved")))
         # Vocabulary logits only where a target is predicted: 3 + 5 + 1 rows, never the prompt's.
@@ -92,8 +92,6 @@ def test_completion_loss_and_projected_gradient_match_peft(tmp_path, tiny_llama,
 
 
 def test_mezo_steps_lower_a_completion_loss(tmp_path, tiny_llama, llama_tokenizer_dir):
-    from transformers import AutoTokenizer
-
     objective = CompletionObjective(AutoTokenizer.from_pretrained(llama_tokenizer_dir))
     cfg = small_config(tmp_path, learning_rate=5e-3, epsilon=1e-2, num_steps=60, seed=1)
     with trainer_for(MeZOTrainer, tiny_llama, cfg, objective=objective) as tr:
@@ -113,14 +111,10 @@ def hf_option_logprobs(model, prompt, option) -> torch.Tensor:
 
 @pytest.mark.parametrize("score", ["mean", "sum"])
 def test_option_scores_are_hf_log_likelihoods(tmp_path, tiny_llama, llama_tokenizer_dir, score):
-    from transformers import AutoTokenizer
-
-    from sglang.srt.mezo.data.presets import get_task
-
     objective = OptionsObjective(AutoTokenizer.from_pretrained(llama_tokenizer_dir), get_task("arc-easy"), score=score)
     batch = [OptionsItem((0, 5, 7, 9), ((11,), (12, 13, 14), (40, 41)), 1), OptionsItem((0, 8), ((200, 4), (9,)), 0)]
     with trainer_for(MeZOTrainer, tiny_llama, small_config(tmp_path), objective=objective) as tr:
-        _random_adapter(tr)
+        random_adapter(tr)
         peft = peft_model(tiny_llama, tr.save(str(tmp_path / "saved")))
         logits = tr.logits_for(objective.forward_inputs(batch))
         assert logits.shape[0] == 1 + 3 + 2 + 2 + 1  # one row per option token

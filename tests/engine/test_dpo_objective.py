@@ -12,9 +12,12 @@ import os
 import pytest
 import torch
 from conftest import trainer_for
+from safetensors.torch import load_file
 from test_run import stop_after
 from test_trainer import load_into_peft, peft_model, small_config
+from transformers import AutoTokenizer
 
+from sglang.srt.mezo.cli.train import main as cli_main
 from sglang.srt.mezo.data.chat import TokenizedCompletion
 from sglang.srt.mezo.data.preference import TokenizedPair
 from sglang.srt.mezo.engine.runner import release_model_runner
@@ -23,6 +26,7 @@ from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.training.finetune import mezo_mlm_finetune
 from sglang.srt.mezo.training.objectives.dpo import DPOObjective
 from sglang.srt.mezo.training.plan import REFERENCE_FILE, prepare, start_run
+from sglang.srt.mezo.training.replay import replay
 from sglang.srt.mezo.training.trainer import MeZOTrainer
 
 
@@ -53,7 +57,7 @@ def hf_dpo_loss(model, pairs, reference, beta: float) -> float:
     return total / len(pairs)
 
 
-def _set_adapter(trainer, seed: int, scale: float = 0.05) -> dict:
+def set_adapter(trainer, seed: int, scale: float = 0.05) -> dict:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for t in trainer.trainable.tensors:
@@ -63,14 +67,12 @@ def _set_adapter(trainer, seed: int, scale: float = 0.05) -> dict:
 
 
 def test_dpo_loss_rewards_and_projected_gradient_match_peft(tmp_path, tiny_llama, llama_tokenizer_dir):
-    from transformers import AutoTokenizer
-
     beta = 0.5
     objective = DPOObjective(AutoTokenizer.from_pretrained(llama_tokenizer_dir), beta=beta)
     cfg = small_config(tmp_path, epsilon=1e-2)
     with trainer_for(MeZOTrainer, tiny_llama, cfg, objective=objective) as tr:
         # The reference: one adapter; the trained model: another (a real run's reference is B = 0).
-        theta_ref = _set_adapter(tr, 1)
+        theta_ref = set_adapter(tr, 1)
         inputs = objective.forward_inputs(PAIRS)
         assert inputs.owners == [0, 0, 1, 1, 2, 2] and inputs.row_counts() == [2, 3, 3, 1, 2, 2]
         reference = objective.reference_values(tr.logits_for(inputs), PAIRS)
@@ -79,7 +81,7 @@ def test_dpo_loss_rewards_and_projected_gradient_match_peft(tmp_path, tiny_llama
         assert torch.allclose(torch.tensor(reference), torch.tensor(expected_ref), atol=1e-5)
         pairs = objective.with_reference(PAIRS, reference)
 
-        theta = _set_adapter(tr, 2)
+        theta = set_adapter(tr, 2)
         assert not torch.equal(next(iter(theta.values())), next(iter(theta_ref.values())))
         load_into_peft(peft, theta)
         expected = hf_dpo_loss(peft, pairs, reference, beta)
@@ -119,8 +121,6 @@ def test_dpo_loss_rewards_and_projected_gradient_match_peft(tmp_path, tiny_llama
 
 
 def test_a_pair_without_its_reference_is_refused(tmp_path, tiny_llama, llama_tokenizer_dir):
-    from transformers import AutoTokenizer
-
     objective = DPOObjective(AutoTokenizer.from_pretrained(llama_tokenizer_dir))
     with trainer_for(MeZOTrainer, tiny_llama, small_config(tmp_path), objective=objective) as tr:
         with pytest.raises(ValueError, match="no reference log-likelihoods"):
@@ -175,10 +175,6 @@ def test_a_dpo_run_records_its_reference_and_a_resumed_run_reads_it_back(tmp_pat
     assert len(steps) == 4 and all({"rewards/accuracies", "rewards/margins"} <= set(e) for e in steps)
 
     # Replay needs no reference: the trajectory holds each step's projected gradient.
-    from safetensors.torch import load_file
-
-    from sglang.srt.mezo.training.replay import replay
-
     rebuilt = load_file(os.path.join(replay(str(tmp_path / "a"), str(tmp_path / "replayed")), "adapter_model.safetensors"))
     saved = load_file(str(tmp_path / "a" / "adapter" / "adapter_model.safetensors"))
     assert saved.keys() == rebuilt.keys() and all(torch.equal(saved[n], rebuilt[n]) for n in saved)
@@ -205,11 +201,9 @@ def test_a_dpo_run_records_its_reference_and_a_resumed_run_reads_it_back(tmp_pat
 
 
 def test_trl_rows_train_through_the_cli_and_bad_rows_fail_before_a_model_loads(tmp_path, tiny_chat_llama, capsys):
-    from sglang.srt.mezo.cli.train import main
-
     train = _jsonl(tmp_path / "trl.jsonl", TRL_ROWS)
     out = tmp_path / "cli"
-    assert main(["--model-path", tiny_chat_llama, "--objective", "dpo", "--beta", "0.3", "--train-file", train,
+    assert cli_main(["--model-path", tiny_chat_llama, "--objective", "dpo", "--beta", "0.3", "--train-file", train,
                  "--eval-file", train, "--num-steps", "2", "--eval-steps", "0", "--batch-size", "2", "--lora-rank",
                  "2", "--dtype", "float32", "--output-dir", str(out), "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())

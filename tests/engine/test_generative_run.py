@@ -7,12 +7,17 @@ import json
 
 import pytest
 import torch
+from conftest import trainer_for
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sglang.srt.mezo.data.chat import CompletionExample
+from sglang.srt.mezo.engine.generate import GreedyGenerator
 from sglang.srt.mezo.errors import DataFormatError
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.training.finetune import mezo_mlm_finetune
+from sglang.srt.mezo.training.objectives.completion import CompletionObjective
 from sglang.srt.mezo.training.plan import prepare
+from sglang.srt.mezo.training.trainer import MeZOTrainer
 
 CHATS = [
     {"messages": [{"role": "user", "content": f"say {w}"}, {"role": "assistant", "content": f"{w} {w}"}]}
@@ -68,17 +73,10 @@ def test_answers_with_references_are_generated_and_scored(tmp_path, tiny_chat_ll
 def test_the_evaluation_answer_is_hf_greedy_decoding(tmp_path, tiny_chat_llama):
     """What the evaluation generates equals HF's greedy continuation of the same prompt (the base
     model: a new adapter's B is zero), cut at the first line break."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from sglang.srt.mezo.training.objectives.completion import CompletionObjective
-    from sglang.srt.mezo.training.trainer import MeZOTrainer
-
     tok = AutoTokenizer.from_pretrained(tiny_chat_llama)
     objective = CompletionObjective(tok, max_new_tokens=6)
     rows = objective.encode([CompletionExample("the film was", " good\n", references=("good",)),
                              CompletionExample("a dull , thin", " mess\n", references=("mess",))])
-    from conftest import trainer_for
-
     with trainer_for(MeZOTrainer, tiny_chat_llama, MeZOConfig(**_small(output_dir=str(tmp_path / "o"))),
                      objective=objective) as tr:
         inputs = objective.generation_inputs(rows)
@@ -104,13 +102,6 @@ def test_multiple_choice_options_preset_runs(tmp_path, tiny_chat_llama):
 def test_generation_never_runs_under_perturbed_weights(tmp_path, tiny_chat_llama):
     """A full-weight step with a next batch leaves theta + eps z on the weights for the next step;
     an evaluation's generation in between sees the trained weights."""
-    from conftest import trainer_for
-    from transformers import AutoTokenizer
-
-    from sglang.srt.mezo.engine.generate import GreedyGenerator
-    from sglang.srt.mezo.training.objectives.completion import CompletionObjective
-    from sglang.srt.mezo.training.trainer import MeZOTrainer
-
     objective = CompletionObjective(AutoTokenizer.from_pretrained(tiny_chat_llama), max_new_tokens=8)
     rows = objective.encode([CompletionExample(f"say {w} twice:", f" {w} {w}\n", references=(w,))
                              for w in ("good", "bad", "thin", "dull")])

@@ -16,7 +16,7 @@ from sglang.srt.managers.schedule_batch import Req
 from sglang.srt.mem_cache.base_prefix_cache import InsertParams, MatchPrefixParams
 from sglang.srt.mem_cache.radix_cache import RadixKey
 from sglang.srt.sampling.sampling_params import SamplingParams
-from test_completion_objective import _item, _random_adapter
+from test_completion_objective import completion_item, random_adapter
 from test_trainer import small_config
 from transformers import AutoTokenizer
 
@@ -58,7 +58,7 @@ def trainer(tmp_path_factory, tiny_llama, one_torch_thread):
     with trainer_for(MeZOTrainer, tiny_llama, cfg) as tr:
         assert not tr.forward.share_prefixes  # off by default
         tr.forward.share_prefixes = True
-        _random_adapter(tr)
+        random_adapter(tr)
         yield tr
 
 
@@ -214,8 +214,8 @@ def test_projected_gradient_same_with_sharing_options_objective(trainer, llama_t
 def test_projected_gradient_same_with_sharing_completion_objective(trainer, llama_tokenizer_dir):
     """SQuAD-style: one passage, several questions, the answer the completion."""
     objective = CompletionObjective(AutoTokenizer.from_pretrained(llama_tokenizer_dir))
-    batch = [_item(PASSAGE + [70, 71, 72], [11, 3, 40]), _item(PASSAGE + [80, 81], [200, 4, 9]),
-             _item(PASSAGE + [90], [305, 306]), _item([0, 8, 9], [12, 13])]
+    batch = [completion_item(PASSAGE + [70, 71, 72], [11, 3, 40]), completion_item(PASSAGE + [80, 81], [200, 4, 9]),
+             completion_item(PASSAGE + [90], [305, 306]), completion_item([0, 8, 9], [12, 13])]
     original, trainer.objective = trainer.objective, objective
     try:
         _assert_same_step(*_gradients(trainer, batch, seed=11))

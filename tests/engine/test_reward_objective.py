@@ -10,21 +10,26 @@ import os
 
 import pytest
 import torch
-from conftest import trainer_for
-from test_dpo_objective import _set_adapter
+from conftest import runner_for, trainer_for
+from safetensors.torch import load_file
+from test_dpo_objective import set_adapter
 from test_generate import hf_greedy
 from test_run import stop_after
 from test_trainer import load_into_peft, peft_model, small_config
+from transformers import AutoTokenizer
 
+from sglang.srt.mezo.cli.train import main as cli_main
 from sglang.srt.mezo.data.graders import Sample, parse_grader
 from sglang.srt.mezo.engine.generate import GreedyGenerator
-from sglang.srt.mezo.engine.runner import release_model_runner
+from sglang.srt.mezo.engine.runner import RunnerSpec, release_model_runner
 from sglang.srt.mezo.errors import DataFormatError, GraderError
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.training.finetune import mezo_mlm_finetune
 from sglang.srt.mezo.training.objectives.reward import GradedAnswersObjective, PromptItem
 from sglang.srt.mezo.training.plan import prepare, start_run
+from sglang.srt.mezo.training.replay import replay
 from sglang.srt.mezo.training.trainer import MeZOTrainer
+from sglang.srt.mezo.zo.update import z_scored
 
 PROMPTS = [[0, 5, 7, 9, 11, 3, 40], [0, 8, 200, 4], [0, 300, 301, 302, 303, 304, 305, 306, 307], [0, 17]]
 MAX_NEW = 6
@@ -36,8 +41,6 @@ FUZZY = {"type": "text_similarity", "name": "close", "input": "{{sample.output_t
 
 def test_a_step_climbs_the_reward_of_what_peft_generates_at_theta_plus_and_minus_eps(tmp_path, tiny_llama,
                                                                                      llama_tokenizer_dir):
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(llama_tokenizer_dir)
     grader = parse_grader(FUZZY)
     objective = GradedAnswersObjective(tok, grader, MAX_NEW)
@@ -45,7 +48,7 @@ def test_a_step_climbs_the_reward_of_what_peft_generates_at_theta_plus_and_minus
     cfg = small_config(tmp_path, epsilon=0.3, learning_rate=1e-2)
     with trainer_for(MeZOTrainer, tiny_llama, cfg, objective=objective) as tr:
         assert tr.trainable.paired  # both sides generate in one batch, on two LoRA slots
-        theta = _set_adapter(tr, 2, scale=0.3)
+        theta = set_adapter(tr, 2, scale=0.3)
         peft = peft_model(tiny_llama, tr.save(str(tmp_path / "theta")))
         peft.generation_config.eos_token_id = None
         stops = sorted(objective.stop_token_ids)
@@ -81,10 +84,6 @@ def test_a_step_climbs_the_reward_of_what_peft_generates_at_theta_plus_and_minus
 
 
 def test_sampled_answers_draw_alike_on_both_sides_and_differ_by_seed(tiny_llama):
-    from conftest import runner_for
-
-    from sglang.srt.mezo.engine.runner import RunnerSpec
-
     with runner_for(RunnerSpec(tiny_llama, max_total_tokens=1024)) as runner:
         generate = GreedyGenerator(runner)
         seeds = [1, 2, 3, 4]
@@ -101,14 +100,12 @@ def test_sampled_answers_draw_alike_on_both_sides_and_differ_by_seed(tiny_llama)
 def test_with_sampling_a_vanishing_perturbation_gives_no_gradient(tmp_path, tiny_llama, llama_tokenizer_dir):
     """Both sides of a step draw with the same seeds: with eps tiny the answers coincide and g is 0,
     although each step's answers are random (sampling noise does not enter the difference)."""
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(llama_tokenizer_dir)
     objective = GradedAnswersObjective(tok, parse_grader(FUZZY), MAX_NEW)
     items = [PromptItem(tuple(p), {"answer": tok.decode(p[1:4])}) for p in PROMPTS]
     cfg = small_config(tmp_path, epsilon=1e-7, temperature=1.5)
     with trainer_for(MeZOTrainer, tiny_llama, cfg, objective=objective) as tr:
-        _set_adapter(tr, 3, scale=0.3)
+        set_adapter(tr, 3, scale=0.3)
         steps = [tr.step(items) for _ in range(3)]
         assert [s.projected_grads[0] for s in steps] == [0.0] * 3
         assert len({s.loss for s in steps}) > 1  # the answers themselves were sampled anew each step
@@ -119,17 +116,13 @@ def test_an_es_population_step_z_scores_what_each_direction_earns_on_the_whole_b
     """reward_shaping='z-score': the n directions answer every prompt in one generation; each
     direction's (L+, L-) is what it earns alone, the 2n values are z-scored together, g_k is
     (Z+_k - Z-_k) / 2, and theta moves by -lr / n * sum g_k z_k."""
-    from transformers import AutoTokenizer
-
-    from sglang.srt.mezo.zo.update import z_scored
-
     tok = AutoTokenizer.from_pretrained(llama_tokenizer_dir)
     objective = GradedAnswersObjective(tok, parse_grader(FUZZY), MAX_NEW)
     cfg = small_config(tmp_path, epsilon=0.3, learning_rate=1e-2, objective="reward", task="reinforcement",
                        grader=FUZZY, n_spsa=3, reward_shaping="z-score")
     with trainer_for(MeZOTrainer, tiny_llama, cfg, objective=objective) as tr:
         assert len(tr.trainable.probe_slots) == 3  # a pair of slots per member: one generation for all
-        theta = _set_adapter(tr, 2, scale=0.3)
+        theta = set_adapter(tr, 2, scale=0.3)
         answers = tr.generate(objective.generation_inputs([PromptItem(tuple(p), {}) for p in PROMPTS]))
         items = [PromptItem(tuple(p), {"answer": objective.answer_text(a)}) for p, a in zip(PROMPTS, answers)]
         seeds = tr.seeds.peek()
@@ -158,10 +151,6 @@ def _small(**kw):
 
 
 def test_a_reinforcement_file_trains_through_mezo_mlm_finetune_and_replays(tmp_path, tiny_chat_llama):
-    from safetensors.torch import load_file
-
-    from sglang.srt.mezo.training.replay import replay
-
     train = _jsonl(tmp_path / "train.jsonl", ROWS)
     out = tmp_path / "run"
     grader = {"type": "multi", "name": "both", "calculate_output": "0.5 * close + 0.5 * has",
@@ -183,8 +172,6 @@ def test_a_reinforcement_file_trains_through_mezo_mlm_finetune_and_replays(tmp_p
 def test_a_sampled_reward_run_stopped_and_resumed_ends_as_if_it_had_never_stopped(tmp_path, tiny_chat_llama):
     # A step's sampling seeds come from the run's seed and the step's number, not from state a
     # restart loses, so the resumed steps draw (and grade, and update) exactly as the straight run.
-    from safetensors.torch import load_file
-
     train = _jsonl(tmp_path / "train.jsonl", ROWS)
     grader = {**FUZZY, "name": "close"}
 
@@ -208,10 +195,6 @@ def test_a_sampled_reward_run_stopped_and_resumed_ends_as_if_it_had_never_stoppe
 
 
 def test_an_es_population_run_trains_and_replays_from_its_trajectory(tmp_path, tiny_chat_llama):
-    from safetensors.torch import load_file
-
-    from sglang.srt.mezo.training.replay import replay
-
     train = _jsonl(tmp_path / "train.jsonl", ROWS)
     out = tmp_path / "run"
     result = mezo_mlm_finetune(tiny_chat_llama, task_name="reinforcement", train_dataset=train, grader=FUZZY,
@@ -239,8 +222,6 @@ def test_bad_rows_and_bad_graders_fail_before_a_model_loads(tmp_path, tiny_chat_
 
 
 def test_the_cli_reads_a_grader_file_and_squad_defaults_to_its_f1(tmp_path, tiny_chat_llama, capsys):
-    from sglang.srt.mezo.cli.train import main
-
     squad = _jsonl(tmp_path / "squad.jsonl", [
         {"id": str(i), "title": "T", "context": f"The word is {w}.", "question": "What is the word?", "answers": [w]}
         for i, w in enumerate(("red", "blue", "green", "gold"))])
@@ -256,7 +237,7 @@ def test_the_cli_reads_a_grader_file_and_squad_defaults_to_its_f1(tmp_path, tiny
     grader_file = tmp_path / "grader.json"
     grader_file.write_text(json.dumps(FUZZY | {"reference": "{{item.answer}}"}))
     train = _jsonl(tmp_path / "train.jsonl", ROWS)
-    main(["--model-path", tiny_chat_llama, "--task", "reinforcement", "--train-file", train, "--eval-file", train,
+    cli_main(["--model-path", tiny_chat_llama, "--task", "reinforcement", "--train-file", train, "--eval-file", train,
           "--grader", str(grader_file), "--num-steps", "2", "--batch-size", "2", "--max-new-tokens", "3",
           "--dtype", "float32", "--output-dir", str(tmp_path / "cli")])
     summary = json.load(open(tmp_path / "cli" / "summary.json"))
@@ -264,6 +245,6 @@ def test_the_cli_reads_a_grader_file_and_squad_defaults_to_its_f1(tmp_path, tiny
     bad = tmp_path / "bad.json"
     bad.write_text('{"type": "string_check", "name": "x"')
     capsys.readouterr()
-    assert main(["--model-path", tiny_chat_llama, "--task", "reinforcement", "--train-file", train,
+    assert cli_main(["--model-path", tiny_chat_llama, "--task", "reinforcement", "--train-file", train,
                  "--grader", str(bad)]) == 2
     assert "bad.json: not JSON" in capsys.readouterr().err

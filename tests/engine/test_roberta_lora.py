@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TOY_ROWS, make_masked_lm, trainer_for
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file
 from sglang.srt import mezo_mlm_trainer as mm
+from transformers import AutoModelForMaskedLM
 
 from sglang.srt.mezo.data.examples import Example
 from sglang.srt.mezo.spec.config import MeZOConfig
@@ -36,15 +39,11 @@ def tiny_roberta(tmp_path_factory, roberta_tokenizer_dir):
 
 
 def hf_base(model_dir):
-    from transformers import AutoModelForMaskedLM
-
     return AutoModelForMaskedLM.from_pretrained(model_dir, dtype=torch.float32).eval()
 
 
 def peft_from_tensors(model_dir, tensors: dict[str, torch.Tensor]):
     """PEFT's own LoRA (r, alpha, query/value) on the HF model, holding exactly ``tensors``."""
-    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
-
     model = get_peft_model(hf_base(model_dir), LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0,
                                                           target_modules=["query", "value"]))
     assert set(get_peft_model_state_dict(model)) == set(tensors)  # the same tensors, under the same names
@@ -53,8 +52,6 @@ def peft_from_tensors(model_dir, tensors: dict[str, torch.Tensor]):
 
 
 def load_into(model, tensors: dict[str, torch.Tensor]) -> None:
-    from peft import set_peft_model_state_dict
-
     result = set_peft_model_state_dict(model, {k: v.detach().clone() for k, v in tensors.items()})
     assert not [k for k in result.unexpected_keys if "lora" in k]
 
@@ -85,9 +82,6 @@ def test_mezo_mlm_finetune_trains_lora_on_a_masked_lm(tiny_roberta, toy_file, tm
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert sorted(config["target_modules"]) == ["query", "value"] and config["task_type"] is None
     # The adapter moved, and it is a PEFT adapter for HF's RobertaForMaskedLM.
-    from peft import PeftModel
-    from safetensors.torch import load_file
-
     saved = load_file(str(adapter / "adapter_model.safetensors"))
     assert len(saved) == 2 * 2 * 2 and any(k.endswith("lora_B.weight") and v.abs().max() > 0 for k, v in saved.items())
     PeftModel.from_pretrained(hf_base(tiny_roberta), str(adapter))
@@ -209,8 +203,6 @@ def test_restore_is_bitwise_exact_and_a_step_moves_along_minus_z(setup):
 
 
 def test_saved_adapter_loads_in_peft_with_the_same_logits(setup, tiny_roberta, tmp_path):
-    from peft import PeftModel
-
     tr, encoded, _ = setup
     tr.step(encoded)
     adapter = tr.save(str(tmp_path / "saved"))

@@ -3,23 +3,33 @@ SGLang runners with a tiny random model."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
 import shutil
 
+# Before any SGLang module: they read the engine choice (CPU or not) when imported.
+import sglang.srt.mezo.engine.sglang_on_cpu  # noqa: F401
+
 import pytest
 import torch
 from conftest import runner_for, trainer_for
+from safetensors.torch import load_file
+from sglang.srt.distributed import parallel_state
 
 from sglang.srt.mezo.cli.train import build_parser
+from sglang.srt.mezo.engine.forward import ExtendForward
 from sglang.srt.mezo.engine.runner import RunnerSpec, release_model_runner
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.spec.flags import add_config_arguments, config_from_arguments
 from sglang.srt.mezo.training.checkpoints import RUN_STATE_FILE
 from sglang.srt.mezo.training.plan import prepare, run, start_run
+from sglang.srt.mezo.training.replay import replay
 from sglang.srt.mezo.training.run import BatchSampler
 from sglang.srt.mezo.training.trainer import MeZOTrainer
+from sglang.srt.mezo.zo.noise import draw_z
+from sglang.srt.mezo.zo.trajectory import FILE as TRAJECTORY_FILE
 
 TASK = [([0, 5, 7, 9, 11, 3, 40], 42), ([0, 8, 200, 4], 42), ([0, 300, 301, 302, 303, 304, 305, 306, 307], 42),
         ([0, 17, 18, 19], 42)]
@@ -127,8 +137,6 @@ def test_cli_flags_are_made_from_the_spec():
     assert spec.task == "rte" and spec.label_words == {"entailment": "yes", "not_entailment": "no"}
     assert spec.use_space_prefix is False and spec.lora_target_modules == ("q_proj", "k_proj", "v_proj")
     assert spec.eval_at_start is False and spec.paired_forward is True and spec.learning_rate == 1e-4
-    import argparse
-
     bare = argparse.ArgumentParser()
     add_config_arguments(bare)
     help_text = bare.format_help()
@@ -151,8 +159,6 @@ def test_batch_sampler_state_continues_the_same_order():
 
 
 def test_prepare_resolves_everything_and_builds_no_model(tiny_llama, toy_file):
-    from sglang.srt.distributed import parallel_state
-
     plan = prepare(toy_spec(tiny_llama, toy_file, num_steps=6))
     assert not parallel_state.model_parallel_is_initialized()  # no runner was built
     assert plan.kind == "causal" and plan.config.trainable == "lora" and plan.config.eval_steps == 2
@@ -173,13 +179,9 @@ def test_run_on_a_handed_runner_leaves_it_running(tiny_llama, toy_file, tmp_path
         result = run(plan, runner=runner, callbacks=[events.append])
         # The runner still serves: its parallel state is up, its KV slots all returned, and the
         # run's own adapters are out of its LoRA pool.
-        from sglang.srt.distributed import parallel_state
-
         assert parallel_state.model_parallel_is_initialized()
         assert runner.token_to_kv_pool_allocator.available_size() == free_before
         assert not runner.lora_manager.loras
-        from sglang.srt.mezo.engine.forward import ExtendForward
-
         assert ExtendForward(runner)([[0, 5, 7]], [2]).shape[0] == 1
     assert [e["event"] for e in events if e["event"] != "eval_progress"] == [
         "eval", "save", "step", "step", "eval", "save", "step", "step", "eval", "save", "returned", "end"]
@@ -252,12 +254,10 @@ def test_stopping_between_steps_and_resuming_from_the_checkpoint_is_exact(tiny_l
 def test_a_run_recorded_before_a_default_moved_resumes_with_what_it_ran(tiny_llama, toy_file, tmp_path):
     """Records written before update_rule existed and dtype had per-kind defaults carry neither:
     they ran plain SGD in fp32, and resuming compares against that, not against today's defaults."""
-    from sglang.srt.mezo.zo.trajectory import FILE
-
     old = dict(num_steps=4, eval_steps=2, eval_at_start=False, update_rule="sgd", dtype="float32", noise="gaussian")
     spec = toy_spec(tiny_llama, toy_file, output_dir=str(tmp_path / "old"), **old)
     stop_after(spec, 2)
-    path = tmp_path / "old" / "checkpoints" / "step-000002" / FILE
+    path = tmp_path / "old" / "checkpoints" / "step-000002" / TRAJECTORY_FILE
     record = json.loads(path.read_text())
     for key in ("update_rule", "dtype", "noise", "freeze_lora_a"):
         del record["config"][key]
@@ -335,10 +335,6 @@ def test_fewer_lora_tensors_perturbed_leave_the_others_at_their_start(tiny_llama
         release_model_runner(mezo_run.trainer.runner)
     for name in before:
         assert torch.equal(before[name], after[name]) == (name not in names), name
-    from safetensors.torch import load_file
-
-    from sglang.srt.mezo.training.replay import replay
-
     saved = load_file(str(tmp_path / "run" / "adapter" / "adapter_model.safetensors"))
     assert set(saved) == set(before)
     out = replay(str(tmp_path / "run"), str(tmp_path / "replayed"))
@@ -350,8 +346,6 @@ def test_fewer_lora_tensors_perturbed_leave_the_others_at_their_start(tiny_llama
 def test_update_rules_move_by_their_coefficients_and_resume_exactly(tiny_llama, toy_file, tmp_path, rule):
     """sign / normalized steps: the first step moves theta by -lr * coefficient * z (checked against
     z drawn again), and a run stopped and resumed ends where a straight run does."""
-    from sglang.srt.mezo.zo.noise import draw_z
-
     common = dict(num_steps=4, eval_steps=2, eval_at_start=False, update_rule=rule, paired_forward=False)
     mezo_run = start_run(prepare(toy_spec(tiny_llama, toy_file, output_dir=str(tmp_path / "a"), **common)))
     try:
@@ -375,10 +369,6 @@ def test_update_rules_move_by_their_coefficients_and_resume_exactly(tiny_llama, 
     finally:
         release_model_runner(run_c.trainer.runner)
     assert result_c["train_loss"] == result_a["train_loss"]
-    from safetensors.torch import load_file
-
-    from sglang.srt.mezo.training.replay import replay
-
     replayed = load_file(replay(str(tmp_path / "a"), str(tmp_path / "replayed")) + "/adapter_model.safetensors")
     saved = load_file(str(tmp_path / "a" / "adapter" / "adapter_model.safetensors"))
     assert all(torch.equal(replayed[n], saved[n]) for n in saved)

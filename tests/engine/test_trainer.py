@@ -5,15 +5,29 @@ from __future__ import annotations
 import json
 import math
 import os
+import weakref
+
+# Before any SGLang module: they read the engine choice (CPU or not) when imported.
+import sglang.srt.mezo.engine.sglang_on_cpu  # noqa: F401
 
 import pytest
 import torch
+import transformers
 from conftest import make_causal_lm, runner_for, trainer_for
+from peft import PeftModel, set_peft_model_state_dict
+from safetensors.torch import load_file
+from sglang.srt.lora.lora_registry import LoRARef
+from torch.utils._pytree import tree_leaves
+from transformers import AutoModelForCausalLM
 
+import sglang.srt.mezo.zo.perturbable as trainer_moves
+import sglang.srt.mezo.zo.update as mt
 from sglang.srt.mezo.engine.forward import ExtendForward
 from sglang.srt.mezo.engine.runner import RunnerSpec
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.training.trainer import MeZOTrainer
+from sglang.srt.mezo.zo.trajectory import Trajectory
+from sglang.srt.mezo.zo.update import replay_steps, split_evenly
 
 SEQS = [[0, 5, 7, 9, 11, 3, 40], [0, 8, 200, 4], [0, 300, 301, 302, 303, 304, 305, 306, 307]]
 # A fixed prompt -> a chosen next token: learnable by a rank-4 adapter in a few hundred steps.
@@ -39,16 +53,11 @@ def small_config(tmp_path, **kw) -> MeZOConfig:
 
 
 def peft_model(model_dir, adapter_dir):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     return PeftModel.from_pretrained(base, adapter_dir).eval()
 
 
 def load_into_peft(model, tensors: dict[str, torch.Tensor]) -> None:
-    from peft import set_peft_model_state_dict
-
     result = set_peft_model_state_dict(model, {k: v.detach().clone() for k, v in tensors.items()})
     assert not [k for k in result.unexpected_keys if "lora" in k]
 
@@ -58,8 +67,6 @@ def load_into_peft(model, tensors: dict[str, torch.Tensor]) -> None:
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_sglang_logits_match_hf(tmp_path, arch):
-    from transformers import AutoModelForCausalLM
-
     path = make_causal_lm(str(tmp_path / arch), arch)
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     positions = [3, 2, 8]
@@ -193,8 +200,6 @@ def test_saved_adapter_loads_in_peft_and_sglang_with_the_same_logits(tmp_path, t
         "adapter_config.json", "adapter_model.safetensors"]
     assert (hf_logits(peft_model(tiny_llama, adapter), seqs, pos) - inside).abs().max().item() < 1e-4
 
-    from sglang.srt.lora.lora_registry import LoRARef
-
     spec = RunnerSpec(tiny_llama, lora_rank=4, lora_target_modules=["q_proj", "v_proj"])
     with runner_for(spec) as runner:
         ref = LoRARef(lora_name="trained", lora_path=adapter, pinned=False)
@@ -243,8 +248,6 @@ def test_nan_loss_stops_the_run_with_a_clear_reason_and_hands_back_good_weights(
     assert result["steps"] == 5 and "not finite at step 5" in result["stop_reason"]
     assert [d["signal"] for d in result["divergences"]] == ["non_finite_loss"]
     assert result["returned_step"] == 5  # no validation data: the last step, the last good weights
-    from safetensors.torch import load_file
-
     saved = load_file(os.path.join(cfg.output_dir, "adapter", "adapter_model.safetensors"))
     assert set(saved) == set(good)
     assert all(torch.equal(saved[n], good[n]) and torch.isfinite(saved[n]).all() for n in good)
@@ -264,10 +267,6 @@ class _Allocations(torch.utils._python_dispatch.TorchDispatchMode):
         self._seen: set[int] = set()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        import weakref
-
-        from torch.utils._pytree import tree_leaves
-
         out = func(*args, **(kwargs or {}))
         # Views (select, slice, ...) share an input's storage: not an allocation.
         inputs = {x.untyped_storage().data_ptr() for x in tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor)}
@@ -293,8 +292,6 @@ class _Allocations(torch.utils._python_dispatch.TorchDispatchMode):
 
 def test_lora_step_costs_what_two_forwards_cost(tmp_path, llama_tokenizer_dir):
     # Weights large next to the activations of a short batch, so a weight-sized copy would show.
-    import transformers
-
     torch.manual_seed(0)
     cfg = transformers.LlamaConfig(vocab_size=400, hidden_size=512, intermediate_size=2048, num_hidden_layers=2,
                                    num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=False)
@@ -337,8 +334,6 @@ def test_paired_forward_gives_the_same_step_as_two_forwards(tmp_path, tiny_llama
 
 
 def test_split_batch_estimates_each_direction_on_its_own_part_in_one_forward(tmp_path, tiny_llama):
-    from sglang.srt.mezo.zo.update import replay_steps, split_evenly
-
     # Direction k's (L+, L-) is what a plain paired trainer measures for seed k on part k alone.
     cfg = small_config(tmp_path / "split", n_spsa=2, split_batch=True, num_steps=2, learning_rate=1e-2)
     with trainer_for(MeZOTrainer, tiny_llama, cfg) as tr:
@@ -374,10 +369,6 @@ def test_a_full_weight_step_puts_the_next_perturbation_on_in_its_update_pass(tmp
     restore (inference memory) makes two passes over the weights instead of three: its update pass also puts on the next step's theta + eps z. Weights
     and trajectory are bit for bit those of steps taken one at a time. A forward in between (an
     evaluation) takes the perturbation off first; the record says so, and replay repeats it."""
-    import sglang.srt.mezo.zo.perturbable as trainer_moves
-    import sglang.srt.mezo.zo.update as mt
-    from sglang.srt.mezo.zo.trajectory import Trajectory
-
     passes = []
     real_move = mt.move
     for module in (trainer_moves, mt):  # the trainer's steps and replay's
@@ -433,8 +424,6 @@ def test_zo_adam_is_pytorch_adam_on_the_estimate_g_z_and_replays(tmp_path, tiny_
     """update_rule="adam": three steps move the adapter as torch.optim.Adam moves a copy given
     g z as its gradient; the trajectory replays to the same weights bit for bit (the moments are
     recomputed from the record); every weight is refused (the moments would double the model)."""
-    from sglang.srt.mezo.zo.update import replay_steps
-
     cfg = small_config(tmp_path, update_rule="adam", learning_rate=1e-2, num_steps=3)
     with trainer_for(MeZOTrainer, tiny_llama, cfg) as tr:
         start = [t.clone() for t in tr.trainable.tensors]
