@@ -12,7 +12,7 @@ from sglang.srt.mezo.training.estimators import (
 )
 from sglang.srt.mezo.training.objectives.base import SidedLosses
 from sglang.srt.mezo.zo.noise import AddZ
-from sglang.srt.mezo.zo.perturbable import PerturbableTensors
+from sglang.srt.mezo.zo.perturbable import PerturbableTensors, decay_mask
 
 EPS = 0.1
 
@@ -24,7 +24,7 @@ def quadratic(theta: torch.Tensor):
 
 def make(seed: int = 0) -> tuple[torch.Tensor, PerturbableTensors]:
     theta = torch.randn(64, generator=torch.Generator().manual_seed(seed))
-    return theta, PerturbableTensors(["w.weight"], [theta])
+    return theta, PerturbableTensors([theta], decay_mask(["w.weight"]))
 
 
 BATCH = [torch.full((64,), float(k)) for k in range(4)]

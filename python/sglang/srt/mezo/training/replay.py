@@ -36,8 +36,9 @@ from safetensors.torch import load_file, save_file
 from sglang.srt.mezo.engine.lora_pool import FUSED_PROJECTIONS, save_peft_adapter
 from sglang.srt.mezo.io import atomic_dir
 from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.zo.perturbable import decay_mask
 from sglang.srt.mezo.zo.trajectory import Trajectory, weights_hash
-from sglang.srt.mezo.zo.update import decay_mask, replay_steps
+from sglang.srt.mezo.zo.update import replay_steps
 
 
 def hf_pieces(name: str) -> list[str]:

@@ -38,7 +38,7 @@ from sglang.srt.mezo.training.objectives.next_token import NextTokenObjective
 from sglang.srt.mezo.training.run import MeZORun
 from sglang.srt.mezo.training.sglang_model import SGLangModel
 from sglang.srt.mezo.training.trainable import TrainableSet, trainable_set
-from sglang.srt.mezo.zo.perturbable import PerturbableTensors
+from sglang.srt.mezo.zo.perturbable import PerturbableTensors, decay_mask
 from sglang.srt.mezo.zo.seeds import SeedStream
 from sglang.srt.mezo.zo.trajectory import FILE as TRAJECTORY_FILE
 from sglang.srt.mezo.zo.trajectory import Trajectory, weights_hash
@@ -105,8 +105,8 @@ class MeZOTrainer:
         self.forward = self.model.forward
         self.objective = objective
         self.trainable = self._make_trainable()
-        self.tensors = PerturbableTensors(self.trainable.names, self.trainable.tensors, self.trainable.layouts,
-                                          config.noise)
+        self.tensors = PerturbableTensors(self.trainable.tensors, decay_mask(self.trainable.names),
+                                          self.trainable.layouts, config.noise)
         self.estimator = estimators.choose(config, self.tensors, self.trainable.probe_slots, self.compute_loss,
                                            self.sided_losses)
         self.update = StepUpdate(config, self.tensors)

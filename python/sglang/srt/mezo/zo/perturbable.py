@@ -22,14 +22,16 @@ def decay_mask(names: Sequence[str]) -> list[bool]:
 
 
 class PerturbableTensors:
-    """``tensors`` (live, moved in place), named ``names``; ``layouts``: their tensor-parallel shard
-    layouts (None: unsharded); ``noise``: how z is drawn."""
+    """``tensors`` (live, moved in place); ``decay``: which of them weight decay applies to
+    (:func:`decay_mask`); ``layouts``: their tensor-parallel shard layouts (None: unsharded);
+    ``noise``: how z is drawn; ``generators``: draw_z's generators and move's chunk buffers, kept
+    across steps (a dict to share, or None for a new one)."""
 
-    def __init__(self, names: Sequence[str], tensors: Sequence[torch.Tensor],
-                 layouts: Optional[Sequence[Optional[ShardLayout]]] = None, noise: NoiseKind = "gaussian"):
-        self.tensors, self.layouts, self.noise = list(tensors), layouts, noise
-        self.decay = decay_mask(names)
-        self.generators: dict = {}  # draw_z's generators and move's chunk buffers, kept across steps
+    def __init__(self, tensors: Sequence[torch.Tensor], decay: Sequence[bool],
+                 layouts: Optional[Sequence[Optional[ShardLayout]]] = None, noise: NoiseKind = "gaussian",
+                 generators: Optional[dict] = None):
+        self.tensors, self.decay, self.layouts, self.noise = list(tensors), list(decay), layouts, noise
+        self.generators = {} if generators is None else generators
 
     def z(self, seed: int, index: int, like: torch.Tensor) -> torch.Tensor:
         """z of tensor ``index`` for step seed ``seed``, shaped (and placed) like ``like``."""

@@ -12,10 +12,8 @@ import torch
 
 from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.zo.adam import ZOAdam
-from sglang.srt.mezo.zo.noise import AddZ, Decay, NoiseKind, Op, ShardLayout, draw_z, move
-from sglang.srt.mezo.zo.perturbable import PerturbableTensors, decay_mask
-
-__all__ = ["StepUpdate", "UpdateRule", "decay_mask", "learning_rate_at", "replay_steps", "step_ops", "z_scored"]
+from sglang.srt.mezo.zo.noise import AddZ, Decay, NoiseKind, Op, ShardLayout, move
+from sglang.srt.mezo.zo.perturbable import PerturbableTensors
 
 
 def step_ops(seeds: Sequence[int], grads: Sequence[float], lr: float, weight_decay: float,
@@ -64,23 +62,14 @@ def replay_steps(steps: Sequence[tuple[Sequence[int], Sequence[float]]], config:
     ``restore``, ``noise``, ``settled`` and ``lr_scales``: the run's (:attr:`Trajectory.restore`,
     :attr:`Trajectory.noise`, :attr:`Trajectory.settled`, :attr:`Trajectory.lr_scales`). One pass
     (one draw of z) per step."""
-    rule = UpdateRule(config.update_rule)
-    adam = ZOAdam(tensors) if config.update_rule == "adam" else None
+    update = StepUpdate(config, PerturbableTensors(tensors, decay, layouts, noise, generators))
     after = {}
     for done, seed in settled:  # the +eps z put on ahead after step ``done`` and taken off again
         after.setdefault(done, []).append(seed)
     for step, (seeds, grads) in enumerate(steps):
-        lr = learning_rate_at(config, step, lr_scales)
-        if adam is not None:  # the run's restore arithmetic, then Adam's update (one more draw of z)
-            if restore != "exact":
-                move(tensors, restore_ops(seeds, config.epsilon, restore), decay, generators, layouts, noise)
-            adam.step(tensors, seeds, grads, lr=lr, weight_decay=config.weight_decay, decay=decay,
-                      z=lambda s, i, t: draw_z(s, i, t, generators, layouts[i] if layouts else None, noise))
-            continue
-        ops = restore_ops(seeds, config.epsilon, restore) + step_ops(
-            seeds, rule.coefficients(steps, step, grads), lr, config.weight_decay)
-        ops += [AddZ(s, a) for s in after.get(step + 1, ()) for a in (config.epsilon, -config.epsilon)]
-        move(tensors, ops, decay, generators, layouts, noise)
+        ahead = [AddZ(s, a) for s in after.get(step + 1, ()) for a in (config.epsilon, -config.epsilon)]
+        update.apply(steps, seeds, grads, learning_rate_at(config, step, lr_scales),
+                     before=restore_ops(seeds, config.epsilon, restore), after=ahead, upto=step)
 
 
 class StepUpdate:
@@ -100,14 +89,16 @@ class StepUpdate:
         return self.adam is None
 
     def apply(self, history: Sequence[tuple[Sequence[int], Sequence[float]]], seeds: Sequence[int],
-              grads: Sequence[float], lr: float, before: Sequence[Op] = (), after: Sequence[Op] = ()) -> None:
-        """The update of a step whose earlier steps are ``history`` (a trajectory's (seeds, g))."""
+              grads: Sequence[float], lr: float, before: Sequence[Op] = (), after: Sequence[Op] = (), *,
+              upto: Optional[int] = None) -> None:
+        """The update of a step whose earlier steps are ``history[:upto]`` (a trajectory's (seeds, g);
+        ``upto`` None: all of ``history``). Training and replay both move theta here."""
         if self.adam is not None:
             self.tensors.move(before)
             self.adam.step(self.tensors.tensors, seeds, grads, lr=lr, weight_decay=self.weight_decay,
                            decay=self.tensors.decay, z=self.tensors.z)
             return
-        coefficients = self.rule.coefficients(history, len(history), grads)
+        coefficients = self.rule.coefficients(history, len(history) if upto is None else upto, grads)
         self.tensors.move([*before, *step_ops(seeds, coefficients, lr, self.weight_decay), *after])
 
     def rebuild(self, history: Sequence[tuple[Sequence[int], Sequence[float]]]) -> None:

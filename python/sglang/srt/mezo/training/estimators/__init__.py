@@ -18,7 +18,7 @@ Two forwards over a tensor, the loss its sum (a stand-in for a model's forward):
 >>> import torch
 >>> from sglang.srt.mezo.zo.perturbable import PerturbableTensors
 >>> theta = torch.zeros(3)
->>> estimator = choose(MeZOConfig(epsilon=0.5), PerturbableTensors(["w"], [theta]), [],
+>>> estimator = choose(MeZOConfig(epsilon=0.5), PerturbableTensors([theta], [True]), [],
 ...                    loss=lambda batch: float(theta.sum()), sided=None)
 >>> type(estimator).__name__
 'TwoForwardSPSA'

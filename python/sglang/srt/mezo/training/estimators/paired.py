@@ -11,9 +11,7 @@ from sglang.srt.mezo.training.estimators.slots import SlotEstimator
 
 
 class PairedForward(SlotEstimator):
-    def measure(self, batch: Batch, seeds: Sequence[int]) -> Measured:
-        if not batch:
-            return Measured.nothing(len(seeds))
+    def measure_on_slots(self, batch: Batch, seeds: Sequence[int]) -> Measured:
         losses, metrics = [], {}
         for seed in seeds:  # one forward each, on the one slot pair
             measured = self.on_slots(batch, [seed], [range(len(batch))])

@@ -14,9 +14,7 @@ from sglang.srt.mezo.zo.update import z_scored
 
 
 class MirroredPopulation(SlotEstimator):
-    def measure(self, batch: Batch, seeds: Sequence[int]) -> Measured:
-        if not batch:
-            return Measured.nothing(len(seeds))
+    def measure_on_slots(self, batch: Batch, seeds: Sequence[int]) -> Measured:
         return self.on_slots(batch, seeds, [range(len(batch))] * len(seeds))
 
     def gradients(self, losses: Sequence[tuple[float, float]]) -> list[float]:

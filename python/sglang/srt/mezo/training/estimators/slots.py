@@ -4,6 +4,7 @@ k's two slots of SGLang's LoRA pool, every direction measured by one batched cal
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Callable, Sequence
 
 import torch
@@ -28,6 +29,15 @@ class SlotEstimator(Estimator):
                  sided: SidedMeasure):
         super().__init__(epsilon)
         self.tensors, self.slot_pairs, self.sided = tensors, list(slot_pairs), sided
+
+    def measure(self, batch: Batch, seeds: Sequence[int]) -> Measured:
+        if not batch:
+            return Measured.nothing(len(seeds))
+        return self.measure_on_slots(batch, seeds)
+
+    @abstractmethod
+    def measure_on_slots(self, batch: Batch, seeds: Sequence[int]) -> Measured:
+        """:meth:`measure` of a batch that is not empty, by :meth:`on_slots` calls."""
 
     def on_slots(self, batch: Batch, seeds: Sequence[int], parts: Sequence[range]) -> Measured:
         """(L+, L-) of direction ``seeds[k]`` on part ``parts[k]`` of ``batch``, from one call."""

@@ -12,9 +12,7 @@ from sglang.srt.mezo.zo.update import split_evenly
 
 
 class SplitBatch(SlotEstimator):
-    def measure(self, batch: Batch, seeds: Sequence[int]) -> Measured:
-        if not batch:
-            return Measured.nothing(len(seeds))
+    def measure_on_slots(self, batch: Batch, seeds: Sequence[int]) -> Measured:
         if len(batch) < len(seeds):  # a data-parallel worker's share of the batch, say
             raise ValueError(f"split_batch: a batch of {len(batch)} examples cannot give each of n_spsa={len(seeds)} "
                              "directions its own; raise batch_size or lower n_spsa")
