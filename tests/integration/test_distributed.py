@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,18 +30,13 @@ from safetensors.torch import load_file
 
 from sglang.srt.mezo.engine.tensor_parallel import tensor_parallel_layouts
 from sglang.srt.mezo.parallel.launch import WorkerEnv, isolate_sglang
+from sglang.srt.mezo.server.local_server import free_port
 from sglang.srt.mezo.zo.noise import ShardLayout, draw_z
 from sglang.srt.mezo.zo.trajectory import Trajectory
 from sglang.srt.mezo.zo.update import apply_update
 
 STEPS, EVAL_EVERY = 160, 40
 CLI = [sys.executable, "-m", "sglang.srt.mezo_mlm_trainer"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(**extra) -> dict:
@@ -76,7 +70,7 @@ def _one_process_and_two_workers(argv, root) -> None:
     """Run ``argv(out)`` as one process into ``root/one`` and as two data-parallel workers into ``root/two``."""
     one = subprocess.run([*CLI, *argv(root / "one")], env=_env(), capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
-    for w in _workers(argv(root / "two"), _free_port()):
+    for w in _workers(argv(root / "two"), free_port()):
         _, err = w.communicate(timeout=300)
         assert w.returncode == 0, err[-3000:]
 
@@ -100,7 +94,7 @@ def test_two_workers_follow_one_process_survive_a_kill_and_resume(tmp_path, refe
                                                                   tiny_llama, toy_file):
     out = tmp_path / "dp"
     argv = _argv(tiny_llama, toy_file, out)
-    rank0, rank1 = _workers(argv, _free_port())
+    rank0, rank1 = _workers(argv, free_port())
     try:
         deadline = time.time() + 120
         while _steps_logged(out) <= EVAL_EVERY + 5 and rank0.poll() is None and time.time() < deadline:
@@ -122,7 +116,7 @@ def test_two_workers_follow_one_process_survive_a_kill_and_resume(tmp_path, refe
     assert stopped_after < 30
 
     # Both workers restart with --resume: rank 0's checkpoint puts both where the run stopped.
-    rank0, rank1 = _workers(argv + ["--resume"], _free_port())
+    rank0, rank1 = _workers(argv + ["--resume"], free_port())
     _, err0 = rank0.communicate(timeout=300)
     _, err1 = rank1.communicate(timeout=60)
     assert rank0.returncode == 0 and rank1.returncode == 0, (err0[-3000:], err1[-3000:])
