@@ -378,7 +378,7 @@ def run_adam_lora(run: Run) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from sglang.srt.mezo.spec.config import MeZOConfig
+    from sglang.srt.mezo.run_spec.config import MeZOConfig
     from sglang.srt.mezo.training.plan import prepare
     from sglang.srt.mezo.training.run import BatchSampler
 

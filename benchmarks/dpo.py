@@ -33,7 +33,7 @@ import time
 from harness import machine_line, markdown_table
 from squad_preferences import build
 
-from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "dpo")

@@ -260,7 +260,7 @@ class PeftMeZO:
 
 def _make_trainer(model_path: str, tokenizer, dtype: str, max_total_tokens: int, seed: int):
     # Local: see the note above the imports.
-    from sglang.srt.mezo.spec.config import MeZOConfig  # noqa: PLC0415
+    from sglang.srt.mezo.run_spec.config import MeZOConfig  # noqa: PLC0415
     from sglang.srt.mezo.training.objectives.completion import CompletionObjective  # noqa: PLC0415
     from sglang.srt.mezo.training.trainer import MeZOTrainer  # noqa: PLC0415
 
@@ -368,7 +368,7 @@ def memory_worker(args) -> int:
     import sglang.srt.mezo_trainer  # noqa: F401, PLC0415
     from transformers import AutoTokenizer  # noqa: PLC0415
 
-    from sglang.srt.mezo.spec.config import MeZOConfig  # noqa: PLC0415
+    from sglang.srt.mezo.run_spec.config import MeZOConfig  # noqa: PLC0415
 
     gc.collect()
     rss_import = ref.rss_mb()

@@ -121,7 +121,7 @@ def _encoded(batch):
 
 def _mezo_config(kind: str, scratch: str, max_total_tokens: int):
     # Local: see the note above the imports.
-    from sglang.srt.mezo.spec.config import MeZOConfig  # noqa: PLC0415
+    from sglang.srt.mezo.run_spec.config import MeZOConfig  # noqa: PLC0415
 
     # Rank 8 (the runner's), plain SGD and Gaussian z: the settings the committed results were measured with.
     common = dict(progress_bar=False, seed=0, output_dir=scratch, max_total_tokens=max_total_tokens, lora_rank=8,

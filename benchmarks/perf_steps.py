@@ -100,7 +100,7 @@ def worker(dtype: str, model_path: str, threads: int, batch_size: int, seed: int
 
     from sglang.srt.mezo.data.loaders import default_data_root, load_examples
     from sglang.srt.mezo.engine.runner import RunnerSpec, build_model_runner
-    from sglang.srt.mezo.spec.config import MeZOConfig
+    from sglang.srt.mezo.run_spec.config import MeZOConfig
     from sglang.srt.mezo.training.prompt_trainer import MeZOMLMTrainer
 
     tok = AutoTokenizer.from_pretrained(model_path)

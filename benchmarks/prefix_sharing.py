@@ -42,7 +42,7 @@ from transformers import AutoTokenizer
 
 from sglang.srt.mezo.data.generative import squad_examples
 from sglang.srt.mezo.engine.models import resolve_model_path
-from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.training.objectives.completion import CompletionObjective
 from sglang.srt.mezo.training.trainer import MeZOTrainer
 

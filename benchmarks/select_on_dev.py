@@ -25,7 +25,7 @@ import sys
 import tempfile
 
 from sglang.srt.mezo.engine.runner import release_model_runner
-from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.training.checkpoints import checkpoint_dirs
 from sglang.srt.mezo.training.plan import prepare, start_run
 

@@ -22,11 +22,11 @@ from sglang.srt.mezo.data.chat import TokenizedCompletion
 from sglang.srt.mezo.data.preference import TokenizedPair
 from sglang.srt.mezo.engine.runner import release_model_runner
 from sglang.srt.mezo.errors import DataFormatError
-from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.training.finetune import mezo_mlm_finetune
 from sglang.srt.mezo.training.objectives.dpo import DPOObjective
 from sglang.srt.mezo.training.plan import REFERENCE_FILE, prepare, start_run
-from sglang.srt.mezo.training.replay import replay
+from sglang.srt.mezo.training.replay_weights import replay
 from sglang.srt.mezo.training.trainer import MeZOTrainer
 
 

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from sglang.srt.mezo.data.chat import CompletionExample
 from sglang.srt.mezo.engine.generate import GreedyGenerator
 from sglang.srt.mezo.errors import DataFormatError
-from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.training.finetune import mezo_mlm_finetune
 from sglang.srt.mezo.training.objectives.completion import CompletionObjective
 from sglang.srt.mezo.training.plan import prepare

@@ -11,8 +11,8 @@ from conftest import trainer_for
 from safetensors.torch import load_file
 
 import sglang.srt.mezo.zo.noise as noise
-from sglang.srt.mezo.spec.config import MeZOConfig
-from sglang.srt.mezo.training.replay import hf_pieces, replay
+from sglang.srt.mezo.run_spec.config import MeZOConfig
+from sglang.srt.mezo.training.replay_weights import hf_pieces, replay
 from sglang.srt.mezo.training.trainer import MeZOTrainer
 from sglang.srt.mezo.zo.trajectory import Trajectory
 

@@ -19,8 +19,8 @@ from sglang.srt.mezo.data.examples import Example
 from sglang.srt.mezo.data.presets import get_task, template_candidates
 from sglang.srt.mezo.data.sampling import prepare_splits
 from sglang.srt.mezo.engine.runner import release_model_runner
-from sglang.srt.mezo.spec.config import MeZOConfig
-from sglang.srt.mezo.spec.flags import add_config_arguments, config_from_arguments
+from sglang.srt.mezo.run_spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config_arguments import add_config_arguments, config_from_arguments
 from sglang.srt.mezo.training import plan as plan_module
 from sglang.srt.mezo.training.plan import PROMPT_FILE, prepare, start_run
 from sglang.srt.mezo.training.prompt_search import PromptChoice, _Rows, calibration_bias, rank_assignments

@@ -28,8 +28,8 @@ from sglang.srt.mezo.data.prompt import EncodedExample, MLMConfig, PromptEncoder
 from sglang.srt.mezo.data.sampling import prepare_data
 from sglang.srt.mezo.engine.models import check_model_path, model_kind
 from sglang.srt.mezo.errors import DataFormatError
-from sglang.srt.mezo.spec.config import MeZOConfig
-from sglang.srt.mezo.spec.defaults import DEFAULTS, resolve_hyperparameters
+from sglang.srt.mezo.run_spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.defaults import DEFAULTS, resolve_hyperparameters
 from sglang.srt.mezo.training.finetune import mezo_mlm_finetune
 from sglang.srt.mezo.training.objectives.label_words import LabelWordObjective
 from sglang.srt.mezo.training.prompt_trainer import MeZOMLMTrainer

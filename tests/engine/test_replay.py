@@ -15,8 +15,8 @@ from transformers import AutoModelForCausalLM
 
 from sglang.srt.mezo.engine.forward import ExtendForward
 from sglang.srt.mezo.engine.runner import RunnerSpec
-from sglang.srt.mezo.spec.config import MeZOConfig
-from sglang.srt.mezo.training.replay import hf_pieces, replay
+from sglang.srt.mezo.run_spec.config import MeZOConfig
+from sglang.srt.mezo.training.replay_weights import hf_pieces, replay
 from sglang.srt.mezo.training.trainer import MeZOTrainer
 from sglang.srt.mezo.zo.trajectory import Trajectory
 

@@ -23,11 +23,11 @@ from sglang.srt.mezo.data.graders import Sample, parse_grader
 from sglang.srt.mezo.engine.generate import GreedyGenerator
 from sglang.srt.mezo.engine.runner import RunnerSpec, release_model_runner
 from sglang.srt.mezo.errors import DataFormatError, GraderError
-from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.training.finetune import mezo_mlm_finetune
 from sglang.srt.mezo.training.objectives.reward import GradedAnswersObjective, PromptItem
 from sglang.srt.mezo.training.plan import prepare, start_run
-from sglang.srt.mezo.training.replay import replay
+from sglang.srt.mezo.training.replay_weights import replay
 from sglang.srt.mezo.training.trainer import MeZOTrainer
 from sglang.srt.mezo.zo.update import z_scored
 

@@ -21,7 +21,7 @@ from sglang.srt import mezo_mlm_trainer as mm
 from transformers import AutoModelForMaskedLM
 
 from sglang.srt.mezo.data.examples import Example
-from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.training.finetune import mezo_mlm_finetune
 from sglang.srt.mezo.training.prompt_trainer import MeZOMLMTrainer
 from sglang.srt.mezo.zo.update import apply_update

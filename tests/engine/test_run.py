@@ -21,11 +21,11 @@ from sglang.srt.distributed import parallel_state
 from sglang.srt.mezo.cli.train import build_parser
 from sglang.srt.mezo.engine.forward import ExtendForward
 from sglang.srt.mezo.engine.runner import RunnerSpec, release_model_runner
-from sglang.srt.mezo.spec.config import MeZOConfig
-from sglang.srt.mezo.spec.flags import add_config_arguments, config_from_arguments
+from sglang.srt.mezo.run_spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config_arguments import add_config_arguments, config_from_arguments
 from sglang.srt.mezo.training.checkpoints import RUN_STATE_FILE
 from sglang.srt.mezo.training.plan import prepare, run, start_run
-from sglang.srt.mezo.training.replay import replay
+from sglang.srt.mezo.training.replay_weights import replay
 from sglang.srt.mezo.training.run import BatchSampler
 from sglang.srt.mezo.training.trainer import MeZOTrainer
 from sglang.srt.mezo.zo.noise import draw_z

@@ -12,11 +12,11 @@ import torch
 from safetensors.torch import load_file
 
 from sglang.srt.mezo.engine.runner import release_model_runner
-from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.training.checkpoints import checkpoint_dirs
 from sglang.srt.mezo.training.divergence import MAX_SHRINKS, SHRINK
 from sglang.srt.mezo.training.plan import prepare, run, start_run
-from sglang.srt.mezo.training.replay import replay
+from sglang.srt.mezo.training.replay_weights import replay
 from sglang.srt.mezo.zo.trajectory import Trajectory
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -24,7 +24,7 @@ import sglang.srt.mezo.zo.perturbable as trainer_moves
 import sglang.srt.mezo.zo.update as mt
 from sglang.srt.mezo.engine.forward import ExtendForward
 from sglang.srt.mezo.engine.runner import RunnerSpec
-from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.training.trainer import MeZOTrainer
 from sglang.srt.mezo.zo.trajectory import Trajectory
 from sglang.srt.mezo.zo.update import replay_steps, split_evenly

@@ -20,8 +20,8 @@ import requests
 from openai import OpenAI
 from safetensors.torch import load_file
 
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.server.local_server import LocalServer
-from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.zo.trajectory import Trajectory
 
 KEY = "sk-test-mezo"

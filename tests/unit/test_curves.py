@@ -7,7 +7,7 @@ import json
 import matplotlib.image
 import pytest
 
-from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.training.callbacks import JsonLinesLogger, LearningCurves, TensorBoardLogger, default_callbacks
 from sglang.srt.mezo.training.curves import eval_metric, read_metrics
 

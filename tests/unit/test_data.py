@@ -47,11 +47,11 @@ def assert_format_error(path: str, line: int | str, *parts: str, **kw) -> str:
 # ---------------------------------------------------------------- module hygiene and presets
 
 def test_module_imports_neither_torch_nor_sglang_internals():
-    # Import data/ and spec/ from this checkout alone, without site-packages (-S): the upstream
+    # Import data/ and run_spec/ from this checkout alone, without site-packages (-S): the upstream
     # `sglang` package, whose __init__ pulls in torch, is then not there to be imported at all.
     python_dir = str(Path(mt.__file__).resolve().parents[2])
     code = ("import importlib, pkgutil, sys; sys.path.insert(0, sys.argv[1]); import sglang.srt.mezo.data as d, "
-            "sglang.srt.mezo.spec as s; import sglang.srt.mezo_tasks; "
+            "sglang.srt.mezo.run_spec as s; import sglang.srt.mezo_tasks; "
             "[importlib.import_module(m.name) for p in (d, s) for m in pkgutil.walk_packages(p.__path__, p.__name__ + '.')]; "
             "bad = [x for x in ('torch', 'sglang.srt.utils', 'datasets', 'transformers') if x in sys.modules]; "
             "assert not bad, bad")

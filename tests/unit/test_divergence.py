@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sglang.srt.mezo.data.sampling import MAX_HOLDOUT_ROWS, hold_out, holdout_share
-from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.training.divergence import MAX_SHRINKS, MIN_RISE, DivergenceWatch, default_window, react
 from sglang.srt.mezo.zo.trajectory import Trajectory
 from sglang.srt.mezo.zo.update import learning_rate_at

@@ -14,7 +14,7 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(package.__path__, package
 
 
 def test_the_walk_finds_the_package():
-    assert {"sglang.srt.mezo.spec.config", "sglang.srt.mezo.training.trainer", "sglang.srt.mezo.server.store"} \
+    assert {"sglang.srt.mezo.run_spec.config", "sglang.srt.mezo.training.trainer", "sglang.srt.mezo.server.store"} \
         <= set(MODULES)
 
 

@@ -6,7 +6,7 @@ import pytest
 
 import sglang.srt.mezo.engine.hardware as hardware
 from sglang.srt.mezo.engine.hardware import choose_dtype
-from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 
 
 @pytest.fixture(autouse=True)

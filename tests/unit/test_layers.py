@@ -1,5 +1,5 @@
 """The package's layers, as pyproject.toml's import-linter contracts state them: each folder imports
-only from the folders below it, spec/ and data/ import neither torch nor SGLang, zo/ no SGLang, and
+only from the folders below it, run_spec/ and data/ import neither torch nor SGLang, zo/ no SGLang, and
 no folder's modules import each other in a cycle."""
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from sglang.srt.mezo.data.chat import TokenizedCompletion
 from sglang.srt.mezo.data.examples import Example
 from sglang.srt.mezo.data.presets import get_task
 from sglang.srt.mezo.data.prompt import EncodedExample
-from sglang.srt.mezo.spec.config import ObjectiveName
+from sglang.srt.mezo.run_spec.config import ObjectiveName
 from sglang.srt.mezo.training.objectives import objective_for, register, registered
 from sglang.srt.mezo.training.objectives.base import Objective
 from sglang.srt.mezo.training.objectives.completion import CompletionObjective

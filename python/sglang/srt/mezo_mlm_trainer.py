@@ -43,8 +43,8 @@ from sglang.srt.mezo.data.prompt import (
 from sglang.srt.mezo.data.sampling import DataSource, DataSplits, prepare_data, prepare_splits
 from sglang.srt.mezo.engine.models import check_model_path, check_trainable, model_architectures, model_kind
 from sglang.srt.mezo.errors import DataFormatError
-from sglang.srt.mezo.spec.config import MeZOConfig, ObjectiveName
-from sglang.srt.mezo.spec.defaults import AUTO, DEFAULTS, resolve_hyperparameters
+from sglang.srt.mezo.run_spec.config import MeZOConfig, ObjectiveName
+from sglang.srt.mezo.run_spec.defaults import AUTO, DEFAULTS, resolve_hyperparameters
 from sglang.srt.mezo.training.finetune import DEFAULT_MODEL, DEFAULT_TASK, mezo_mlm_finetune
 from sglang.srt.mezo.training.objectives.base import ForwardInputs
 from sglang.srt.mezo.training.plan import PROMPT_FILE, RunPlan, complete, prepare, run, start_run

@@ -1,5 +1,5 @@
 """The seed's path to MeZO's lower layer: the trainer for any objective, its spec and its update
-maths. The code lives in :mod:`sglang.srt.mezo` (``training/``, ``zo/``, ``spec/``); this module
+maths. The code lives in :mod:`sglang.srt.mezo` (``training/``, ``zo/``, ``run_spec/``); this module
 re-exports its public names and keeps ``python -m sglang.srt.mezo_trainer replay RUN_DIR --out DIR``.
 
 >>> from sglang.srt.mezo_trainer import MeZOTrainer
@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 from sglang.srt.mezo.cli.replay import main as replay_main
 from sglang.srt.mezo.errors import MeZODivergedError
-from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.training.objectives.base import ForwardInputs
 from sglang.srt.mezo.training.trainable import FullWeights, LoRAWeights
 from sglang.srt.mezo.training.trainer import Evaluation, MeZOTrainer, StepResult

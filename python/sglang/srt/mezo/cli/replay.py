@@ -1,5 +1,5 @@
 """``python -m sglang.srt.mezo_trainer replay RUN_DIR --out DIR``: rebuild a run's weights from its
-trajectory (:func:`sglang.srt.mezo.training.replay.replay`)."""
+trajectory (:func:`sglang.srt.mezo.training.replay_weights.replay`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from sglang.srt.mezo.training.replay import replay
+from sglang.srt.mezo.training.replay_weights import replay
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

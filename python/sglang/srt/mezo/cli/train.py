@@ -1,6 +1,6 @@
 """The command line of a MeZO run: ``python -m sglang.srt.mezo_mlm_trainer [flags]``.
 
-Its flags are made from the run spec's fields (:mod:`sglang.srt.mezo.spec.config`). The screen shows
+Its flags are made from the run spec's fields (:mod:`sglang.srt.mezo.run_spec.config`). The screen shows
 only the run's own log lines, its progress bar and the summary: the arguments are parsed before
 SGLang is imported, and everything SGLang and its libraries print while they are imported and
 while the model runner is built (warnings about GPU-only kernels, models that cannot load on
@@ -29,8 +29,8 @@ import time
 from typing import Iterator, Optional, Sequence
 
 from sglang.srt.mezo.errors import DataFormatError
-from sglang.srt.mezo.spec.config import MeZOConfig
-from sglang.srt.mezo.spec.flags import add_config_arguments, config_from_arguments, defaults_table
+from sglang.srt.mezo.run_spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config_arguments import add_config_arguments, config_from_arguments, defaults_table
 
 logger = logging.getLogger("sglang.srt.mezo_mlm_trainer")
 

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from sglang.srt.lora.lora_registry import LoRARef
 
 from sglang.srt.mezo.io import atomic_json, atomic_write
-from sglang.srt.mezo.spec.defaults import ENCODER_TARGETS, SUPPORTED_TARGETS
+from sglang.srt.mezo.run_spec.defaults import ENCODER_TARGETS, SUPPORTED_TARGETS
 
 # Projections SGLang fuses, and their slice order inside the fused module.
 #: SGLang's fused projections and the HF modules stacked into each, in stacking order.

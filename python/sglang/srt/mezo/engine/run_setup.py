@@ -15,7 +15,7 @@ from sglang.srt.model_executor.model_runner import ModelRunner
 from sglang.srt.mezo.engine.hardware import AUTO_DTYPE, choose_dtype
 from sglang.srt.mezo.engine.models import check_model_path, is_masked_lm, model_architectures, resolve_model_path
 from sglang.srt.mezo.engine.runner import RunnerSpec, build_model_runner, resolve_device, runner_dtype
-from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 
 logger = logging.getLogger(__name__)
 

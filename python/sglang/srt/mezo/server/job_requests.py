@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 from sglang.srt.mezo.errors import RequestError
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.server.file_formats import file_format
 from sglang.srt.mezo.server.grader_requests import request_grader
 from sglang.srt.mezo.server.settings import ServerSettings
 from sglang.srt.mezo.server.store import DATA_SUFFIXES, JobStore
-from sglang.srt.mezo.spec.config import MeZOConfig
 
 # Settings a job body may carry (top level, via the openai client's extra_body, or inside
 # hyperparameters), besides OpenAI's own fields.

@@ -12,11 +12,11 @@ import os
 from typing import Any, Optional
 
 from sglang.srt.mezo.errors import MeZODivergedError
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.server.openai_metrics import metrics_data, results_table, step_extras, train_extras
 from sglang.srt.mezo.server.openai_objects import openai_hyperparameters, results_file_id
 from sglang.srt.mezo.server.retention import checkpoints_to_keep
 from sglang.srt.mezo.server.store import FAILED, RUNNING, SUCCEEDED, JobStore, now, remove_tree
-from sglang.srt.mezo.spec.config import MeZOConfig
 from sglang.srt.mezo.training.checkpoints import checkpoint_dirs
 
 logger = logging.getLogger(__name__)

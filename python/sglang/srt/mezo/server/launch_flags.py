@@ -27,8 +27,8 @@ from typing import Any, Optional
 from sglang.srt.mezo.engine.cpu import use_cpu_engine
 from sglang.srt.mezo.engine.hardware import AUTO_DTYPE, choose_dtype
 from sglang.srt.mezo.engine.models import canonical_alias, resolve_model_path
+from sglang.srt.mezo.run_spec.defaults import SUPPORTED_TARGETS
 from sglang.srt.mezo.server.settings import ServerSettings
-from sglang.srt.mezo.spec.defaults import SUPPORTED_TARGETS
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from sglang.srt.mezo.errors import RequestError
+from sglang.srt.mezo.run_spec.defaults import default_table
 from sglang.srt.mezo.server.store import QUEUED, SUCCEEDED
-from sglang.srt.mezo.spec.defaults import default_table
 
 
 # ---------------------------------------------------------------- the job object (OpenAI's shape)

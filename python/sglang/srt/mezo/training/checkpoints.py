@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from sglang.srt.mezo.spec.defaults import with_record_fallbacks
+from sglang.srt.mezo.run_spec.defaults import with_record_fallbacks
 from sglang.srt.mezo.zo.trajectory import Trajectory
 
 RUN_STATE_FILE = "run_state.json"

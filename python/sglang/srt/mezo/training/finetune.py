@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from sglang.srt.mezo.data.prompt import MLMConfig
 from sglang.srt.mezo.data.sampling import DataSource
-from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.training.plan import prepare, run
 
 DEFAULT_MODEL = MeZOConfig.model_path
@@ -56,7 +56,7 @@ def mezo_mlm_finetune(
     TRL's prompt/chosen/rejected as ``train_dataset``, task ``preference``; ``beta=`` its
     temperature), with TRL's reward metrics (``eval_rewards/accuracies`` and the rest).
 
-    The arguments are a :class:`~sglang.srt.mezo.spec.config.MeZOConfig`'s fields (other fields, e.g.
+    The arguments are a :class:`~sglang.srt.mezo.run_spec.config.MeZOConfig`'s fields (other fields, e.g.
     ``lora_alpha``, ``n_spsa``, ``lr_schedule``, ``dtype``, pass through ``config_overrides``);
     ``mlm_config`` gives the template and label words (or ``template="auto"``,
     ``label_words="auto"``, ``calibrate=True``: a prompt chosen before training, see

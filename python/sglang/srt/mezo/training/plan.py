@@ -1,6 +1,6 @@
 """A run from its spec to its result, top to bottom: the data path from a file row to a loss.
 
-1. a :class:`~sglang.srt.mezo.spec.config.MeZOConfig` (the run spec) says what to do;
+1. a :class:`~sglang.srt.mezo.run_spec.config.MeZOConfig` (the run spec) says what to do;
 2. :func:`prepare` resolves it once, without building a model: the model's path and kind and the
    defaults for it, the prompt (checked against the tokenizer), the data (rows read and sampled by
    :mod:`sglang.srt.mezo.data`), each example encoded into token ids and the position to read
@@ -64,8 +64,8 @@ from sglang.srt.mezo.engine.models import (
 )
 from sglang.srt.mezo.engine.runner import release_model_runner, resolve_device, runner_dtype
 from sglang.srt.mezo.io import atomic_json
-from sglang.srt.mezo.spec.config import MeZOConfig
-from sglang.srt.mezo.spec.defaults import AUTO, DEFAULTS
+from sglang.srt.mezo.run_spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.defaults import AUTO, DEFAULTS
 from sglang.srt.mezo.training.checkpoints import check_resumable, latest_checkpoint, recorded_config
 from sglang.srt.mezo.training.objectives import objective_for
 from sglang.srt.mezo.training.objectives.base import ReferenceObjective

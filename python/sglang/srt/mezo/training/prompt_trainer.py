@@ -20,8 +20,8 @@ from sglang.srt.mezo.engine.models import (
     model_kind,
     resolve_model_path,
 )
-from sglang.srt.mezo.spec.config import MeZOConfig
-from sglang.srt.mezo.spec.defaults import resolve_hyperparameters
+from sglang.srt.mezo.run_spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.defaults import resolve_hyperparameters
 from sglang.srt.mezo.training.objectives.label_words import LabelWordObjective
 from sglang.srt.mezo.training.trainer import MeZOTrainer
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from sglang.srt.mezo.engine.lora_pool import LoRASettings, PoolLoRA, copies_expected
 from sglang.srt.mezo.engine.tensor_parallel import tensor_parallel_layouts
-from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 
 #: Where a run folder or checkpoint holds the PEFT adapter.
 ADAPTER_DIR = "adapter"

@@ -30,7 +30,7 @@ from sglang.srt.mezo.engine.run_setup import checked_model, runner_for, with_dty
 from sglang.srt.mezo.engine.runner import release_model_runner
 from sglang.srt.mezo.errors import MeZODivergedError
 from sglang.srt.mezo.io import atomic_json
-from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.training import estimators
 from sglang.srt.mezo.training.evaluation import Evaluation
 from sglang.srt.mezo.training.objectives.base import ForwardInputs, GenerationInputs, Objective, SidedLosses, Slots

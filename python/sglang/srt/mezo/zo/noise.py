@@ -28,7 +28,7 @@ from typing import Iterator, Optional, Sequence, Union
 
 import torch
 
-from sglang.srt.mezo.spec.config import Noise
+from sglang.srt.mezo.run_spec.config import Noise
 from sglang.srt.mezo.zo.sign_kernel import DTYPES, apply_sign_ops, sign_kernel
 
 #: "gaussian": z ~ N(0, I) (MeZO's). "rademacher": z = +-1 with probability 1/2 each, from 64

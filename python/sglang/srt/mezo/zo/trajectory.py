@@ -3,7 +3,7 @@
 Weights after step *t* are a function of the weights at the start and the steps before *t*:
 each step draws z for tensor *i* from (step seed, *i*) and moves the tensor by ``-lr * g * z``
 (:func:`sglang.srt.mezo.zo.update.replay_steps`, through :func:`sglang.srt.mezo.zo.noise.move`). So a record of a few numbers per step rebuilds the
-weights exactly (:mod:`sglang.srt.mezo.training.replay`), resumes a killed run, and is all that data-parallel
+weights exactly (:mod:`sglang.srt.mezo.training.replay_weights`), resumes a killed run, and is all that data-parallel
 workers need to exchange.
 
 The record is one JSON file: a readable header (the base model's path and a hash of its weights,

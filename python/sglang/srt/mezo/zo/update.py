@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.zo.adam import ZOAdam
 from sglang.srt.mezo.zo.noise import AddZ, Decay, NoiseKind, Op, ShardLayout, move
 from sglang.srt.mezo.zo.perturbable import PerturbableTensors
@@ -180,7 +180,7 @@ def learning_rate_at(config: MeZOConfig, step: int, scales: Sequence[tuple[int, 
     force at that step: ``scales`` are ``(steps done, factor)`` changes a run made as it went
     (a divergence reaction; :attr:`Trajectory.lr_scales <sglang.srt.mezo.zo.trajectory.Trajectory.lr_scales>`).
 
-    >>> from sglang.srt.mezo.spec.config import MeZOConfig
+    >>> from sglang.srt.mezo.run_spec.config import MeZOConfig
     >>> c = MeZOConfig(learning_rate=1e-3, num_steps=10, lr_schedule="constant")
     >>> learning_rate_at(c, 3), learning_rate_at(c, 3, [(2, 0.5)]), learning_rate_at(c, 1, [(2, 0.5)])
     (0.001, 0.0005, 0.001)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.training.estimators.base import Batch, Estimator, Measured
 from sglang.srt.mezo.training.estimators.paired import PairedForward
 from sglang.srt.mezo.training.estimators.population import MirroredPopulation

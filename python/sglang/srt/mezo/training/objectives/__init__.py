@@ -7,7 +7,7 @@ Each objective is one module in this folder, registered under the spec names it 
    :class:`~.base.RewardObjective`) and a classmethod ``from_plan(plan, name)`` that builds it from a
    :class:`~sglang.srt.mezo.training.plan.RunPlan`;
 2. put ``@register("<name>")`` on the class, and the module's name in ``_MODULES`` below;
-3. add ``"<name>"`` to ``ObjectiveName``, the Literal in :mod:`sglang.srt.mezo.spec.config` (the spec is
+3. add ``"<name>"`` to ``ObjectiveName``, the Literal in :mod:`sglang.srt.mezo.run_spec.config` (the spec is
    torch-free and checked before anything loads; a test keeps the two lists equal).
 
 >>> sorted(registered())

@@ -18,7 +18,7 @@ recorded the run.
 
     python -m sglang.srt.mezo_trainer replay RUN_DIR --out DIR [--base-model PATH]
 
->>> import sglang.srt.mezo.training.replay as r
+>>> import sglang.srt.mezo.training.replay_weights as r
 >>> r.hf_pieces("model.layers.0.self_attn.qkv_proj.weight")
 ['model.layers.0.self_attn.q_proj.weight', 'model.layers.0.self_attn.k_proj.weight', 'model.layers.0.self_attn.v_proj.weight']
 """
@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from sglang.srt.mezo.engine.lora_pool import FUSED_PROJECTIONS, save_peft_adapter
 from sglang.srt.mezo.io import atomic_dir
-from sglang.srt.mezo.spec.config import MeZOConfig
+from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.zo.perturbable import decay_mask
 from sglang.srt.mezo.zo.trajectory import Trajectory, weights_hash
 from sglang.srt.mezo.zo.update import replay_steps

@@ -1,4 +1,4 @@
-"""The CLI's flags, made from :class:`~sglang.srt.mezo.spec.config.MeZOConfig`'s fields: one flag a
+"""The CLI's flags, made from :class:`~sglang.srt.mezo.run_spec.config.MeZOConfig`'s fields: one flag a
 field, grouped and with its help.
 
 >>> import argparse
@@ -15,8 +15,8 @@ import typing
 from typing import Any, Literal, Optional, Union
 
 from sglang.srt.mezo.data.prompt import parse_label_words
-from sglang.srt.mezo.spec.config import MeZOConfig, allowed_types, field_hints
-from sglang.srt.mezo.spec.defaults import AUTO, DEFAULTS
+from sglang.srt.mezo.run_spec.config import MeZOConfig, allowed_types, field_hints
+from sglang.srt.mezo.run_spec.defaults import AUTO, DEFAULTS
 
 
 # ---------------------------------------------------------------- the CLI, made from the fields

@@ -41,7 +41,7 @@ from sglang.srt.mezo.data.graders import parse_grader
 from sglang.srt.mezo.data.graders.files import read_grader_file
 from sglang.srt.mezo.data.presets import get_task
 from sglang.srt.mezo.data.prompt import check_label_words, check_template, parse_label_words
-from sglang.srt.mezo.spec.defaults import (
+from sglang.srt.mezo.run_spec.defaults import (
     AUTO,
     DEFAULTS,
     ENCODER_TARGETS,
