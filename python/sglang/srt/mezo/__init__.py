@@ -12,6 +12,7 @@ with import-linter), and ``run_spec/`` and ``data/`` import neither torch nor SG
     zo/            torch only: the noise z, the sign kernel, the update rules, ZO-Adam, the trajectory
     run_spec/      the run spec (MeZOConfig), its defaults and its CLI flags
     data/          task presets, loaders, k-shot sampling, metrics, the prompt
+    extensions.py  users' modules of their own (a grader type), imported by every entry point
     errors.py, io.py   the errors every layer raises, atomic file writes
 
 The seed's modules ``sglang.srt.mezo_trainer``, ``sglang.srt.mezo_mlm_trainer`` and

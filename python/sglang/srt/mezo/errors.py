@@ -40,3 +40,8 @@ class GraderError(ValueError):
     def __init__(self, message: str, param: Optional[str] = None):
         super().__init__(message)
         self.message, self.param = message, param
+
+
+class ExtensionError(ImportError):
+    """A user's extension module (``--extension``, ``--mezo-extensions``, an entry point of the group
+    ``sglang_mezo.extensions``) could not be imported; the message names it and what to check."""

@@ -12,6 +12,12 @@ scheduler and detokenizer processes; :func:`sglang.srt.mezo.engine.runner.build_
 - in a child process of such a launcher (``SGLANG_MEZO_SERVER`` set): :data:`SCHEDULER_HOOKS`, the
   training units' turns between serving batches (:mod:`.server.scheduler_jobs`).
 
+The users' extension modules (``--mezo-extensions`` and the entry points of ``sglang_mezo.extensions``,
+:mod:`.extensions`) are imported through these hooks in both processes that read graders: by
+:data:`LAUNCH_HOOKS` in the launcher, which is the HTTP process (a module that fails to import stops the
+launch), again as :data:`HTTP_HOOKS` install the job API, and by :data:`SCHEDULER_HOOKS` in the
+scheduler when its jobs are first made, before any job trains.
+
 Without ``--enable-mezo`` a server gets only the flags: no route, no scheduler hook.
 """
 

@@ -7,6 +7,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from sglang.srt.mezo.errors import ExtensionError
+from sglang.srt.mezo.extensions import load_extensions
 from sglang.srt.mezo.training.replay_weights import replay
 
 
@@ -17,10 +19,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", required=True, help="where to write the adapter (LoRA) or the checkpoint (full weights)")
     p.add_argument("--base-model", default=None, help="the base checkpoint (default: the path the run recorded)")
     p.add_argument("--device", default="cpu", help="cpu or cuda: the kind of device that recorded the run")
+    p.add_argument("--extension", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first, as the run did (its recorded spec may name a grader type MODULE "
+                        "registers); repeatable")
     args = p.parse_args(argv)
     try:
+        load_extensions(args.extension)  # before the recorded spec is read back: it checks its grader
         out = replay(args.run_dir, args.out, base_model=args.base_model, device=args.device)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, ExtensionError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     print(out)

@@ -28,7 +28,8 @@ import textwrap
 import time
 from typing import Iterator, Optional, Sequence
 
-from sglang.srt.mezo.errors import DataFormatError
+from sglang.srt.mezo.errors import DataFormatError, ExtensionError
+from sglang.srt.mezo.extensions import ENTRY_POINT_GROUP, load_extensions
 from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.run_spec.config_arguments import add_config_arguments, config_from_arguments, defaults_table
 
@@ -61,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_arguments(p)
+    ext = p.add_argument_group("code of your own")
+    ext.add_argument("--extension", action="append", default=[], metavar="MODULE",
+                     help="import MODULE (a dotted name on PYTHONPATH) before the run spec is built, so that what "
+                          "it registers (a grader type: register_grader) can be named by --grader; repeatable. "
+                          f"Entry points of the group {ENTRY_POINT_GROUP} are imported always")
     dp = p.add_argument_group("data parallelism (several worker processes, each with its own model runner)")
     dp.add_argument("--nproc", type=int, default=1,
                     help="run N data-parallel workers on this machine (launches torchrun; each worker takes a shard "
@@ -201,6 +207,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
+        # First: the spec checks the grader when it is built, and may name a type an extension registers.
+        load_extensions(args.extension)
         worker = _worker_env()
         if args.nproc < 1:
             raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
@@ -210,7 +218,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not args.output_dir:
             config = dataclasses.replace(config, output_dir=os.path.join(
                 "runs", f"{config.task}-{time.strftime('%Y%m%d-%H%M%S')}"))
-    except ValueError as e:  # a bad value: say so before anything slow happens
+    except (ValueError, ExtensionError) as e:  # a bad value or extension: say so before anything slow happens
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     if args.nproc > 1 and worker is None:

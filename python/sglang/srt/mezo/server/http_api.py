@@ -64,5 +64,9 @@ def before_setup_http_server(*args: Any, **kwargs: Any) -> None:
         # app in every process that loads the plugin.
         from sglang.srt.entrypoints import http_server  # noqa: PLC0415
 
-        install_job_api(http_server.app, ServerSettings.from_dict(settings), tokenizer_manager)
+        settings = ServerSettings.from_dict(settings)
+        # The process that checks jobs' graders: the launcher imported the extensions already when
+        # it is this process (once each, so this costs nothing then).
+        settings.load_extensions()
+        install_job_api(http_server.app, settings, tokenizer_manager)
     return None

@@ -2,10 +2,13 @@
 
 - :func:`add_flags` (on ``ServerArgs.add_cli_args``) adds ``--enable-mezo``, ``--mezo-data-dir``,
   ``--mezo-output-dir``, ``--mezo-max-concurrent-jobs``, ``--mezo-train-share``,
-  ``--mezo-max-loaded-adapters``, ``--mezo-keep-checkpoints``, ``--mezo-max-upload-mb``;
+  ``--mezo-max-loaded-adapters``, ``--mezo-keep-checkpoints``, ``--mezo-max-upload-mb``,
+  ``--mezo-extensions``;
 - :func:`configure_launch` (before ``ServerArgs.from_cli_args``) turns on, where the user did not
   choose, what training needs (LoRA with enough slots, rank and target modules, the non-overlap
-  scheduler, the CPU settings on a machine without a GPU) and refuses what cannot work
+  scheduler, the CPU settings on a machine without a GPU), imports the users' extension modules
+  (``--mezo-extensions`` and the entry points of ``sglang_mezo.extensions``: a launch whose extension
+  fails to import stops here, before the model loads) and refuses what cannot work
   (:func:`configure_args`);
 - :func:`attach_settings` (after it) puts the settings on the ``ServerArgs`` record as ``_mezo``
   (pickled with it into the scheduler process) and sets ``SGLANG_MEZO_SERVER=1`` for the child
@@ -27,6 +30,8 @@ from typing import Any, Optional
 from sglang.srt.mezo.engine.cpu import use_cpu_engine
 from sglang.srt.mezo.engine.hardware import AUTO_DTYPE, choose_dtype
 from sglang.srt.mezo.engine.models import canonical_alias, resolve_model_path
+from sglang.srt.mezo.errors import ExtensionError
+from sglang.srt.mezo.extensions import parse_extensions
 from sglang.srt.mezo.run_spec.defaults import SUPPORTED_TARGETS
 from sglang.srt.mezo.server.settings import ServerSettings
 
@@ -101,6 +106,11 @@ def add_flags(result: Any, parser: argparse.ArgumentParser, *args: Any, **kwargs
     group.add_argument("--mezo-max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
                        help="Largest file POST /v1/files takes, in MiB; larger uploads get HTTP 413. "
                             "Default: %(default)s")
+    group.add_argument("--mezo-extensions", default=None, metavar="MOD[,MOD]",
+                       help="Modules of your own (dotted names on PYTHONPATH) to import in the server's HTTP and "
+                            "scheduler processes, e.g. one that registers a grader type (register_grader) that "
+                            "reinforcement jobs then name. The entry points of the group sglang_mezo.extensions "
+                            "are imported always. Default: none")
     for action in parser._actions:
         _defaults[action.dest] = action.default
         for option in action.option_strings:
@@ -245,7 +255,16 @@ def configure_args(args: argparse.Namespace) -> ServerSettings:
         output_dir=output_dir, data_dir=data_dir, max_concurrent_jobs=jobs, model_path=args.model_path,
         served_model_name=args.served_model_name or args.model_path, max_lora_rank=args.max_lora_rank,
         lora_target_modules=tuple(trainable), train_share=share, max_loaded_adapters=loaded,
-        keep_checkpoints=keep, max_upload_bytes=int(upload_mb * 1024 * 1024))
+        keep_checkpoints=keep, max_upload_bytes=int(upload_mb * 1024 * 1024),
+        extensions=tuple(parse_extensions(getattr(args, "mezo_extensions", None) or "")))
+    # Here, in the launcher (the HTTP process), before the model loads: a module that cannot be
+    # imported stops the launch with its name, not the first job that needs it.
+    try:
+        in_effect = settings.load_extensions()
+    except ExtensionError as e:
+        raise MeZOLaunchError(f"--mezo-extensions: {e}") from None
+    if in_effect:
+        logger.info("MeZO extensions: %s", ", ".join(in_effect))
     args._mezo_settings = settings
     return settings
 

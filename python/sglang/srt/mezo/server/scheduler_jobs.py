@@ -28,7 +28,7 @@ import time
 import traceback
 from typing import Any, Optional
 
-from sglang.srt.mezo.errors import MeZODivergedError
+from sglang.srt.mezo.errors import ExtensionError, MeZODivergedError
 from sglang.srt.mezo.server.job_requests import describe_error
 from sglang.srt.mezo.server.job_worker import JobWorker
 from sglang.srt.mezo.server.settings import ServerSettings
@@ -213,12 +213,27 @@ def jobs_of(scheduler: Any) -> Optional[MeZOJobs]:
     jobs = scheduler.__dict__.get("_mezo_jobs", False)
     if jobs is False:
         settings = getattr(scheduler.server_args, "_mezo", None)
-        jobs = MeZOJobs(scheduler, ServerSettings.from_dict(settings)) if settings else None
+        if settings:
+            settings = ServerSettings.from_dict(settings)
+            _load_extensions(settings)
+        jobs = MeZOJobs(scheduler, settings) if settings else None
         scheduler._mezo_jobs = jobs
         if jobs is not None:
             logger.info("MeZO fine-tuning jobs: store %s, up to %d concurrent", jobs.store.root,
                         jobs.settings.max_concurrent_jobs)
     return jobs
+
+
+def _load_extensions(settings: ServerSettings) -> None:
+    # The process that trains: a job's grader is parsed again here. The launcher imported the same
+    # modules already, so a failure here is logged once and the jobs that need them fail by name.
+    try:
+        loaded = settings.load_extensions()
+    except ExtensionError as e:
+        logger.error("MeZO: %s; jobs that need it will fail", e)
+        return
+    if loaded:
+        logger.info("MeZO extensions in the scheduler: %s", ", ".join(loaded))
 
 
 def _tick(scheduler: Any, busy: bool) -> None:

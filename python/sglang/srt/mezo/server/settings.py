@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
+from sglang.srt.mezo.extensions import load_extensions
+
 
 @dataclass
 class ServerSettings:
@@ -22,14 +24,23 @@ class ServerSettings:
     max_loaded_adapters: int = 8  # finished adapters and checkpoints loaded for serving at once
     keep_checkpoints: int = 2  # a job keeps its last N checkpoints and its best one; 0 keeps all
     max_upload_bytes: int = 32 * 1024 * 1024
+    extensions: tuple[str, ...] = ()  # the users' modules (--mezo-extensions) every process imports
+
+    def load_extensions(self) -> list[str]:
+        """Import :attr:`extensions` and the entry points of ``sglang_mezo.extensions`` into this
+        process (each once): the HTTP process, which checks jobs' graders, and the scheduler's,
+        which trains them. Returns what is loaded; raises ``ExtensionError``."""
+        return load_extensions(self.extensions)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["lora_target_modules"] = list(self.lora_target_modules)
+        d["extensions"] = list(self.extensions)
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ServerSettings":
         d = dict(d)
         d["lora_target_modules"] = tuple(d.get("lora_target_modules") or ())
+        d["extensions"] = tuple(d.get("extensions") or ())
         return cls(**d)
