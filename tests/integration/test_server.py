@@ -39,11 +39,12 @@ class Server(LocalServer):
     """A server started with SGLang's own launch command (``--api-key``; with ``--enable-mezo`` on
     the given folders unless ``mezo=False``), healthy once made, stoppable from any test."""
 
-    def __init__(self, model: str, data_dir: str, output_dir: str, log_path: str, *extra: str, mezo: bool = True):
+    def __init__(self, model: str, data_dir: str, output_dir: str, log_path: str, *extra: str, mezo: bool = True,
+                 env: dict | None = None):
         flags = ["--api-key", KEY, *extra]
         if mezo:
             flags += ["--enable-mezo", "--mezo-data-dir", data_dir, "--mezo-output-dir", output_dir]
-        super().__init__(model, *flags, log_path=log_path)
+        super().__init__(model, *flags, log_path=log_path, env=env)
         self.wait_healthy(STARTUP_TIMEOUT_S)
 
     # -- helpers
@@ -109,13 +110,14 @@ def test_flags_in_help_and_impossible_settings_refused(tiny_llama, dirs):
     help_text = subprocess.run([sys.executable, "-m", "sglang.launch_server", "--help"], capture_output=True,
                                text=True, timeout=120).stdout
     for flag in ("--enable-mezo", "--mezo-data-dir", "--mezo-output-dir", "--mezo-max-concurrent-jobs",
-                 "--mezo-train-share", "--mezo-max-loaded-adapters", "--mezo-keep-checkpoints", "--mezo-max-upload-mb"):
+                 "--mezo-train-share", "--mezo-max-loaded-adapters", "--mezo-keep-checkpoints", "--mezo-max-upload-mb",
+                 "--mezo-extensions"):
         assert flag in help_text
     launch = [sys.executable, "-m", "sglang.launch_server", "--model-path", tiny_llama, "--enable-mezo",
               "--mezo-output-dir", dirs["out"]]
     refused = [subprocess.Popen(launch + extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for extra in (["--max-loras-per-batch", "3"], ["--mezo-train-share", "1.5"],
-                             ["--mezo-max-loaded-adapters", "0"])]
+                             ["--mezo-max-loaded-adapters", "0"], ["--mezo-extensions", "no_such_mezo_extension"])]
     errors = []
     for proc in refused:
         _, err = proc.communicate(timeout=120)
@@ -124,6 +126,8 @@ def test_flags_in_help_and_impossible_settings_refused(tiny_llama, dirs):
     assert "--max-loras-per-batch 3 is too small" in errors[0] and "use at least 4" in errors[0]
     assert "--mezo-train-share must be in (0, 1], got 1.5" in errors[1]
     assert "--mezo-max-loaded-adapters must be >= 1, got 0" in errors[2]
+    # An extension that cannot be imported stops the launch, before the model loads, named.
+    assert "--mezo-extensions: extension module 'no_such_mezo_extension' was not found" in errors[3]
 
 
 def test_without_the_flag_no_job_route_exists(tiny_llama, dirs):

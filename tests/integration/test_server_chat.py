@@ -6,8 +6,9 @@ job on preference pairs trains the DPO objective and reports TRL's reward metric
 what the server serves meanwhile unchanged; the grader endpoints answer in OpenAI's shape.
 
 One server for the module (``python -m sglang.launch_server --enable-mezo``, the tiny Llama with
-SmolLM2's ChatML template, 127.0.0.1, a free port, ``--api-key``), driven with the official
-``openai`` client. Nothing of SGLang is mocked; the fixture stops the server (terminate, then a
+SmolLM2's ChatML template, 127.0.0.1, a free port, ``--api-key``, and ``--mezo-extensions
+my_mezo_extension``: a module outside the package, on its PYTHONPATH, that registers a grader type),
+driven with the official ``openai`` client. Nothing of SGLang is mocked; the fixture stops the server (terminate, then a
 SIGKILL to its process group).
 """
 
@@ -16,7 +17,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import time
+from pathlib import Path
 
 import openai
 import pytest
@@ -42,7 +45,12 @@ def chat_server(tiny_chat_llama, tmp_path_factory):
     data, out = root / "data", root / "out"
     data.mkdir()
     out.mkdir()
-    srv = Server(tiny_chat_llama, str(data), str(out), str(root / "server.log"))
+    # A grader type of the operator's own, from outside the package: both the HTTP process (which
+    # checks a job's grader) and the scheduler's (which trains with it) must import the module.
+    outside = str(Path(__file__).resolve().parents[1] / "outside_package")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [outside, os.environ.get("PYTHONPATH")]))}
+    srv = Server(tiny_chat_llama, str(data), str(out), str(root / "server.log"),
+                 "--mezo-extensions", "my_mezo_extension", env=env)
     try:
         yield srv
     finally:
@@ -373,3 +381,39 @@ def test_bad_reinforcement_jobs_are_refused_before_anything_is_stored(chat_serve
         if "line 2" in needle:  # the row's missing field, and whose grader reads it
             assert "item.answer" in error["message"] and "files/" not in error["message"], error
     assert [j.id for j in client.fine_tuning.jobs.list(limit=100)] == jobs_before
+
+
+# ---------------------------------------------------------------- a grader type of the operator's own
+# word_count (tests/outside_package/my_mezo_extension.py): the rendered input's words over max_words.
+# Read on the row's answer (two words in every row), it grades 0.5 whatever the model says.
+WORDS = {"type": "word_count", "name": "words", "input": "{{item.answer}}", "max_words": 4}
+
+
+def test_a_reinforcement_job_grades_with_a_type_the_server_was_extended_with(chat_server):
+    srv = chat_server
+    client = _client(srv)
+    said = client.fine_tuning.alpha.graders.run(grader={**WORDS, "input": "{{sample.output_text}}"},
+                                                model_sample="one two three", item={})
+    assert said.reward == 0.75 and said.metadata.type == "word_count"
+    job = client.fine_tuning.jobs.create(
+        model=srv.model, training_file=_upload(client, "prompts_words.jsonl", PROMPTS),
+        validation_file=_upload(client, "prompts_words_valid.jsonl", PROMPTS[:3]),
+        method=_reinforcement(WORDS, n_epochs=1, batch_size=3, eval_interval=2), extra_body={"max_new_tokens": 4})
+    assert srv.job(job.id)["method"]["reinforcement"]["grader"] == WORDS  # as stored (the SDK knows no such type)
+    job = _finish(client, job)
+    assert job.status == "succeeded", job.error
+    metrics = [e.data for e in client.fine_tuning.jobs.list_events(job.id, limit=100) if e.type == "metrics"]
+    steps = [d for d in metrics if d["train_loss"] is not None]
+    evals = [d for d in metrics if d["valid_loss"] is not None]
+    assert len(steps) == 2 and all(d["train_reward_mean"] == pytest.approx(0.5) for d in steps)
+    assert evals and all(d["valid_reward_mean"] == pytest.approx(0.5) for d in evals)
+
+
+def test_a_job_naming_an_unregistered_grader_type_is_refused_listing_the_registered_ones(chat_server):
+    client = _client(chat_server)
+    prompts = _upload(client, "prompts_unknown_type.jsonl", PROMPTS)
+    error = _refused(client, model=chat_server.model, training_file=prompts,
+                     method=_reinforcement({**WORDS, "type": "sentence_count"}))
+    assert error["param"] == "method.reinforcement.grader.type", error
+    assert "'sentence_count' is not a grader type" in error["message"], error
+    assert "string_check, text_similarity, multi, word_count" in error["message"], error
