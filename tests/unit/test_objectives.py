@@ -10,6 +10,7 @@ import torch
 
 from sglang.srt.mezo.data.chat import TokenizedCompletion
 from sglang.srt.mezo.data.examples import Example
+from sglang.srt.mezo.data.objective_table import objective_entry, objective_names
 from sglang.srt.mezo.data.presets import get_task
 from sglang.srt.mezo.data.prompt import EncodedExample
 from sglang.srt.mezo.run_spec.config import ObjectiveName
@@ -22,7 +23,14 @@ from sglang.srt.mezo.training.objectives.options import OptionsItem, OptionsObje
 
 
 def test_the_spec_names_exactly_the_registered_objectives():
-    assert set(typing.get_args(ObjectiveName)) == set(registered())
+    builtins = {name for name in registered() if objective_entry(name).builtin}
+    assert set(typing.get_args(ObjectiveName)) == builtins
+    assert {n for n in objective_names() if objective_entry(n).builtin} == builtins
+
+
+def test_each_builtin_entry_names_its_class_headline_metric():
+    for name, cls in registered().items():
+        assert objective_entry(name).metrics[0] == cls.primary_metric, name
 
 
 def test_every_registered_objective_implements_the_interface():

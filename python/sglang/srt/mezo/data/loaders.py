@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 
 from sglang.srt.mezo.data.examples import Example
+from sglang.srt.mezo.data.objective_table import task_rows
 from sglang.srt.mezo.data.presets import TaskPreset, as_preset
 from sglang.srt.mezo.errors import DataFormatError
 
@@ -165,7 +166,7 @@ def _build(rows: Iterable[tuple[str, Mapping[str, Any]]], preset: TaskPreset | N
         label = labeler(row[fields[2]], where)
         if label is not _SKIP:
             text_b = None if fields[1] is None else _text(row[fields[1]], fields[1], where)
-            choices = _choices(row, label, where) if preset and preset.objective == "options" else None
+            choices = _choices(row, label, where) if preset and task_rows(preset.objective) == "options" else None
             out.append(Example(_text(row[fields[0]], fields[0], where), text_b, label, choices))
     if labeler is None:
         raise DataFormatError(f"{src}, line 1: no examples found (empty file or only a header). "

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 
 from sglang.srt.mezo.data.examples import Example
+from sglang.srt.mezo.data.objective_table import task_rows
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class TaskPreset:
     @property
     def generative(self) -> bool:
         """Whether the task's answers are generated text (scored by generating them)."""
-        return self.objective == "completion"
+        return task_rows(self.objective) == "completions"
 
 
 _NLI_MLM = "<S1> ? [MASK] , <S2>"
@@ -128,7 +129,7 @@ TASKS: dict[str, TaskPreset] = {p.name: p for p in (
 
 
 #: The tasks whose classes are one-token label words at one position (the prompt objective).
-LABEL_WORD_TASKS: tuple[str, ...] = tuple(name for name, p in TASKS.items() if p.objective == "ce")
+LABEL_WORD_TASKS: tuple[str, ...] = tuple(name for name, p in TASKS.items() if task_rows(p.objective) == "labels")
 
 
 # Templates that ``template="auto"`` scores on the k-shot dev split, after the preset's own (which

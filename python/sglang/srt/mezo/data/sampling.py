@@ -7,12 +7,13 @@ import logging
 import os
 import random
 import warnings
-from typing import Hashable, NamedTuple, Sequence, Union
+from typing import Callable, Hashable, NamedTuple, Sequence, Union
 
 from sglang.srt.mezo.data.chat import ChatExample, CompletionExample, read_completion_file
 from sglang.srt.mezo.data.examples import Example
 from sglang.srt.mezo.data.generative import squad_examples
 from sglang.srt.mezo.data.loaders import default_data_root, load_examples, resolve_task_data
+from sglang.srt.mezo.data.objective_table import task_rows
 from sglang.srt.mezo.data.preference import PreferenceExample, read_preference_file
 from sglang.srt.mezo.data.presets import TaskPreset
 from sglang.srt.mezo.data.reinforcement import RewardExample, read_reinforcement_file
@@ -187,15 +188,29 @@ def prepare_data(preset: TaskPreset, train_dataset: DataSource = None, eval_data
     return splits.train, splits.eval
 
 
+#: How a file of each generative row kind is read (a task of its own may read its own format: squad).
+ROW_READERS: dict[str, Callable[[str], list]] = {
+    "completions": read_completion_file, "preferences": read_preference_file, "prompts": read_reinforcement_file,
+}
+TASK_READERS: dict[str, Callable[[str], list]] = {"squad": squad_examples}
+
+
+def row_reader(preset: TaskPreset) -> Callable[[str], list]:
+    """The reader of a file of ``preset``'s rows (generative row kinds only)."""
+    return TASK_READERS.get(preset.name) or ROW_READERS[task_rows(preset.objective)]
+
+
 def completion_splits(preset: TaskPreset, train_dataset: CompletionSource = None,
                       eval_dataset: CompletionSource = None, *, k_shot: int | None = None,
-                      seed: int = DEFAULT_DATA_SEED, max_eval_examples: int | None = None) -> DataSplits:
+                      seed: int = DEFAULT_DATA_SEED, max_eval_examples: int | None = None,
+                      read_rows: Callable[[str], list] | None = None) -> DataSplits:
     """(train, eval, no dev) of a generative run: chat or prompt/completion rows.
 
     A path is read by :func:`~sglang.srt.mezo.data.chat.read_completion_file` (OpenAI's chat and
     prompt/completion JSONL), or for task ``squad`` by
     :func:`~sglang.srt.mezo.data.generative.squad_examples`; None is the task's own file (``squad``:
-    ../shared/data/squad; ``chat`` has none). ``k_shot``: train on that many rows (a seeded sample;
+    ../shared/data/squad; ``chat`` has none), or by ``read_rows`` where the run's objective reads its
+    own (:class:`~sglang.srt.mezo.data.objective_table.ObjectiveEntry`). ``k_shot``: train on that many rows (a seeded sample;
     None or 0: all); ``max_eval_examples`` caps the eval rows likewise.
     """
 
@@ -210,11 +225,7 @@ def completion_splits(preset: TaskPreset, train_dataset: CompletionSource = None
                                         "or give the file")
         if isinstance(source, (str, os.PathLike)):
             path = os.fspath(source)
-            if preset.objective == "dpo":
-                return read_preference_file(path)
-            if preset.objective == "reward":
-                return read_reinforcement_file(path)
-            return squad_examples(path) if preset.name == "squad" else read_completion_file(path)
+            return (read_rows or row_reader(preset))(path)
         return list(source)
 
     def sample(rows: list, n: int | None) -> list:

@@ -39,6 +39,7 @@ from typing import Any, Literal, Mapping, Optional, Union
 
 from sglang.srt.mezo.data.graders import parse_grader
 from sglang.srt.mezo.data.graders.files import read_grader_file
+from sglang.srt.mezo.data.objective_table import ROW_KINDS, objective_entry, objectives_for_rows, task_rows
 from sglang.srt.mezo.data.presets import get_task
 from sglang.srt.mezo.data.prompt import check_label_words, check_template, parse_label_words
 from sglang.srt.mezo.run_spec.defaults import (
@@ -54,6 +55,8 @@ from sglang.srt.mezo.run_spec.defaults import (
 Trainable = Literal["lora", "full"]
 
 
+#: The built-in objectives' names; a run may also name one a user registered
+#: (:func:`sglang.srt.mezo.data.objective_table.objective_names` lists them all).
 ObjectiveName = Literal["ce", "accuracy", "completion", "options", "dpo", "reward"]
 
 
@@ -130,12 +133,13 @@ class MeZOConfig:
     use_space_prefix: bool = _spec(True, "give label words a leading space (' great'), as byte-level BPE and "
                                    "SentencePiece vocabularies spell a word inside a sentence", cli="space-prefix",
                                    group="prompt")
-    objective: Optional[ObjectiveName] = _spec(
+    objective: Optional[str] = _spec(
         None, "ce: cross-entropy over one-token label words; accuracy: minus accuracy (non-differentiable); "
         "options: cross-entropy over each option's log-likelihood (label words of several tokens, a row's "
         "'choices'); completion: cross-entropy of a completion's or the assistant messages' tokens; "
         "dpo: DPO's loss on preference pairs; reward: minus the mean grade of generated answers "
-        "(default: the task's: ce, options for arc-easy, completion for squad and chat)", group="prompt")
+        "(default: the task's: ce, options for arc-easy, completion for squad and chat); or one registered from "
+        "your own code (register_objective), or 'module:Class'", group="prompt")
     option_score: OptionScore = _spec("mean", "options: an option's score is the mean (or the sum) of its tokens' "
                                       "log-probabilities", group="prompt")
     max_new_tokens: int = _spec(50, "completion: the longest answer an evaluation generates, in tokens (it also "
@@ -321,29 +325,25 @@ class MeZOConfig:
                              f"batch_size ({self.batch_size}) must be >= n_spsa")
 
     def _resolve_task_and_objective(self) -> None:
-        """Fill in whichever of task and objective is not given from the other, and check that they fit."""
+        """Fill in whichever of task and objective is not given from the other, and check that they fit
+        (:mod:`sglang.srt.mezo.data.objective_table`: a task's rows are of one kind, an objective trains
+        on the kinds it lists)."""
         if self.objective is None:
             self.objective = get_task(self.task).objective if self.task is not None else "ce"
+        entry = objective_entry(self.objective)
         if self.task is None:
-            self.task = {"completion": "chat", "dpo": "preference", "reward": "reinforcement"}.get(self.objective, "sst-2")
+            self.task = entry.default_task
         preset = get_task(self.task)
         self.task = preset.name
-        fits = {"completion": ("completion", "reward"), "options": ("options",), "dpo": ("dpo",),
-                "reward": ("reward",)}.get(preset.objective, ("ce", "accuracy", "options"))
-        if self.objective not in fits:
+        rows = task_rows(preset.objective)
+        if rows not in entry.rows:
+            fits = [e.name for e in objectives_for_rows(rows)]
             raise ValueError(f"task {preset.name!r} trains with objective {' or '.join(map(repr, fits))}, not "
-                             f"{self.objective!r}" + (": its rows are preference pairs" if preset.objective == "dpo"
-                                                      else ": its rows are prompts for a grader" if
-                                                      preset.objective == "reward"
-                                                      else ": its answers are generated text" if preset.generative else
-                                                      ": its options are each example's own choices"
-                                                      if preset.objective == "options" else
-                                                      ": its classes are label words (objective 'completion' "
-                                                      "is for task 'squad' or a chat/prompt-completion file, task 'chat')"))
+                             f"{self.objective!r}: {ROW_KINDS[rows].description}")
 
     def _check_population(self) -> None:
         """reward_shaping='z-score': what ES's population form needs, said before anything loads."""
-        if self.objective != "reward":
+        if objective_entry(self.objective).rows[0] != "prompts":
             raise ValueError(f"reward_shaping='z-score' z-scores a step's rewards: it needs objective 'reward', "
                              f"not {self.objective!r}")
         if self.n_spsa < 2:
@@ -363,11 +363,11 @@ class MeZOConfig:
 
     def _check_grader(self) -> None:
         """A reward run's grader, read (from its file) and checked before anything loads."""
-        if self.objective != "reward":
+        if objective_entry(self.objective).rows[0] != "prompts":
             if self.grader is not None:
                 raise ValueError(f"grader scores generated answers: it needs objective 'reward', not {self.objective!r}")
             return
-        if self.grader is None:
+        if self.grader is None and self.objective == "reward":
             if self.task != "squad":
                 raise ValueError(f"objective 'reward' on task {self.task!r} needs a grader: an OpenAI grader object "
                                  "or a JSON file of one, e.g. {\"type\": \"string_check\", \"name\": \"exact\", "
@@ -376,7 +376,8 @@ class MeZOConfig:
             return
         if isinstance(self.grader, str):
             self.grader = read_grader_file(self.grader)
-        parse_grader(self.grader)
+        if self.grader is not None:
+            parse_grader(self.grader)
 
     # ---- resolving the defaults
 

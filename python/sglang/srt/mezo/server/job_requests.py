@@ -26,12 +26,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
+from sglang.srt.mezo.data.objective_table import ObjectiveEntry, objective_entry
 from sglang.srt.mezo.errors import RequestError
 from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.server.file_formats import file_format
 from sglang.srt.mezo.server.grader_requests import request_grader
 from sglang.srt.mezo.server.settings import ServerSettings
 from sglang.srt.mezo.server.store import DATA_SUFFIXES, JobStore
+from sglang.srt.mezo.training.objectives import resolve_objective
 
 # Settings a job body may carry (top level, via the openai client's extra_body, or inside
 # hyperparameters), besides OpenAI's own fields.
@@ -136,12 +138,10 @@ def _hyperparameter_sources(body: dict) -> dict:
         if kind != "dpo" and "beta" in hp:
             raise RequestError(f"beta is a hyperparameter of method 'dpo'; a {kind} job has none",
                                f"method.{kind}.hyperparameters.beta")
-        if kind == "dpo":
-            merged["objective"] = "dpo"
-            if "beta" in hp:
-                hp = {**hp, "beta": parse_beta(hp["beta"])}
+        if kind == "dpo" and "beta" in hp:
+            hp = {**hp, "beta": parse_beta(hp["beta"])}
         if kind == "reinforcement":
-            merged.update(objective="reward", grader=_reinforcement_grader(sup))
+            merged["grader"] = _reinforcement_grader(sup)
             hp = _reinforcement_hyperparameters(hp)
         sources.append((f"method.{kind}.hyperparameters", hp))
     for where, hp in sources:
@@ -158,7 +158,35 @@ def _hyperparameter_sources(body: dict) -> dict:
                 raise RequestError(f"hyperparameter {key!r} is given twice with different values "
                                    f"({merged[key]!r} and {value!r}); give it once", where)
             merged[key] = value
+    if method is not None:
+        _objective_of_method(merged, method.get("type", "supervised"), body.get("objective"))
     return merged
+
+
+def _objective_of_method(hp: dict, method: str, top_level: Any) -> None:
+    """The objective of a job whose ``method`` is given: the one it names (top level or in its
+    hyperparameters), which must serve that method, else the method's own built-in one."""
+    named = hp.get("objective", top_level)
+    if named is None:
+        if method != "supervised":
+            hp["objective"] = METHOD_OBJECTIVES[method]
+        return
+    entry = _entry(named)
+    if entry.openai_method != method:
+        raise RequestError(f"objective {named!r} trains with method {entry.openai_method!r}, not {method!r}; set "
+                           f"method.type to {entry.openai_method!r} or drop 'objective'", "method.type")
+
+
+#: The built-in objective each OpenAI method trains when a job names none (supervised: by the files).
+METHOD_OBJECTIVES = {"dpo": "dpo", "reinforcement": "reward"}
+
+
+def _entry(name: Any) -> ObjectiveEntry:
+    """The objective table's entry of a job's ``objective`` (a ``module:Class`` name imported), or a 400."""
+    try:
+        return objective_entry(resolve_objective(name))
+    except (ValueError, TypeError) as e:
+        raise RequestError(str(e), "objective") from e
 
 
 def _reinforcement_grader(method: dict) -> dict:
@@ -236,12 +264,14 @@ def resolve_data_file(ref: Any, param: str, settings: ServerSettings, store: Job
 def _choose_objective(hp: dict, formats: Mapping[str, Optional[str]]) -> None:
     """Set the completion objective for OpenAI-format files (``formats``: param -> :func:`file_format`)
     when the request names neither task nor objective; refuse what cannot fit (mixed formats, a
-    label-word job on a chat file) with a message, instead of the loader's row-level complaint."""
+    label-word job on a chat file) with a message, instead of the loader's row-level complaint.
+    What fits is the objective table's: a file format is a row kind, an objective trains on some."""
     generative = {param: fmt for param, fmt in formats.items() if fmt is not None}
+    entry = _entry(hp["objective"]) if hp.get("objective") is not None else None
     prompts = [param for param, fmt in generative.items() if fmt == "reinforcement"]
-    if hp.get("objective") == "reward" or prompts:
+    if (entry is not None and entry.rows[0] == "prompts") or prompts:
         wrong = [param for param, fmt in formats.items() if fmt != "reinforcement"]
-        if hp.get("objective") != "reward":
+        if entry is None or entry.rows[0] != "prompts":
             raise RequestError(f"{prompts[0]} holds prompts whose last message is the user's (reinforcement rows); "
                                'train them with method {"type": "reinforcement", "reinforcement": {"grader": '
                                '{...}}}, or end each row with the assistant\'s answer for a supervised job',
@@ -255,7 +285,7 @@ def _choose_objective(hp: dict, formats: Mapping[str, Optional[str]]) -> None:
             raise RequestError(f"a reinforcement job trains task 'reinforcement' (the uploaded prompts), not "
                                f"{hp['task']!r}; drop 'task'", "task")
         return
-    dpo = hp.get("objective") == "dpo"
+    dpo = entry is not None and entry.rows[0] == "preferences"
     preference = [param for param, fmt in generative.items() if fmt == "preference"]
     if dpo or preference:
         wrong = [param for param, fmt in formats.items() if fmt != "preference"]
@@ -279,19 +309,19 @@ def _choose_objective(hp: dict, formats: Mapping[str, Optional[str]]) -> None:
         raise RequestError(f"training_file is {train_fmt or 'classification'} data but validation_file is "
                            f"{formats['validation_file'] or 'classification'} data; give both files in one kind "
                            "(chat or prompt/completion rows, or classification rows)", "validation_file")
-    if hp.get("task") is None and hp.get("objective") is None:
+    if hp.get("task") is None and entry is None:
         hp["objective"] = "completion"  # the run spec then takes task "chat": the user's own file
         return
-    objective = hp.get("objective")
     task = hp.get("task")
-    if objective not in (None, "completion") or task not in (None, "chat"):
-        param = "objective" if objective not in (None, "completion") else "task"
-        value = objective if param == "objective" else task
+    if (entry is not None and "completions" not in entry.rows) or task not in (None, "chat"):
+        param = "objective" if entry is not None and "completions" not in entry.rows else "task"
+        value = hp["objective"] if param == "objective" else task
         where = next(iter(generative))
         raise RequestError(f"{where} holds OpenAI {generative[where]} rows, which train with objective "
                            f"'completion' (task 'chat'), not {param} {value!r}; drop {param!r} from the job, or "
                            "give classification rows such as {\"sentence\": ..., \"label\": 0}", param)
-    hp["objective"] = "completion"
+    if entry is None:
+        hp["objective"] = "completion"
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
+from sglang.srt.mezo.data.objective_table import objective_entry
 from sglang.srt.mezo.errors import RequestError
 from sglang.srt.mezo.run_spec.defaults import default_table
 from sglang.srt.mezo.server.store import QUEUED, SUCCEEDED
@@ -72,12 +73,26 @@ def method_object(request: dict, hyperparameters: dict) -> dict:
     {'grader': {'type': 'multi'}, 'hyperparameters': {'eval_steps': 5, 'eval_interval': 5, 'eval_samples': 1}}
     """
     config = request.get("config") or {}
-    if config.get("objective") == "dpo":
+    method = openai_method(config.get("objective"))
+    if method == "dpo":
         return {"type": "dpo", "dpo": {"hyperparameters": {**hyperparameters, "beta": config.get("beta")}}}
-    if config.get("objective") == "reward":
+    if method == "reinforcement":
         hp = {**hyperparameters, "eval_interval": hyperparameters.get("eval_steps"), "eval_samples": 1}
         return {"type": "reinforcement", "reinforcement": {"grader": config.get("grader"), "hyperparameters": hp}}
     return {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}}
+
+
+def openai_method(objective: Optional[str]) -> str:
+    """The OpenAI method of a job's objective (the objective table's); a job whose objective this
+    process does not know (a user's, from an extension not loaded now) still lists, as supervised.
+
+    >>> openai_method("dpo"), openai_method("ce"), openai_method("not_loaded_here")
+    ('dpo', 'supervised', 'supervised')
+    """
+    try:
+        return objective_entry(objective or "ce").openai_method
+    except ValueError:
+        return "supervised"
 
 
 def checkpoint_objects(request: dict, state: dict, deleted: Optional[Mapping[str, int]] = None) -> list[dict]:

@@ -44,6 +44,7 @@ from typing import Any, Optional
 
 from transformers import AutoTokenizer
 
+from sglang.srt.mezo.data.objective_table import objective_entry
 from sglang.srt.mezo.data.presets import TaskPreset, get_task
 from sglang.srt.mezo.data.prompt import MLMConfig, PromptEncoder
 from sglang.srt.mezo.data.sampling import (
@@ -164,23 +165,26 @@ def prepare(config: MeZOConfig, train_dataset: DataSource = None, eval_dataset: 
     dtype_choice = _dtype_choice(config, runner)
     config = dataclasses.replace(config, dtype=dtype_choice.dtype)
     check_trainable(kind, config.trainable)
-    if kind == "masked" and config.objective in ("options", "completion", "dpo", "reward"):
+    entry = objective_entry(config.objective)
+    if kind not in entry.model_kinds:
         raise ValueError(f"objective {config.objective!r} scores text a causal LM writes; {config.model_path} is a "
-                         "masked LM: use objective 'ce' with one-token label words, or a causal LM")
+                         f"{kind} LM: use objective 'ce' with one-token label words, or a causal LM" if kind == "masked"
+                         else f"objective {config.objective!r} trains {' and '.join(entry.model_kinds)} LMs; "
+                         f"{config.model_path} is a {kind} LM")
     # The label-word prompt is checked against the tokenizer before any data is read or model
     # loaded. "auto" parts start as the preset's; start_run searches once a model is there.
     prompt = None
-    if config.objective in ("ce", "accuracy"):
+    if entry.label_prompt:
         mlm = MLMConfig(None if config.template == AUTO else config.template,
                         None if config.label_words == AUTO else config.label_words, config.use_space_prefix)
         prompt = PromptEncoder.for_task(tokenizer, kind, preset, mlm)
     in_memory = not isinstance(train_dataset, (str, os.PathLike, type(None))) or \
         not isinstance(eval_dataset, (str, os.PathLike, type(None)))
-    split = completion_splits if config.objective in ("completion", "dpo", "reward") else prepare_splits
-    splits = split(
-        preset, config.train_file if train_dataset is None else train_dataset,
-        config.eval_file if eval_dataset is None else eval_dataset,
-        k_shot=config.k_shot, seed=config.seed, max_eval_examples=config.max_eval_examples)
+    sources = (preset, config.train_file if train_dataset is None else train_dataset,
+               config.eval_file if eval_dataset is None else eval_dataset)
+    sampling = dict(k_shot=config.k_shot, seed=config.seed, max_eval_examples=config.max_eval_examples)
+    splits = (prepare_splits(*sources, **sampling) if entry.k_shot == "per_class"
+              else completion_splits(*sources, **sampling, read_rows=entry.read_rows))
     train, evals = splits.train, splits.eval
     # Something to watch for divergence and to choose the returned checkpoint by: a run without
     # validation data holds out a slice of its training rows (validation_holdout).

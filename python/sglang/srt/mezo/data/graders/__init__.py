@@ -151,6 +151,13 @@ def register_grader(type_name: str, parse: GraderParser) -> None:
     if not callable(parse):
         raise TypeError(f"register_grader({type_name!r}, ...) takes a function parse(obj, where) -> Grader, got "
                         f"{type(parse).__name__} {parse!r}")
+    try:
+        inspect.signature(parse).bind({}, "grader")
+    except TypeError as e:  # would fail at every parse, and look like the request's fault there
+        raise TypeError(f"register_grader({type_name!r}, {_describe(parse)}): parse is called as parse(obj, where) "
+                        f"(the grader's JSON object and its JSON path), which this one cannot take: {e}") from None
+    except ValueError:  # no signature to read (a builtin): it will tell when called
+        pass
     owner = getattr(parse, "__self__", None)
     if inspect.isclass(owner):  # a classmethod such as WordCountGrader.from_object: check its class now
         _check_class(type_name, owner)
