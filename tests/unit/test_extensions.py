@@ -158,6 +158,7 @@ def _parse_counts(obj, where):
     ("score_model", _parse_counts, ValueError, r"judge model"),
     ("counts", "not a function", TypeError, r"takes a function parse\(obj, where\) -> Grader, got str"),
     ("counts", _Counts, TypeError, r"not the class _Counts: give _Counts\.from_object"),
+    ("counts", lambda obj: None, TypeError, r"called as parse\(obj, where\).*cannot take: too many positional"),
     ("no_score", _NoScore.from_object, TypeError, r"_NoScore does not define score; a Grader defines score\(item, "
                                                   r"sample\) -> float .* and to_dict\(\) -> dict"),
     ("not_a_grader", _NotAGrader.from_object, TypeError, r"_NotAGrader is not a subclass of .*Grader"),
