@@ -417,3 +417,36 @@ def test_a_job_naming_an_unregistered_grader_type_is_refused_listing_the_registe
     assert error["param"] == "method.reinforcement.grader.type", error
     assert "'sentence_count' is not a grader type" in error["message"], error
     assert "string_check, text_similarity, multi, word_count" in error["message"], error
+
+
+def test_a_supervised_job_trains_an_objective_the_server_was_extended_with(chat_server):
+    # smoothed_completion: registered by my_mezo_extension in both of the server's processes (the HTTP
+    # one reads its entry to match files and method, the scheduler's trains with its loss).
+    srv = chat_server
+    client = _client(srv)
+    job = client.fine_tuning.jobs.create(
+        model=srv.model, training_file=_upload(client, "chats_smoothed.jsonl", CHATS),
+        validation_file=_upload(client, "chats_smoothed_valid.jsonl", CHATS[:3]),
+        hyperparameters={"n_epochs": 1, "batch_size": 4},
+        extra_body={"objective": "smoothed_completion", "max_new_tokens": 4})
+    assert job.method.type == "supervised"
+    job = _finish(client, job)
+    assert job.status == "succeeded", job.error
+    assert srv.job(job.id)["mezo"]["objective"] == "smoothed_completion"
+    steps = [e.data for e in client.fine_tuning.jobs.list_events(job.id, limit=100)
+             if e.type == "metrics" and e.data["train_loss"] is not None]
+    assert len(steps) == 2 and all(d["train_loss"] > 0 for d in steps)
+    _chats(client, job.fine_tuned_model)
+
+
+def test_jobs_naming_an_objective_that_cannot_serve_them_are_refused(chat_server):
+    client = _client(chat_server)
+    chats = _upload(client, "chats_bad_objective.jsonl", CHATS)
+    error = _refused(client, model=chat_server.model, training_file=chats,
+                     extra_body={"objective": "my_mezo_extension:NoSuchLoss"})
+    assert error["param"] == "objective" and "has no 'NoSuchLoss'" in error["message"], error
+    error = _refused(client, model=chat_server.model, training_file=chats,
+                     method={"type": "dpo", "dpo": {"hyperparameters": {}}},
+                     extra_body={"objective": "smoothed_completion"})
+    assert error["param"] == "method.type", error
+    assert "objective 'smoothed_completion' trains with method 'supervised', not 'dpo'" in error["message"], error

@@ -54,7 +54,9 @@ def mezo_mlm_finetune(
     and, for rows with reference answers (SQuAD), ``eval_f1`` and ``eval_exact_match`` of the
     answers it generates through SGLang; ``"dpo"`` for preference pairs (OpenAI's dpo rows or
     TRL's prompt/chosen/rejected as ``train_dataset``, task ``preference``; ``beta=`` its
-    temperature), with TRL's reward metrics (``eval_rewards/accuracies`` and the rest).
+    temperature), with TRL's reward metrics (``eval_rewards/accuracies`` and the rest); or an objective
+    of your own: a name :func:`~sglang.srt.mezo.training.objectives.register_objective` registered,
+    or ``"module:Class"`` (imported and registered then).
 
     The arguments are a :class:`~sglang.srt.mezo.run_spec.config.MeZOConfig`'s fields (other fields, e.g.
     ``lora_alpha``, ``n_spsa``, ``lr_schedule``, ``dtype``, pass through ``config_overrides``);

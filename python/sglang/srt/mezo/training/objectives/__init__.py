@@ -7,8 +7,7 @@ loads. :func:`objective_for` builds the one a run's plan names.
 
 A user's own objective needs no change here: subclass :class:`~.base.LogitsObjective` (a loss of
 logits; or a built-in such as :class:`~.completion.CompletionObjective`, overriding ``loss``) or
-:class:`~.base.RewardObjective` (a score of generated text; or
-:class:`~.reward.GradedAnswersObjective`, overriding ``rewards``), give it a classmethod
+:class:`~.reward.ScoredAnswersObjective` (a score of generated text: write ``score(answer, item)``), give it a classmethod
 ``from_plan(plan, name)`` (inherited from a built-in), and register it with one call,
 :func:`register_objective`; or name it as ``"module:Class"`` (the CLI's ``--objective
 mypkg:MyObjective``), which imports and registers it. README, "Your own objective or grader", has
@@ -27,7 +26,13 @@ import importlib
 import inspect
 from typing import Any, Callable, Optional, Sequence
 
-from sglang.srt.mezo.data.objective_table import ObjectiveEntry, add_objective, objective_entry, set_class_importer
+from sglang.srt.mezo.data.objective_table import (
+    ROW_KINDS,
+    ObjectiveEntry,
+    add_objective,
+    objective_entry,
+    set_class_importer,
+)
 
 #: spec objective name -> the Objective class that implements it (filled by @register).
 _REGISTRY: dict[str, type] = {}
@@ -107,13 +112,18 @@ def register_objective(cls: type, name: Optional[str] = None, *, rows: Optional[
                         "inherit one, or write it")
     name = f"{cls.__module__}:{cls.__qualname__}" if name is None else name
     parent = _registered_parent(cls)
+    if not rows and parent is None:
+        raise ValueError(f"objective class {cls.__qualname__} subclasses no registered objective, so say which rows it "
+                         "trains on: register_objective(cls, name, rows=(...)) with kinds from "
+                         f"{list(ROW_KINDS)} (a score of generated text: rows=('prompts', 'completions'))")
     entry = ObjectiveEntry(
         name, tuple(rows or (parent.rows if parent else ())),
         tuple(model_kinds or (parent.model_kinds if parent else ("causal",))),
         tuple(metrics or (cls.primary_metric,)), parent.label_prompt if parent else False,
         default_task, read_rows)
     taken = _REGISTRY.get(name)
-    if taken is not None and taken is not cls:
+    reloaded = taken is not None and (taken.__module__, taken.__qualname__) == (cls.__module__, cls.__qualname__)
+    if taken is not None and taken is not cls and not reloaded:
         owner = "a built-in objective" if objective_entry(name).builtin else \
             f"by {taken.__module__}.{taken.__qualname__}"
         raise ValueError(f"objective name {name!r} is taken ({owner}); register yours under another name")

@@ -9,10 +9,15 @@ Generation never reuses KV across the two sides, steps or serving
 (:class:`~sglang.srt.mezo.engine.generate.GreedyGenerator` computes every prompt's KV itself).
 Evaluation answers greedily at the trained weights: ``eval_reward`` (the mean grade), and SQuAD's
 exact match and F1 where the rows have accepted answers.
+
+:class:`ScoredAnswersObjective` is all of that but the grade: a subclass's :meth:`~ScoredAnswersObjective.score`
+of an answer's text (a score of generated text of your own); :class:`GradedAnswersObjective`
+(objective ``reward``) scores with an OpenAI grader.
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Mapping, Optional, Sequence
@@ -41,36 +46,41 @@ class PromptItem:
     references: tuple[str, ...] = ()
 
 
-@register("reward")
-class GradedAnswersObjective(RewardObjective):
-    """Minus the mean grade of the generated answers.
+class ScoredAnswersObjective(RewardObjective):
+    """Minus the mean score of the generated answers; a subclass says how an answer scores
+    (:meth:`score`: a score of generated text, the extension point for one of your own).
 
-    ``grader`` grades an answer (``{{sample.output_text}}``) against its row (``{{item.<field>}}``);
     ``one_line``: an answer ends at its first line break (SQuAD), else at the end of the turn.
     """
 
-    def __init__(self, tokenizer, grader: Grader, max_new_tokens: int = 50, *, one_line: bool = False,
+    def __init__(self, tokenizer, max_new_tokens: int = 50, *, one_line: bool = False,
                  max_length: Optional[int] = None):
-        self.tokenizer, self.grader = tokenizer, grader
+        self.tokenizer = tokenizer
         self.max_new_tokens, self.one_line, self.max_length = max_new_tokens, one_line, max_length
 
     @classmethod
-    def from_plan(cls, plan, name: str) -> "GradedAnswersObjective":
+    def from_plan(cls, plan, name: str) -> "ScoredAnswersObjective":
         """The objective of a :class:`~sglang.srt.mezo.training.plan.RunPlan` whose spec names it."""
-        grader = parse_grader(plan.config.grader or SQUAD_F1_GRADER)
-        return cls(plan.tokenizer, grader, plan.config.max_new_tokens, one_line=plan.preset.name == "squad",
+        return cls(plan.tokenizer, plan.config.max_new_tokens, one_line=plan.preset.name == "squad",
                    max_length=row_limit(plan))
+
+    @abstractmethod
+    def score(self, answer: str, item: Mapping[str, Any]) -> float:
+        """The reward of ``answer`` (its text) to the row ``item`` (the row's fields)."""
+
+    def check_item(self, item: Mapping[str, Any], where: str) -> None:
+        """Refuse a row :meth:`score` cannot read (``where``: its file and line); base: every row is fine."""
 
     def encode(self, examples: Sequence[Any]) -> list[PromptItem]:
         """Rows as prompt ids (chat rows through the model's chat template, with its generation
-        prompt); every row is checked against the grader's fields first (file and line named)."""
+        prompt); every row is checked by :meth:`check_item` first (file and line named)."""
         out = []
         for e in examples:
             if isinstance(e, PromptItem):
                 out.append(e)
                 continue
             (e,) = as_reward_examples([e])
-            self.grader.check_item(e.item, e.where)
+            self.check_item(e.item, e.where)
             ids = tuple(prompt_ids(self.tokenizer, e.prompt))
             if self.max_length is not None and len(ids) + self.max_new_tokens > self.max_length:
                 raise DataFormatError(f"{e.where}: the prompt has {len(ids)} tokens and an answer may add "
@@ -95,10 +105,34 @@ class GradedAnswersObjective(RewardObjective):
         return [self.answer_text(g) for g in generated], [e.references for e in batch]
 
     def rewards(self, answers: list[str], batch: Sequence[PromptItem]) -> list[float]:
-        return [self.grader.score(e.item, Sample(a)) for a, e in zip(answers, batch)]
+        return [self.score(a, e.item) for a, e in zip(answers, batch)]
 
     def generation_metrics(self, answers: list[str], references: list) -> dict:
         scored = [(a, r) for a, r in zip(answers, references) if r]
         if not scored:
             return {}
         return squad_scores([a for a, _ in scored], [r for _, r in scored])
+
+
+@register("reward")
+class GradedAnswersObjective(ScoredAnswersObjective):
+    """Minus the mean grade of the generated answers: ``grader`` grades an answer
+    (``{{sample.output_text}}``) against its row (``{{item.<field>}}``)."""
+
+    def __init__(self, tokenizer, grader: Grader, max_new_tokens: int = 50, *, one_line: bool = False,
+                 max_length: Optional[int] = None):
+        super().__init__(tokenizer, max_new_tokens, one_line=one_line, max_length=max_length)
+        self.grader = grader
+
+    @classmethod
+    def from_plan(cls, plan, name: str) -> "GradedAnswersObjective":
+        """The objective of a :class:`~sglang.srt.mezo.training.plan.RunPlan` whose spec names it."""
+        grader = parse_grader(plan.config.grader or SQUAD_F1_GRADER)
+        return cls(plan.tokenizer, grader, plan.config.max_new_tokens, one_line=plan.preset.name == "squad",
+                   max_length=row_limit(plan))
+
+    def check_item(self, item: Mapping[str, Any], where: str) -> None:
+        self.grader.check_item(item, where)
+
+    def score(self, answer: str, item: Mapping[str, Any]) -> float:
+        return self.grader.score(item, Sample(answer))
