@@ -1,4 +1,4 @@
-"""One pass of ``mezo_noise.move`` over tensors of SmolLM2-135M's shapes, per kind of z: what a
+"""One pass of ``sglang.srt.mezo.zo.noise.move`` over tensors of SmolLM2-135M's shapes, per kind of z: what a
 full-weight step pays on top of its two forwards (as a run steps: a -2 eps pass with one seed, and
 the update pass that also restores and puts on the next step's +eps z: three adds, two seeds), and
 what replay pays once a step. Random signs are timed with the compiled sign kernel and through the
