@@ -102,11 +102,6 @@ class ObjectiveEntry:
         """How its training rows are sampled: ``per_class`` or ``rows``."""
         return ROW_KINDS[self.rows[0]].k_shot
 
-    @property
-    def generates(self) -> bool:
-        """Whether its rows are prompts answered by generated text (scored by generating)."""
-        return self.rows[0] in ("completions", "prompts", "preferences")
-
 
 _TABLE: dict[str, ObjectiveEntry] = {e.name: e for e in (
     ObjectiveEntry("ce", ("labels",), ("masked", "causal"), label_prompt=True, builtin=True),
