@@ -16,7 +16,7 @@ a runnable example.
 A built-in one is a module in this folder with ``@register("<name>")`` on its class, the module's
 name in ``_MODULES`` below, and its entry in the table (a test keeps the two equal).
 
->>> sorted(registered())
+>>> sorted(name for name in registered() if objective_entry(name).builtin)
 ['accuracy', 'ce', 'completion', 'dpo', 'options', 'reward']
 """
 
@@ -87,9 +87,9 @@ def register_objective(cls: type, name: Optional[str] = None, *, rows: Optional[
     >>> from sglang.srt.mezo.training.objectives.completion import CompletionObjective
     >>> class Smoothed(CompletionObjective):
     ...     pass
-    >>> register_objective(Smoothed, "smoothed_completion")
-    'smoothed_completion'
-    >>> objective_entry("smoothed_completion").openai_method
+    >>> register_objective(Smoothed, "docstring_example_completion")
+    'docstring_example_completion'
+    >>> objective_entry("docstring_example_completion").openai_method
     'supervised'
     >>> register_objective(Smoothed, "completion")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
