@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import sys
 
 import pytest
 
@@ -217,3 +218,19 @@ def small_chunks(monkeypatch):
     import sglang.srt.mezo.zo.noise as noise  # noqa: PLC0415
 
     monkeypatch.setattr(noise, "CHUNK", 64)
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """No grader type registered and no extension loaded in this process; the folder of the user's
+    own module (tests/outside_package) on sys.path, as PYTHONPATH puts it there, and
+    my_mezo_extension not imported yet, so that loading it registers."""
+    from sglang.srt.mezo import extensions  # noqa: PLC0415 - only the tests that use this fixture need it
+    from sglang.srt.mezo.data import graders  # noqa: PLC0415 - the same
+
+    monkeypatch.setattr(graders, "_registered", {})
+    monkeypatch.setattr(extensions, "_loaded", set())
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.abspath(__file__)), "outside_package"))
+    monkeypatch.delitem(sys.modules, "my_mezo_extension", raising=False)
+    yield
+    sys.modules.pop("my_mezo_extension", None)

@@ -26,18 +26,6 @@ ROWS = [{"messages": [{"role": "user", "content": f"Count to {n}."}], "answer": 
         for n in (1, 2, 3, 4)]
 
 
-@pytest.fixture
-def fresh(monkeypatch):
-    """No grader type registered and no extension loaded; the outside folder on sys.path, as
-    PYTHONPATH puts it there, and the module not imported yet."""
-    monkeypatch.setattr(graders, "_registered", {})
-    monkeypatch.setattr(extensions, "_loaded", set())
-    monkeypatch.syspath_prepend(str(OUTSIDE))
-    monkeypatch.delitem(sys.modules, MODULE, raising=False)
-    yield
-    sys.modules.pop(MODULE, None)
-
-
 def _jsonl(path: Path, rows) -> str:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)

@@ -16,7 +16,6 @@ import pytest
 from sglang.srt.mezo import extensions
 from sglang.srt.mezo.cli.train import build_parser
 from sglang.srt.mezo.cli.train import main as cli_main
-from sglang.srt.mezo.data import graders
 from sglang.srt.mezo.data.graders import (
     Grader,
     GraderError,
@@ -35,18 +34,6 @@ MODULE = "my_mezo_extension"
 WORDS = {"type": "word_count", "name": "words", "input": "{{sample.output_text}}", "max_words": 4}
 EXACT = {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
          "operation": "eq"}
-
-
-@pytest.fixture
-def fresh(monkeypatch):
-    """No type registered and no extension loaded in this process; the outside folder on sys.path
-    (as PYTHONPATH puts it there) and the module not imported yet, so that loading it registers."""
-    monkeypatch.setattr(graders, "_registered", {})
-    monkeypatch.setattr(extensions, "_loaded", set())
-    monkeypatch.syspath_prepend(str(OUTSIDE))
-    monkeypatch.delitem(sys.modules, MODULE, raising=False)
-    yield
-    sys.modules.pop(MODULE, None)
 
 
 def _dist_info(root: Path, name: str, entry_points: str) -> None:
