@@ -8,6 +8,8 @@ through a :class:`Model` (the SGLang model on the LoRA slots named):
 - :meth:`~Objective.batch_loss`: the loss of a batch at one adapter;
 - :meth:`~Objective.sided_losses`: (L+, L-) of each direction of a step, every direction's part
   of the batch run once at theta + eps z_k and once at theta - eps z_k in one batched call;
+- :meth:`~Objective.slot_losses`: the loss of the whole batch on each of several LoRA slots, all
+  in one batched call (FZOO's theta and its one-sided probes);
 - :meth:`~Objective.evaluate`: an evaluation chunk's loss, predictions and answers.
 
 Two families implement them. :class:`LogitsObjective` measures a batch from one forward's logits:
@@ -102,6 +104,14 @@ class SidedLosses(NamedTuple):
     metrics: dict
 
 
+class SlotLosses(NamedTuple):
+    """The loss of the whole batch on each slot of a call, in the slots' order, and the step's other
+    training metrics (a mean over the slots)."""
+
+    losses: list[float]
+    metrics: dict
+
+
 @dataclass
 class ChunkScores:
     """What an evaluation chunk gave: its loss summed over items, and what the metrics read."""
@@ -179,8 +189,24 @@ class Objective(ABC):
         part k's items on slot ``slots[k][0]`` (theta + eps z_k) and ``slots[k][1]`` (theta - eps z_k)."""
 
     @abstractmethod
+    def slot_losses(self, model: Model, batch: Sequence[Any], slots: Sequence[Optional[str]]) -> SlotLosses:
+        """The loss of the whole ``batch`` on each adapter of ``slots``, from one batched call: every
+        item runs once on each slot."""
+
+    @abstractmethod
     def evaluate(self, model: Model, chunk: Sequence[Any], lora_id: Optional[str]) -> ChunkScores:
         """An evaluation chunk's scores with every item on adapter ``lora_id`` (the trained weights)."""
+
+
+def mean_metrics(per_slot: Sequence[dict]) -> dict:
+    """Metrics measured on several slots, averaged key by key.
+
+    >>> mean_metrics([{"acc": 0.5}, {"acc": 1.0}])
+    {'acc': 0.75}
+    """
+    if not per_slot:
+        return {}
+    return {k: sum(m[k] for m in per_slot) / len(per_slot) for k in per_slot[0]}
 
 
 class LogitsObjective(Objective):
@@ -230,6 +256,16 @@ class LogitsObjective(Objective):
         # One direction: both sides saw the whole batch, so its metrics are the batch's.
         sides = [self.train_metrics(logits[:n], batch), self.train_metrics(logits[n:], batch)]
         return SidedLosses(losses, {k: (sides[0][k] + sides[1][k]) / 2 for k in sides[0]})
+
+    def slot_losses(self, model: Model, batch: Sequence[Any], slots: Sequence[Optional[str]]) -> SlotLosses:
+        inputs = self.forward_inputs(batch)
+        m = len(inputs.sequences)
+        lora_ids = [slot for slot in slots for _ in range(m)]
+        logits = model.logits(inputs.sequences * len(slots), inputs.positions * len(slots), inputs.vocab_ids, lora_ids)
+        n = sum(inputs.row_counts())  # logits rows of one slot
+        per_slot = [logits[k * n:(k + 1) * n] for k in range(len(slots))]
+        return SlotLosses([self.loss(rows, batch) for rows in per_slot],
+                          mean_metrics([self.train_metrics(rows, batch) for rows in per_slot]))
 
     def evaluate(self, model: Model, chunk: Sequence[Any], lora_id: Optional[str]) -> ChunkScores:
         logits = self.logits_of(model, chunk, lora_id)
@@ -341,6 +377,17 @@ class RewardObjective(Objective, Answering):
             losses.append((self.reward_loss(sides[0]), self.reward_loss(sides[1])))
             start = end
         return SidedLosses(losses, {"train_reward_mean": sum(rewards) / max(len(rewards), 1)})
+
+    def slot_losses(self, model: Model, batch: Sequence[Any], slots: Sequence[Optional[str]]) -> SlotLosses:
+        """Every prompt answered on each slot, in one generation (a prompt draws alike on every slot)."""
+        inputs = self.generation_inputs(batch)
+        n = len(inputs.prompts)
+        generated = model.generate(inputs._replace(prompts=inputs.prompts * len(slots)),
+                                   [slot for slot in slots for _ in range(n)], sampled=True)
+        rewards = [self.grade(generated[k * n:(k + 1) * n], batch) for k in range(len(slots))]
+        every = [r for slot_rewards in rewards for r in slot_rewards]
+        return SlotLosses([self.reward_loss(r) for r in rewards],
+                          {"train_reward_mean": sum(every) / max(len(every), 1)})
 
     def evaluate(self, model: Model, chunk: Sequence[Any], lora_id: Optional[str]) -> ChunkScores:
         """Greedy answers at the trained weights; the predictions are their rewards."""
