@@ -196,14 +196,16 @@ def test_run_on_a_handed_runner_leaves_it_running(tiny_llama, toy_file, tmp_path
                                                   ("full", "float32", {"exact_restore": False}),
                                                   ("lora", "bfloat16", {}),
                                                   ("lora", "bfloat16", {"update_rule": "adam"}),
-                                                  ("lora", "float32", {"n_spsa": 2, "split_batch": True})])
+                                                  ("lora", "float32", {"n_spsa": 2, "split_batch": True}),
+                                                  ("lora", "float32", {"n_spsa": 3, "estimator": "fzoo"})])
 def test_stopping_between_steps_and_resuming_from_the_checkpoint_is_exact(tiny_llama, toy_file, tmp_path, trainable,
                                                                           dtype, extra):
     """Run A: 6 steps straight. Run B: 3 steps, a checkpoint, its trainer and runner thrown away;
     then resume=True goes on from the checkpoint (LoRA: the saved adapter; full weights: the base
     model and the trajectory replayed). Same steps, same losses, same weights. bf16 LoRA with the
-    normalized rule is the causal-LM default; a split batch's steps are n-SPSA steps in the record;
-    ZO-Adam's moments are rebuilt from the record on resume.
+    normalized rule is the causal-LM default; a split batch's steps are n-SPSA steps in the record, and
+    so are FZOO's (its probes' seeds and (L_k - L_0) / sigma); ZO-Adam's moments are rebuilt from the
+    record on resume.
     Full weights with the add/subtract restore: steps 1, 2, 4 and 5 also put on the next step's
     +eps z (two passes over the weights a step, counted), which the replay does not see."""
     # Run B is saved by hand at step 3 before that step's evaluation, so it has no evaluation there

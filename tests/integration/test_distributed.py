@@ -148,12 +148,14 @@ def test_two_workers_weight_a_completion_loss_by_target_tokens(tmp_path, tiny_ch
     assert _grads(tmp_path / "two") == (_grads(tmp_path / "one")[0], pytest.approx(_grads(tmp_path / "one")[1], rel=1e-6))
 
 
-@pytest.mark.parametrize("shaping", [[], ["--reward-shaping", "z-score", "--n-spsa", "3"]], ids=["difference", "es"])
+@pytest.mark.parametrize("shaping", [[], ["--reward-shaping", "z-score", "--n-spsa", "3"],
+                                     ["--estimator", "fzoo", "--n-spsa", "3"]], ids=["difference", "es", "fzoo"])
 def test_two_workers_follow_one_process_on_a_reward_run(tmp_path, tiny_chat_llama, shaping):
     """A reward step generates and grades each worker's shard of the prompts: the combined mean
     grade, and so the projected gradient, is the single process's, with sampled answers too (each
     prompt's sampling seed follows the prompt, not its row in the worker's shard). ES's population:
-    the workers z-score the combined rewards, so every member's g is the single process's."""
+    the workers z-score the combined rewards, so every member's g is the single process's; FZOO's
+    sigma is that of the combined probes' rewards, so every probe's g is too."""
     rows = [{"messages": [{"role": "user", "content": f"say {w}"}], "answer": w}
             for w in ("a", "b", "c", "d", "e", "f", "g", "h")]
     data = tmp_path / "prompts.jsonl"

@@ -47,7 +47,7 @@ def with_dtype(config: MeZOConfig, runner: Optional[ModelRunner] = None) -> MeZO
 
 def runner_for(config: MeZOConfig, model_path: str, *, masked: bool) -> ModelRunner:
     """A ModelRunner in this process for a run with ``config`` (dtype settled): LoRA enabled for a
-    LoRA run, with a slot for the base model and two for each direction's +/- eps adapters."""
+    LoRA run, with a slot for the base model and two for each pair its estimator takes (config.slot_pairs_per_forward)."""
     use_lora = config.trainable == "lora"
     return build_model_runner(RunnerSpec(
         model_path=model_path,
@@ -56,7 +56,7 @@ def runner_for(config: MeZOConfig, model_path: str, *, masked: bool) -> ModelRun
         max_total_tokens=config.max_total_tokens,
         lora_rank=config.lora_rank if use_lora else None,
         lora_target_modules=list(config.lora_target_modules) if use_lora else None,
-        max_loras_per_batch=1 + 2 * config.directions_per_forward,
+        max_loras_per_batch=1 + 2 * config.slot_pairs_per_forward,
         is_embedding=masked,
         seed=config.seed,
     ))

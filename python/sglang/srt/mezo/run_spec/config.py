@@ -78,6 +78,11 @@ UpdateRuleName = Literal["sgd", "sign", "normalized", "adam"]
 RewardShaping = Literal["difference", "z-score"]
 
 
+#: How a step measures its directions (training/estimators): "spsa", the settings below choose
+#: (paired, split batch, population); "fzoo", N one-sided probes and the loss at theta in one forward.
+EstimatorName = Literal["spsa", "fzoo"]
+
+
 #: Where else a run may log its metrics (``report_to``).
 REPORT_TO = ("tensorboard",)
 
@@ -191,6 +196,13 @@ class MeZOConfig:
         "mean rewards are z-scored and g_k = (Z-_k - Z+_k) / 2, so each step moves by about lr whatever the rewards' "
         "scale (a population of n_spsa mirrored pairs; needs n_spsa >= 2 and 2 * n_spsa + 1 LoRA slots)",
         group="hyperparameters")
+    estimator: EstimatorName = _spec(
+        "spsa", "how a step measures its n_spsa directions: spsa, MeZO's two-sided (L+ - L-) / (2 eps) per direction "
+        "(paired_forward, split_batch and reward_shaping choose how the forwards run); fzoo (arXiv 2506.09034), "
+        "one-sided probes: every direction's theta + eps z_k and theta itself run the whole batch in one forward "
+        "over n_spsa + 1 LoRA slots, and theta -= lr / (n_spsa * sigma) * sum_k (L_k - L_0) z_k, sigma the standard "
+        "deviation of the n_spsa losses L_k (so eps does not scale the step; needs LoRA, n_spsa >= 2 and "
+        "update_rule sgd, which it implies)", group="hyperparameters")
     lr_schedule: Optional[Schedule] = _spec(None, "learning-rate schedule: constant, or linear decay to 0 at the "
                                             f"last step (default: {PER_KIND})", group="hyperparameters")
     update_rule: Optional[UpdateRuleName] = _spec(
@@ -320,6 +332,8 @@ class MeZOConfig:
                              "their own: it needs trainable='lora' and the paired forward (paired_forward not False)")
         if self.reward_shaping == "z-score":
             self._check_population()
+        if self.estimator == "fzoo":
+            self._check_fzoo()
         if self.split_batch and self.batch_size is not None and self.n_spsa > self.batch_size:
             raise ValueError(f"split_batch gives each of the n_spsa={self.n_spsa} directions its own examples: "
                              f"batch_size ({self.batch_size}) must be >= n_spsa")
@@ -355,11 +369,46 @@ class MeZOConfig:
                              "gives each its own part (z-scores across parts would compare prompts, not "
                              "perturbations): turn split_batch off")
 
+    def _check_fzoo(self) -> None:
+        """estimator='fzoo': what FZOO's one-sided probes need, said before anything loads; an update
+        rule left unset becomes sgd (the step is scaled by the losses' spread already)."""
+        if self.trainable == "full" or self.paired_forward is False:
+            # Checked again after resolve(): a masked LM's default trainable set is every weight.
+            raise ValueError("estimator='fzoo' runs theta and its n_spsa probes in one forward, each on a LoRA slot of "
+                             "its own: it needs trainable='lora' and LoRA slots (paired_forward not False)")
+        if self.split_batch or self.reward_shaping == "z-score":
+            mode = "split_batch" if self.split_batch else "reward_shaping='z-score'"
+            raise ValueError(f"estimator='fzoo' runs every probe on the whole batch and scales the step by the "
+                             f"probes' losses itself; {mode} is another estimator: turn it off or use estimator='spsa'")
+        if self.n_spsa < 2:
+            raise ValueError(f"estimator='fzoo' divides the step by the standard deviation of the n_spsa probes' "
+                             f"losses: n_spsa={self.n_spsa} has none; give n_spsa >= 2 (the paper measures a batch "
+                             "of probes a step)")
+        if self.update_rule is None:
+            self.update_rule = "sgd"
+        elif self.update_rule != "sgd":
+            raise ValueError(f"estimator='fzoo' already normalises its step (by the standard deviation of the probes' "
+                             f"losses, the paper's normalized-SGD form); update_rule={self.update_rule!r} would rescale "
+                             "it again: leave update_rule unset or set it to 'sgd'")
+
     @property
     def directions_per_forward(self) -> int:
         """How many directions' +/- eps adapters one forward (or generation) of a step holds: each
         needs two LoRA slots of its own."""
         return self.n_spsa if self.split_batch or self.reward_shaping == "z-score" else 1
+
+    @property
+    def slot_pairs_per_forward(self) -> int:
+        """How many pairs of LoRA slots one forward of a step holds: two slots per direction
+        (:attr:`directions_per_forward`), or FZOO's n_spsa + 1 (theta and each probe) rounded up
+        to pairs, which is how the trainable set allocates them.
+
+        >>> MeZOConfig(n_spsa=4).slot_pairs_per_forward, MeZOConfig(n_spsa=4, estimator="fzoo").slot_pairs_per_forward
+        (1, 3)
+        """
+        if self.estimator == "fzoo":
+            return (self.n_spsa + 2) // 2
+        return self.directions_per_forward
 
     def _check_grader(self) -> None:
         """A reward run's grader, read (from its file) and checked before anything loads."""

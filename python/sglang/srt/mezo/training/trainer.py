@@ -108,7 +108,8 @@ class MeZOTrainer:
         self.tensors = PerturbableTensors(self.trainable.tensors, decay_mask(self.trainable.names),
                                           self.trainable.layouts, config.noise)
         self.estimator = estimators.choose(config, self.tensors, self.trainable.probe_slots, self.compute_loss,
-                                           self.sided_losses)
+                                           self.sided_losses,
+                                           slot_losses=lambda b, ids: self.objective.slot_losses(self.model, b, ids))
         self.update = StepUpdate(config, self.tensors)
         self.seeds = SeedStream(config.seed, config.n_spsa)
         self.trajectory = Trajectory(  # (seeds, g) per step: with the start, the whole run
@@ -244,7 +245,7 @@ class MeZOTrainer:
         self.trainable.after_update()
         self.step_count += 1
         self.trajectory.append(seeds, grads)
-        return StepResult(loss=sum(lp + lm for lp, lm in losses) / (2 * len(losses)), projected_grads=grads,
+        return StepResult(loss=self.estimator.step_loss(losses), projected_grads=grads,
                           seeds=seeds, lr=lr, metrics=measured.metrics)
 
     def state_dict(self) -> dict:

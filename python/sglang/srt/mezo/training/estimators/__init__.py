@@ -8,6 +8,8 @@ module             forwards per step (n directions)                     chosen w
 ``paired``         n, theta +/- eps z in two LoRA slots                 LoRA (the default)
 ``split_batch``    1, direction k on part k of the batch                ``split_batch=True``
 ``population``     1, every direction on the whole batch, z-scored      ``reward_shaping="z-score"``
+``fzoo``           1, n one-sided probes and theta itself on the whole  ``estimator="fzoo"``
+                   batch, the step divided by the probes' losses' std
 =================  ===================================================  ==========================
 
 A new estimator is a module here with a subclass of :class:`~.base.Estimator` (or of
@@ -29,10 +31,11 @@ Two forwards over a tensor, the loss its sum (a stand-in for a model's forward):
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.training.estimators.base import Batch, Estimator, Measured
+from sglang.srt.mezo.training.estimators.fzoo import FZOO, SlotMeasure
 from sglang.srt.mezo.training.estimators.paired import PairedForward
 from sglang.srt.mezo.training.estimators.population import MirroredPopulation
 from sglang.srt.mezo.training.estimators.slots import SidedMeasure, SlotEstimator, SlotPair
@@ -40,26 +43,28 @@ from sglang.srt.mezo.training.estimators.split_batch import SplitBatch
 from sglang.srt.mezo.training.estimators.two_forward import LookAhead, TwoForwardSPSA
 from sglang.srt.mezo.zo.perturbable import PerturbableTensors
 
-__all__ = ["Estimator", "LookAhead", "Measured", "MirroredPopulation", "PairedForward", "SlotEstimator",
+__all__ = ["Estimator", "FZOO", "LookAhead", "Measured", "MirroredPopulation", "PairedForward", "SlotEstimator",
            "SplitBatch", "TwoForwardSPSA", "choose", "slot_pairs_needed"]
 
 
 def slot_pairs_needed(config: MeZOConfig, free_slots: int, one_forward_loss: bool) -> int:
     """How many (+eps, -eps) LoRA slot pairs a run takes: 0 (two forwards over the adapter itself),
-    1 (a paired forward) or one per direction (a split batch, a population). ``free_slots``: the
-    runner's LoRA slots besides the base model's and those other adapters hold pinned;
-    ``one_forward_loss``: whether the objective's loss comes from one batched call (not a trainer
-    subclass's own ``compute_loss``). A setting that cannot be had says so."""
-    if config.directions_per_forward > 1:
-        needed = 2 * config.n_spsa
-        mode = "split_batch" if config.split_batch else "reward_shaping='z-score'"
+    1 (a paired forward), one per direction (a split batch, a population) or enough for FZOO's
+    n_spsa + 1 slots. ``free_slots``: the runner's LoRA slots besides the base model's and those
+    other adapters hold pinned; ``one_forward_loss``: whether the objective's loss comes from one
+    batched call (not a trainer subclass's own ``compute_loss``). A setting that cannot be had says so."""
+    pairs = config.slot_pairs_per_forward
+    if pairs > 1:
+        needed = 2 * pairs
+        mode = ("estimator='fzoo'" if config.estimator == "fzoo" else
+                "split_batch" if config.split_batch else "reward_shaping='z-score'")
         if not (free_slots >= needed and one_forward_loss):
             raise ValueError(
                 f"{mode} with n_spsa={config.n_spsa} needs {needed} free LoRA slots (this runner "
                 f"has {free_slots}: max_loras_per_batch >= {needed + 1} with no other adapter pinned) and an "
                 f"objective whose loss comes from one forward (no compute_loss override); lower n_spsa or turn {mode} off"
             )
-        return config.directions_per_forward
+        return pairs
     possible = free_slots >= 2 and one_forward_loss
     if config.paired_forward and not possible:
         raise ValueError(
@@ -70,9 +75,17 @@ def slot_pairs_needed(config: MeZOConfig, free_slots: int, one_forward_loss: boo
 
 
 def choose(config: MeZOConfig, tensors: PerturbableTensors, slot_pairs: Sequence[SlotPair],
-           loss: Callable[[Batch], float], sided: SidedMeasure) -> Estimator:
+           loss: Callable[[Batch], float], sided: SidedMeasure, *,
+           slot_losses: Optional[SlotMeasure] = None) -> Estimator:
     """The estimator of a run with ``config`` whose trainable set has ``slot_pairs`` (none: two
-    forwards). ``loss``: the objective's loss at theta; ``sided``: its (L+, L-) on slot pairs."""
+    forwards). ``loss``: the objective's loss at theta; ``sided``: its (L+, L-) on slot pairs;
+    ``slot_losses``: its loss of a batch on each of several slots (FZOO's measure)."""
+    if config.estimator == "fzoo":
+        if slot_losses is None or not slot_pairs:
+            raise ValueError("estimator='fzoo' measures on LoRA slots: it needs the trainable set's slot pairs "
+                             "and the objective's slot_losses")
+        # theta stays in the adapter's own slot (the first); the other slots take the probes.
+        return FZOO(config.epsilon, tensors, [slot for pair in slot_pairs for slot in pair], slot_losses)
     if not slot_pairs:
         return TwoForwardSPSA(config.epsilon, tensors, loss, exact=config.exact_restore)
     if config.reward_shaping == "z-score":

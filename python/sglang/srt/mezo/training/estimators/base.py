@@ -5,8 +5,9 @@ and at theta - eps z_k, for each, and turns them into projected gradients. The u
 (:mod:`sglang.srt.mezo.zo.update`) then moves theta. Estimators differ in how many forwards that
 takes and where the perturbed weights live: two forwards over theta itself (:mod:`.two_forward`),
 one forward over two LoRA slots (:mod:`.paired`), one forward that gives every direction its own
-part of the batch (:mod:`.split_batch`), or one that runs the whole batch on every direction and
-ranks the results (:mod:`.population`).
+part of the batch (:mod:`.split_batch`), one that runs the whole batch on every direction and
+ranks the results (:mod:`.population`), or one-sided probes measured beside theta itself, whose
+(L+, L-) are (L_k, L_0) (:mod:`.fzoo`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ class Estimator(ABC):
     def gradients(self, losses: Sequence[tuple[float, float]]) -> list[float]:
         """The projected gradient of each direction: (L+ - L-) / (2 eps)."""
         return [(lp - lm) / (2 * self.epsilon) for lp, lm in losses]
+
+    def step_loss(self, losses: Sequence[tuple[float, float]]) -> float:
+        """The training loss a step reports from its directions' (L+, L-): their mean."""
+        return sum(lp + lm for lp, lm in losses) / (2 * len(losses))
 
     def look_ahead(self, seed: int) -> list[Op]:
         """Operations that put the next step's first perturbation (``seed``) on now, for the update
