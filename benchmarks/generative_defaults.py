@@ -12,6 +12,8 @@ candidate keeps its command, machine and eval history.
     .venv/bin/python benchmarks/generative_defaults.py --task arc-easy --train-rows 64 --steps 150
     .venv/bin/python benchmarks/generative_defaults.py --task arc-easy --train-rows all --steps 150
     .venv/bin/python benchmarks/generative_defaults.py --task arc-easy --steps 0   # zero-shot on the held-out rows
+    .venv/bin/python benchmarks/generative_defaults.py --task squad --format chat --lr 6e-3 --steps 500 --batch 8 \
+        --schedule linear --eval-steps 40   # the rows as squad_chat_job.py's chat rows
     .venv/bin/python benchmarks/generative_defaults.py --table   # results/generative_defaults.md
 
 Records: benchmarks/results/generative_defaults/<task>-<candidate>.json.
@@ -30,6 +32,7 @@ from collections import Counter
 
 from harness import MODEL, machine_line, markdown_table  # the same model and machine line as the dev-split records
 
+from sglang.srt.mezo.data.chat import ChatExample, Message
 from sglang.srt.mezo.data.generative import squad_examples
 from sglang.srt.mezo.data.loaders import load_examples, resolve_task_data
 from sglang.srt.mezo.data.presets import get_task
@@ -55,6 +58,24 @@ def squad_split(held_out_rows: int = 100) -> tuple[list, list]:
     return ([r for r, t in zip(rows, title_of) if t not in held], [r for r, t in zip(rows, title_of) if t in held])
 
 
+CHAT_INSTRUCTION = "Answer with a short phrase from the text."  # squad_chat_job.py's user message
+
+
+def as_chat(rows: list) -> list:
+    """SQuAD rows as the chat rows a user uploads (squad_chat_job.py's: passage, question and the
+    instruction from the user; the first answer from the assistant), every answer kept as references
+    so that evaluation scores greedy chat answers by F1."""
+    with open(resolve_task_data(get_task("squad"), "train")) as f:
+        raw = [json.loads(line) for line in f]
+    out = []
+    for r in rows:
+        row = raw[int(r.where.rsplit("line ", 1)[1]) - 1]
+        user = f"{row['context']}\n\nQuestion: {row['question']}\n{CHAT_INSTRUCTION}"
+        out.append(ChatExample((Message("user", user), Message("assistant", row["answers"][0])), r.where,
+                               tuple(row["answers"])))
+    return out
+
+
 def arc_split(held_out_share: float = 0.2) -> tuple[list, list]:
     """(train, held out) of ARC-Easy's training file: a question is held out when the first byte of
     the SHA-256 of its text falls under ``held_out_share`` of 256."""
@@ -71,6 +92,10 @@ def candidate_name(args) -> str:
     candidate = f"lr{args.lr:g}-rows{args.train_rows}-s{args.steps}"
     if args.schedule != "constant" or args.batch is not None:  # older records name neither
         candidate += f"-{args.schedule}-b{args.batch or 'default'}"
+    if args.n_spsa > 1:
+        candidate += f"-n{args.n_spsa}{'split' if args.split_batch else ''}"
+    if args.format == "chat":
+        candidate += "-chat"
     return candidate
 
 
@@ -85,7 +110,8 @@ def record_partial(args) -> dict:
     train, held = squad_split() if args.task == "squad" else arc_split()
     evals = [{k: v for k, v in e.items() if k != "event"} for e in events if e["event"] == "eval"]
     record = {"task": args.task, "candidate": candidate, "learning_rate": args.lr, "lr_schedule": args.schedule,
-              "batch_size": args.batch, "steps": args.steps, "partial": True, "steps_done": len(steps),
+              "batch_size": args.batch, "format": args.format, "n_spsa": args.n_spsa,
+              "split_batch": args.split_batch, "steps": args.steps, "partial": True, "steps_done": len(steps),
               "train_rows": len(train) if args.train_rows == "all" else int(args.train_rows),
               "held_out_rows": len(held),
               "machine": machine_line(), "threads": 1, "command": " ".join(["python", *sys.argv]).replace(
@@ -106,6 +132,8 @@ def execute(args) -> dict:
     from sglang.srt.mezo.training.finetune import mezo_mlm_finetune  # noqa: PLC0415
 
     train, held = squad_split() if args.task == "squad" else arc_split()
+    if args.format == "chat":
+        train, held = as_chat(train), as_chat(held)
     if args.train_rows != "all":
         n = int(args.train_rows)
         train = [train[i] for i in sorted(random.Random(SEED).sample(range(len(train)), min(n, len(train))))]
@@ -114,11 +142,15 @@ def execute(args) -> dict:
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     # --steps 0 is the zero-shot score of the held-out rows; a training run evaluates at its end only.
     schedule = {"eval_steps": args.eval_steps or args.steps, "eval_at_start": args.zero_shot} if args.steps else {}
-    result = mezo_mlm_finetune(MODEL, task_name=args.task, train_dataset=train, eval_dataset=held,
+    if args.n_spsa > 1:
+        schedule.update(n_spsa=args.n_spsa, split_batch=args.split_batch)
+    result = mezo_mlm_finetune(MODEL, task_name="chat" if args.format == "chat" else args.task,
+                               train_dataset=train, eval_dataset=held,
                                num_steps=args.steps, learning_rate=args.lr, seed=SEED, output_dir=out_dir,
                                progress_bar=False, lr_schedule=args.schedule, batch_size=args.batch, **schedule)
     record = {"task": args.task, "candidate": candidate, "learning_rate": args.lr, "lr_schedule": args.schedule,
-              "batch_size": args.batch, "train_rows": len(train),
+              "batch_size": args.batch, "format": args.format, "n_spsa": args.n_spsa,
+              "split_batch": args.split_batch, "train_rows": len(train),
               "held_out_rows": len(held), "steps": args.steps, "machine": machine_line(), "started": started,
               "threads": int(os.environ.get("OMP_NUM_THREADS") or 0) or None,
               "command": " ".join(["python", *sys.argv]),
@@ -157,7 +189,8 @@ def table() -> str:
             (f", batch {r['batch_size']}" if r.get("batch_size") else "")
         steps = f"{r['steps_done']} of {r['steps']} (partial)" if r.get("partial") else r["steps"]
         minutes = f"{r['wall_time_s'] / 60:.1f}" if r.get("wall_time_s") else "-"
-        rows.append([r["task"], lr if trained else "-", r.get("train_rows", "-") if trained else "-",
+        task = r["task"] + (" (chat rows)" if r.get("format") == "chat" else "")
+        rows.append([task, lr if trained else "-", r.get("train_rows", "-") if trained else "-",
                      r.get("held_out_rows", "-"), steps, history, em, f"{final.get('eval_loss', float('nan')):.3f}",
                      f"{_mean(loss, True):.3f} -> {_mean(loss, False):.3f}" if loss else "-", minutes,
                      f"{r['machine']}{', 1 thread' if r.get('threads') == 1 else ''}", f"`{r['command']}`"])
@@ -165,7 +198,10 @@ def table() -> str:
             "train loss, first -> last 20 steps", "minutes", "machine", "command"]
     text = ("# Defaults of the generative objectives, chosen on held-out training rows\n\n"
             "Scores are on rows held out of the task's *training* file (never its dev file): SQuAD F1 / EM in %, "
-            "ARC-Easy accuracy in %. Minutes are wall time, not a speed figure (runs shared the machine).\n\n"
+            "ARC-Easy accuracy in %. Minutes are wall time, not a speed figure (runs shared the machine). "
+            "\"(chat rows)\": the same questions as squad_chat_job.py's chat rows (passage, question and "
+            "\"Answer with a short phrase from the text.\" from the user), trained and answered through the "
+            "model's chat template. A partial run was stopped after the steps it shows.\n\n"
             + "\n".join(markdown_table(head, rows)) + "\n")
     with open(os.path.join(HERE, "results", "generative_defaults.md"), "w") as f:
         f.write(text)
@@ -180,6 +216,10 @@ def main() -> None:
     p.add_argument("--eval-steps", type=int, default=None, help="default: only at the end")
     p.add_argument("--schedule", choices=("constant", "linear"), default="constant", help="lr_schedule")
     p.add_argument("--batch", type=int, default=None, help="batch_size (default: the library's)")
+    p.add_argument("--format", choices=("task", "chat"), default="task",
+                   help="chat: SQuAD rows as squad_chat_job.py's chat rows, answered through the chat template")
+    p.add_argument("--n-spsa", type=int, default=1, help="n_spsa (directions a step)")
+    p.add_argument("--split-batch", action="store_true", help="split_batch: each direction on its own part of the batch")
     p.add_argument("--train-rows", default="all", help="'all' or how many of the training part to sample")
     p.add_argument("--zero-shot", action="store_true", help="also evaluate at step 0")
     p.add_argument("--table", action="store_true")
