@@ -94,6 +94,8 @@ def candidate_name(args) -> str:
         candidate += f"-{args.schedule}-b{args.batch or 'default'}"
     if args.n_spsa > 1:
         candidate += f"-n{args.n_spsa}{'split' if args.split_batch else ''}"
+    if args.estimator != "spsa":
+        candidate += f"-{args.estimator}"
     if args.format == "chat":
         candidate += "-chat"
     return candidate
@@ -111,7 +113,7 @@ def record_partial(args) -> dict:
     evals = [{k: v for k, v in e.items() if k != "event"} for e in events if e["event"] == "eval"]
     record = {"task": args.task, "candidate": candidate, "learning_rate": args.lr, "lr_schedule": args.schedule,
               "batch_size": args.batch, "format": args.format, "n_spsa": args.n_spsa,
-              "split_batch": args.split_batch, "steps": args.steps, "partial": True, "steps_done": len(steps),
+              "split_batch": args.split_batch, "estimator": args.estimator, "steps": args.steps, "partial": True, "steps_done": len(steps),
               "train_rows": len(train) if args.train_rows == "all" else int(args.train_rows),
               "held_out_rows": len(held),
               "machine": machine_line(), "threads": 1, "command": " ".join(["python", *sys.argv]).replace(
@@ -144,13 +146,15 @@ def execute(args) -> dict:
     schedule = {"eval_steps": args.eval_steps or args.steps, "eval_at_start": args.zero_shot} if args.steps else {}
     if args.n_spsa > 1:
         schedule.update(n_spsa=args.n_spsa, split_batch=args.split_batch)
+    if args.estimator != "spsa":
+        schedule.update(estimator=args.estimator)
     result = mezo_mlm_finetune(MODEL, task_name="chat" if args.format == "chat" else args.task,
                                train_dataset=train, eval_dataset=held,
                                num_steps=args.steps, learning_rate=args.lr, seed=SEED, output_dir=out_dir,
                                progress_bar=False, lr_schedule=args.schedule, batch_size=args.batch, **schedule)
     record = {"task": args.task, "candidate": candidate, "learning_rate": args.lr, "lr_schedule": args.schedule,
               "batch_size": args.batch, "format": args.format, "n_spsa": args.n_spsa,
-              "split_batch": args.split_batch, "train_rows": len(train),
+              "split_batch": args.split_batch, "estimator": args.estimator, "train_rows": len(train),
               "held_out_rows": len(held), "steps": args.steps, "machine": machine_line(), "started": started,
               "threads": int(os.environ.get("OMP_NUM_THREADS") or 0) or None,
               "command": " ".join(["python", *sys.argv]),
@@ -186,7 +190,9 @@ def table() -> str:
         loss = [x for x in r.get("train_loss") or [] if x is not None]
         trained = r["steps"] > 0  # a zero-shot record trained on nothing
         lr = format(r["learning_rate"], "g") + (f", {r['lr_schedule']}" if r.get("lr_schedule") else "") + \
-            (f", batch {r['batch_size']}" if r.get("batch_size") else "")
+            (f", batch {r['batch_size']}" if r.get("batch_size") else "") + \
+            (f", {r['estimator']}" if r.get("estimator", "spsa") != "spsa" else "") + \
+            (f", n_spsa {r['n_spsa']}" if (r.get("n_spsa") or 1) > 1 else "")
         steps = f"{r['steps_done']} of {r['steps']} (partial)" if r.get("partial") else r["steps"]
         minutes = f"{r['wall_time_s'] / 60:.1f}" if r.get("wall_time_s") else "-"
         task = r["task"] + (" (chat rows)" if r.get("format") == "chat" else "")
@@ -219,6 +225,7 @@ def main() -> None:
     p.add_argument("--format", choices=("task", "chat"), default="task",
                    help="chat: SQuAD rows as squad_chat_job.py's chat rows, answered through the chat template")
     p.add_argument("--n-spsa", type=int, default=1, help="n_spsa (directions a step)")
+    p.add_argument("--estimator", default="spsa", help="the run spec's estimator (spsa, fzoo)")
     p.add_argument("--split-batch", action="store_true", help="split_batch: each direction on its own part of the batch")
     p.add_argument("--train-rows", default="all", help="'all' or how many of the training part to sample")
     p.add_argument("--zero-shot", action="store_true", help="also evaluate at step 0")

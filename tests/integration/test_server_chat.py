@@ -25,6 +25,8 @@ import openai
 import pytest
 from test_server import KEY, Server
 
+from sglang.srt.mezo.run_spec.defaults import default_table
+
 WORDS = ("good", "bad", "fine", "great", "thin", "dull")
 CHATS = [{"messages": [{"role": "user", "content": f"say {w}"}, {"role": "assistant", "content": f"{w} {w}"}]}
          for w in WORDS] + [
@@ -153,9 +155,11 @@ def test_prompt_completion_rows_train_without_a_validation_file(chat_server):
     job = _finish(client, job)
     assert job.status == "succeeded", job.error
     assert job.model_extra["mezo"]["objective"] == "completion"
-    # OpenAI's multiplier scales the completion objective's own default lr (3e-3), not the label words' 1e-3.
+    # OpenAI's multiplier scales the completion objective's own default lr, not the label words' 1e-3.
+    completion_lr = default_table("causal", "lora", "completion")["learning_rate"]
+    assert completion_lr != default_table("causal", "lora")["learning_rate"]
     assert job.hyperparameters.learning_rate_multiplier == 2
-    assert job.hyperparameters.model_extra["learning_rate"] == pytest.approx(6e-3)
+    assert job.hyperparameters.model_extra["learning_rate"] == pytest.approx(2 * completion_lr)
     header, table = _csv(client, job.result_files[0])
     assert header == COLUMNS and [r["step"] for r in table] == ["1", "2"]
     assert all(r["train_mean_token_accuracy"] and not r["valid_loss"] for r in table)  # no validation file
