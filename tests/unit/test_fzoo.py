@@ -136,7 +136,7 @@ def test_the_spec_implies_sgd_and_old_records_keep_the_two_sided_estimate():
     (dict(trainable="full"), "needs trainable='lora'"),
     (dict(paired_forward=False), "needs trainable='lora' and LoRA slots \\(paired_forward not False\\)"),
     (dict(split_batch=True, batch_size=8), "split_batch is another estimator: turn it off or use estimator='spsa'"),
-    (dict(estimator="hizoo"), "unknown estimator 'hizoo': choose one of \\['spsa', 'fzoo'\\]"),
+    (dict(estimator="zoo"), "unknown estimator 'zoo': choose one of \\['spsa', 'fzoo', 'hizoo'\\]"),
 ])
 def test_a_spec_that_cannot_run_fzoo_is_refused_with_the_fix(change, message):
     with pytest.raises(ValueError, match=message):

@@ -254,6 +254,8 @@ def start_worker_run(plan, group: DataParallelGroup, runner=None, callbacks=None
             if start["tensors"] is not None:
                 for t, saved in zip(trainer.trainable.tensors, start["tensors"]):
                     t.copy_(saved)
+                # The update's state (Adam's moments, HiZOO's Hessian) of rank 0's steps so far.
+                trainer.update.rebuild(trajectory.steps, trajectory.curvatures)
                 trainer.trainable.after_update()
             elif trajectory.steps:  # full weights: replay rank 0's steps from the base model
                 trainer.restore_weights("", trajectory)

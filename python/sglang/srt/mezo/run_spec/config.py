@@ -79,8 +79,13 @@ RewardShaping = Literal["difference", "z-score"]
 
 
 #: How a step measures its directions (training/estimators): "spsa", the settings below choose
-#: (paired, split batch, population); "fzoo", N one-sided probes and the loss at theta in one forward.
-EstimatorName = Literal["spsa", "fzoo"]
+#: (paired, split batch, population); "fzoo", N one-sided probes and the loss at theta in one forward;
+#: "hizoo", two-sided probes preconditioned by a diagonal Hessian estimate, and the loss at theta.
+EstimatorName = Literal["spsa", "fzoo", "hizoo"]
+
+#: HiZOO's smoothing constant when a run leaves it unset: the reference code's README example
+#: (``HESSIAN_SMOOTH_TYPE=constant1e-8``; its HiZOO.sh defaults to 0, which never moves the Hessian).
+HIZOO_SMOOTHING = 1e-8
 
 
 #: Where else a run may log its metrics (``report_to``).
@@ -202,7 +207,14 @@ class MeZOConfig:
         "one-sided probes: every direction's theta + eps z_k and theta itself run the whole batch in one forward "
         "over n_spsa + 1 LoRA slots, and theta -= lr / (n_spsa * sigma) * sum_k (L_k - L_0) z_k, sigma the standard "
         "deviation of the n_spsa losses L_k (so eps does not scale the step; needs LoRA, n_spsa >= 2 and "
-        "update_rule sgd, which it implies)", group="hyperparameters")
+        "update_rule sgd, which it implies); hizoo (arXiv 2402.15173), curvature-aware: theta +/- eps z_k / sqrt(H) "
+        "and theta itself run the whole batch in one forward over 2 * n_spsa + 1 LoRA slots, H (a diagonal Hessian "
+        "estimate, one float64 a parameter, from 1) moves by hessian_smoothing towards |L+ + L- - 2 L0| / (2 eps^2) "
+        "* H z^2, and theta -= lr * g * z / sqrt(H) (needs LoRA and Gaussian noise; any update_rule but adam)",
+        group="hyperparameters")
+    hessian_smoothing: Optional[float] = _spec(
+        None, "hizoo: alpha of the moving average of the Hessian estimate H, in [0, 1) (0: H stays 1, MeZO with "
+        f"one forward more; default {HIZOO_SMOOTHING}, the reference code's example)", group="hyperparameters")
     lr_schedule: Optional[Schedule] = _spec(None, "learning-rate schedule: constant, or linear decay to 0 at the "
                                             f"last step (default: {PER_KIND})", group="hyperparameters")
     update_rule: Optional[UpdateRuleName] = _spec(
@@ -334,6 +346,11 @@ class MeZOConfig:
             self._check_population()
         if self.estimator == "fzoo":
             self._check_fzoo()
+        if self.estimator == "hizoo":
+            self._check_hizoo()
+        elif self.hessian_smoothing is not None:
+            raise ValueError(f"hessian_smoothing is HiZOO's (the moving average of its Hessian estimate): it needs "
+                             f"estimator='hizoo', not {self.estimator!r}; leave it unset or set estimator='hizoo'")
         if self.split_batch and self.batch_size is not None and self.n_spsa > self.batch_size:
             raise ValueError(f"split_batch gives each of the n_spsa={self.n_spsa} directions its own examples: "
                              f"batch_size ({self.batch_size}) must be >= n_spsa")
@@ -391,6 +408,32 @@ class MeZOConfig:
                              f"losses, the paper's normalized-SGD form); update_rule={self.update_rule!r} would rescale "
                              "it again: leave update_rule unset or set it to 'sgd'")
 
+    def _check_hizoo(self) -> None:
+        """estimator='hizoo': what HiZOO's preconditioned probes need, said before anything loads;
+        hessian_smoothing left unset becomes :data:`HIZOO_SMOOTHING`."""
+        if self.trainable == "full" or self.paired_forward is False:
+            # Checked again after resolve(): a masked LM's default trainable set is every weight.
+            raise ValueError("estimator='hizoo' keeps a Hessian estimate the size of the trainable tensors (float64) "
+                             "and runs theta and its +/- probes in one forward on LoRA slots of their own: it needs "
+                             "trainable='lora' and LoRA slots (paired_forward not False)")
+        if self.split_batch or self.reward_shaping == "z-score":
+            mode = "split_batch" if self.split_batch else "reward_shaping='z-score'"
+            raise ValueError(f"estimator='hizoo' runs every direction and theta itself on the whole batch (its "
+                             f"curvature term L+ + L- - 2 L0 compares them); {mode} is another estimator: turn it "
+                             "off or use estimator='spsa'")
+        if self.noise == "rademacher":
+            raise ValueError("estimator='hizoo' estimates the Hessian diagonal from z^2, and random signs have "
+                             "z^2 = 1 everywhere (every parameter would get the same curvature): use "
+                             "noise='gaussian' (the LoRA default) or leave noise unset")
+        if self.update_rule == "adam":
+            raise ValueError("estimator='hizoo' preconditions its step by its own diagonal Hessian estimate, and "
+                             "update_rule='adam' would precondition it again by Adam's second moment: leave "
+                             "update_rule unset, or choose sgd (the paper's step), normalized or sign")
+        if self.hessian_smoothing is None:
+            self.hessian_smoothing = HIZOO_SMOOTHING
+        _check_range("hessian_smoothing", self.hessian_smoothing, lambda v: 0 <= v < 1,
+                     "in [0, 1) (1 would forget H each step and can make it 0)")
+
     @property
     def directions_per_forward(self) -> int:
         """How many directions' +/- eps adapters one forward (or generation) of a step holds: each
@@ -400,14 +443,19 @@ class MeZOConfig:
     @property
     def slot_pairs_per_forward(self) -> int:
         """How many pairs of LoRA slots one forward of a step holds: two slots per direction
-        (:attr:`directions_per_forward`), or FZOO's n_spsa + 1 (theta and each probe) rounded up
-        to pairs, which is how the trainable set allocates them.
+        (:attr:`directions_per_forward`), FZOO's n_spsa + 1 (theta and each probe) or HiZOO's
+        2 * n_spsa + 1 (theta and each direction's two) rounded up to pairs, which is how the
+        trainable set allocates them.
 
         >>> MeZOConfig(n_spsa=4).slot_pairs_per_forward, MeZOConfig(n_spsa=4, estimator="fzoo").slot_pairs_per_forward
         (1, 3)
+        >>> MeZOConfig(estimator="hizoo").slot_pairs_per_forward
+        2
         """
         if self.estimator == "fzoo":
             return (self.n_spsa + 2) // 2
+        if self.estimator == "hizoo":
+            return self.n_spsa + 1
         return self.directions_per_forward
 
     def _check_grader(self) -> None:

@@ -57,9 +57,13 @@ SERVER_OWNED = {
     "split_batch": "a server job gets two LoRA slots (its adapter and its -eps twin), not one pair per direction",
     "reward_shaping": "ES's population (reward_shaping 'z-score') needs a pair of LoRA slots per direction, and a "
                       "server job gets one pair",
-    "estimator": "FZOO (estimator 'fzoo') measures theta and each of its n_spsa probes on a LoRA slot of its own, "
-                 "and a server job gets two slots (its adapter and its -eps twin); a job trains with MeZO's "
-                 "two-sided estimate (run FZOO with the CLI, --estimator fzoo, or mezo_mlm_finetune(estimator='fzoo'))",
+    "estimator": "FZOO (estimator 'fzoo') and HiZOO (estimator 'hizoo') measure theta and each of their probes on a "
+                 "LoRA slot of its own (n_spsa + 1 slots, and 2 * n_spsa + 1), and a server job gets two slots (its "
+                 "adapter and its -eps twin); a job trains with MeZO's two-sided estimate (run FZOO or HiZOO with the "
+                 "CLI, --estimator fzoo or --estimator hizoo, or mezo_mlm_finetune(estimator='fzoo' or 'hizoo'))",
+    "hessian_smoothing": "it is HiZOO's (estimator 'hizoo'), which needs 2 * n_spsa + 1 LoRA slots, and a server job "
+                         "gets two (its adapter and its -eps twin): run HiZOO with the CLI (--estimator hizoo "
+                         "--hessian-smoothing A) or mezo_mlm_finetune(estimator='hizoo', hessian_smoothing=A)",
     "resume": "the server resumes an interrupted job by itself",
     "grader": "give the grader as method.reinforcement.grader (an object; a server reads no grader files)",
 }

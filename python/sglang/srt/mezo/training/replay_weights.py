@@ -89,7 +89,8 @@ def _steps(trajectory: Trajectory, config: MeZOConfig, tensors: Sequence, names:
         if list(t.shape) != list(want):
             raise ValueError(f"a starting tensor has shape {list(t.shape)}, the run trained {want}")
     replay_steps(trajectory.steps, config, tensors, decay_mask(names), {}, restore=trajectory.restore,
-                 noise=trajectory.noise, settled=trajectory.settled, lr_scales=trajectory.lr_scales)
+                 noise=trajectory.noise, settled=trajectory.settled, lr_scales=trajectory.lr_scales,
+                 curvatures=trajectory.curvatures)
 
 
 def _replay_lora(trajectory, config, run_dir, out_dir, dtype, device) -> str:

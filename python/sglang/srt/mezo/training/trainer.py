@@ -107,10 +107,10 @@ class MeZOTrainer:
         self.trainable = self._make_trainable()
         self.tensors = PerturbableTensors(self.trainable.tensors, decay_mask(self.trainable.names),
                                           self.trainable.layouts, config.noise)
+        self.update = StepUpdate(config, self.tensors)  # first: HiZOO's probes read its Hessian estimate
         self.estimator = estimators.choose(config, self.tensors, self.trainable.probe_slots, self.compute_loss,
-                                           self.sided_losses,
+                                           self.sided_losses, hessian=self.update.hessian,
                                            slot_losses=lambda b, ids: self.objective.slot_losses(self.model, b, ids))
-        self.update = StepUpdate(config, self.tensors)
         self.seeds = SeedStream(config.seed, config.n_spsa)
         self.trajectory = Trajectory(  # (seeds, g) per step: with the start, the whole run
             tensor_names=list(self.trainable.names), tensor_shapes=[list(t.shape) for t in self.trainable.tensors],
@@ -236,15 +236,16 @@ class MeZOTrainer:
         except BaseException:
             self.tensors.move(measured.owed)  # the weights are those before this step
             raise
-        grads = self.estimator.gradients(losses)
+        grads, curvatures = self.estimator.gradients(losses), self.estimator.curvatures(losses)
         # The next step's first +eps pass, done in this one's update pass (only when this step owes
         # the weights a pass anyway: the add/subtract restore).
         ahead = self.estimator.look_ahead(self.seeds.peek()[0]) \
             if measured.owed and next_batch and self.update.looks_ahead else []
-        self.update.apply(self.trajectory.steps, seeds, grads, lr, before=measured.owed, after=ahead)
+        self.update.apply(self.trajectory.steps, seeds, grads, lr, before=measured.owed, after=ahead,
+                          curvatures=curvatures)
         self.trainable.after_update()
         self.step_count += 1
-        self.trajectory.append(seeds, grads)
+        self.trajectory.append(seeds, grads, curvatures)
         return StepResult(loss=self.estimator.step_loss(losses), projected_grads=grads,
                           seeds=seeds, lr=lr, metrics=measured.metrics)
 
@@ -318,7 +319,7 @@ class MeZOTrainer:
             replay_steps(trajectory.steps, self.config, self.tensors.tensors, self.tensors.decay,
                          self.tensors.generators, self.tensors.layouts, restore=trajectory.restore,
                          noise=trajectory.noise, settled=trajectory.settled, lr_scales=trajectory.lr_scales)
-        self.update.rebuild(trajectory.steps)  # Adam's moments follow from the record alone
+        self.update.rebuild(trajectory.steps, trajectory.curvatures)  # Adam's moments, HiZOO's H: from the record
         self.trainable.after_update()
 
     def start_run(self, train_data: Sequence[Any], eval_data: Optional[Sequence[Any]] = None, *,

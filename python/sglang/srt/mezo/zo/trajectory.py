@@ -10,7 +10,10 @@ The record is one JSON file: a readable header (the base model's path and a hash
 the resolved run spec, the trainable tensors' names, shapes and dtype, the device type that drew
 z) and the steps packed as little-endian binary (uint64 seeds, float64 gradients; 16 bytes a step
 with one direction, base64 in the file: a 20,000-step run's record is about 430 KB). The learning
-rate of each step is not stored: it follows from the spec's schedule.
+rate of each step is not stored: it follows from the spec's schedule. A HiZOO run
+(``estimator="hizoo"``) also records each direction's curvature term L+ + L- - 2 L0 (float64,
+``curvatures_f64le``), from which its Hessian estimate follows (:mod:`sglang.srt.mezo.zo.hizoo`);
+records without it (every other run, and every record older than it) load as before.
 
 >>> t = Trajectory(tensor_names=["a"], tensor_shapes=[[2]], dtype="float32", device_type="cpu", n_spsa=1)
 >>> t.append([7], [0.5]); t.append([9], [-0.25])
@@ -62,14 +65,23 @@ class Trajectory:
     # step's lr; a run that never reacted has none (and older records none).
     lr_scales: list[tuple[int, float]] = field(default_factory=list)
     steps: list[tuple[list[int], list[float]]] = field(default_factory=list)
+    # Per step, each direction's L+ + L- - 2 L0 (HiZOO's runs only; empty otherwise). A list of its
+    # own beside ``steps``, so that every reader of (seeds, grads) steps stays as it was.
+    curvatures: list[list[float]] = field(default_factory=list)
 
-    def append(self, seeds: list[int], grads: list[float]) -> None:
+    def append(self, seeds: list[int], grads: list[float], curvatures: Optional[list[float]] = None) -> None:
         if len(seeds) != self.n_spsa or len(grads) != self.n_spsa:
             raise ValueError(f"a step of this run has {self.n_spsa} seeds and gradients")
+        if curvatures is not None:
+            if len(curvatures) != self.n_spsa or len(self.curvatures) != len(self.steps):
+                raise ValueError(f"curvature terms go with every step of a run, {self.n_spsa} a step: this record "
+                                 f"has {len(self.curvatures)} rows for {len(self.steps)} steps")
+            self.curvatures.append([float(c) for c in curvatures])
         self.steps.append((list(seeds), [float(g) for g in grads]))
 
     def truncate(self, num_steps: int) -> None:
         del self.steps[num_steps:]
+        del self.curvatures[num_steps:]
         self.settled = [(done, seed) for done, seed in self.settled if done <= num_steps]
         self.lr_scales = [(done, f) for done, f in self.lr_scales if done <= num_steps]
 
@@ -85,6 +97,8 @@ class Trajectory:
             **({"lr_scales": [[done, f] for done, f in self.lr_scales]} if self.lr_scales else {}),
             "seeds_u64le": base64.b64encode(seeds.tobytes()).decode(),
             "grads_f64le": base64.b64encode(grads.tobytes()).decode(),
+            **({"curvatures_f64le": base64.b64encode(np.array(self.curvatures, dtype="<f8").reshape(-1).tobytes())
+                .decode()} if self.curvatures else {}),
         }
 
     @classmethod
@@ -96,10 +110,12 @@ class Trajectory:
         seeds = np.frombuffer(base64.b64decode(d["seeds_u64le"]), dtype="<u8").reshape(n, k)
         grads = np.frombuffer(base64.b64decode(d["grads_f64le"]), dtype="<f8").reshape(n, k)
         steps = [([int(s) for s in seeds[i]], [float(g) for g in grads[i]]) for i in range(n)]
+        curvatures = np.frombuffer(base64.b64decode(d.get("curvatures_f64le", "")), dtype="<f8")
         return cls(d["tensor_names"], d["tensor_shapes"], d["dtype"], d["device_type"], k, d.get("model", {}),
                    d.get("config", {}), d.get("start", {}), d.get("restore", "exact"), d.get("noise", "gaussian"),
                    [(int(done), int(seed)) for done, seed in d.get("settled", [])],
-                   [(int(done), float(f)) for done, f in d.get("lr_scales", [])], steps)
+                   [(int(done), float(f)) for done, f in d.get("lr_scales", [])], steps,
+                   [[float(c) for c in row] for row in curvatures.reshape(-1, k)] if curvatures.size else [])
 
     @classmethod
     def load(cls, path: str) -> "Trajectory":

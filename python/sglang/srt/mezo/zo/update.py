@@ -12,6 +12,7 @@ import torch
 
 from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.zo.adam import ZOAdam
+from sglang.srt.mezo.zo.hizoo import HessianDiagonal
 from sglang.srt.mezo.zo.noise import AddZ, Decay, NoiseKind, Op, ShardLayout, move
 from sglang.srt.mezo.zo.perturbable import PerturbableTensors
 
@@ -56,55 +57,77 @@ def replay_steps(steps: Sequence[tuple[Sequence[int], Sequence[float]]], config:
                  tensors: Sequence[torch.Tensor], decay: Sequence[bool], generators: dict,
                  layouts: Optional[Sequence[Optional[ShardLayout]]] = None, *, restore: str = "exact",
                  noise: NoiseKind = "gaussian", settled: Sequence[tuple[int, int]] = (),
-                 lr_scales: Sequence[tuple[int, float]] = ()) -> None:
+                 lr_scales: Sequence[tuple[int, float]] = (), curvatures: Sequence[Sequence[float]] = ()) -> None:
     """Apply a trajectory's ``(seeds, grads)`` steps, from step 0, to the weights they started from:
     the updates of the run, with its learning-rate schedule (resume and replay both come here).
-    ``restore``, ``noise``, ``settled`` and ``lr_scales``: the run's (:attr:`Trajectory.restore`,
-    :attr:`Trajectory.noise`, :attr:`Trajectory.settled`, :attr:`Trajectory.lr_scales`). One pass
+    ``restore``, ``noise``, ``settled``, ``lr_scales`` and ``curvatures``: the run's
+    (:attr:`Trajectory.restore`, :attr:`Trajectory.noise`, :attr:`Trajectory.settled`,
+    :attr:`Trajectory.lr_scales`, :attr:`Trajectory.curvatures`, which a HiZOO run needs). One pass
     (one draw of z) per step."""
     update = StepUpdate(config, PerturbableTensors(tensors, decay, layouts, noise, generators))
+    if update.hessian is not None and len(curvatures) != len(steps):
+        raise ValueError(f"a HiZOO run (estimator='hizoo') replays from each step's curvature term: this trajectory "
+                         f"has {len(steps)} steps and {len(curvatures)} curvature rows")
     after = {}
     for done, seed in settled:  # the +eps z put on ahead after step ``done`` and taken off again
         after.setdefault(done, []).append(seed)
     for step, (seeds, grads) in enumerate(steps):
         ahead = [AddZ(s, a) for s in after.get(step + 1, ()) for a in (config.epsilon, -config.epsilon)]
         update.apply(steps, seeds, grads, learning_rate_at(config, step, lr_scales),
-                     before=restore_ops(seeds, config.epsilon, restore), after=ahead, upto=step)
+                     before=restore_ops(seeds, config.epsilon, restore), after=ahead, upto=step,
+                     curvatures=curvatures[step] if update.hessian is not None else None)
 
 
 class StepUpdate:
     """How a step moves theta once its projected gradients are known (``config.update_rule``):
     theta -= lr * (c z + wd theta) with the rule's coefficients c, in one pass with the operations
     the step still owes (``before``: the add/subtract restore; ``after``: the next step's +eps z put
-    on ahead), or ZO-Adam's move, which takes the owed operations in a pass of their own first."""
+    on ahead), or ZO-Adam's move, which takes the owed operations in a pass of their own first, or
+    HiZOO's (``config.estimator == "hizoo"``), which moves theta along z / sqrt(H) after folding the
+    step's curvature terms into H (:attr:`hessian`, which the HiZOO estimator reads to perturb)."""
 
     def __init__(self, config: MeZOConfig, tensors: PerturbableTensors):
         self.tensors, self.weight_decay = tensors, config.weight_decay
         self.rule = UpdateRule(config.update_rule)
         self.adam = ZOAdam(tensors.tensors) if config.update_rule == "adam" else None
+        self.hessian = HessianDiagonal(tensors.tensors, config.hessian_smoothing, config.epsilon) \
+            if config.estimator == "hizoo" else None
 
     @property
     def looks_ahead(self) -> bool:
-        """Whether the update pass can also put on the next step's +eps z (not with Adam)."""
-        return self.adam is None
+        """Whether the update pass can also put on the next step's +eps z (not with Adam or HiZOO)."""
+        return self.adam is None and self.hessian is None
 
     def apply(self, history: Sequence[tuple[Sequence[int], Sequence[float]]], seeds: Sequence[int],
               grads: Sequence[float], lr: float, before: Sequence[Op] = (), after: Sequence[Op] = (), *,
-              upto: Optional[int] = None) -> None:
+              upto: Optional[int] = None, curvatures: Optional[Sequence[float]] = None) -> None:
         """The update of a step whose earlier steps are ``history[:upto]`` (a trajectory's (seeds, g);
-        ``upto`` None: all of ``history``). Training and replay both move theta here."""
+        ``upto`` None: all of ``history``). Training and replay both move theta here. ``curvatures``:
+        the step's L+_k + L-_k - 2 L0 per seed (HiZOO's; None for the others)."""
         if self.adam is not None:
             self.tensors.move(before)
             self.adam.step(self.tensors.tensors, seeds, grads, lr=lr, weight_decay=self.weight_decay,
                            decay=self.tensors.decay, z=self.tensors.z)
             return
         coefficients = self.rule.coefficients(history, len(history) if upto is None else upto, grads)
+        if self.hessian is not None:
+            if curvatures is None:
+                raise ValueError("a HiZOO step moves theta by its Hessian estimate, which needs the step's "
+                                 "curvature terms (L+ + L- - 2 L0 per direction)")
+            self.tensors.move(before)  # nothing comes after: HiZOO does not look ahead
+            self.hessian.step(self.tensors.tensors, seeds, coefficients, curvatures, lr=lr,
+                              weight_decay=self.weight_decay, decay=self.tensors.decay, z=self.tensors.z)
+            return
         self.tensors.move([*before, *step_ops(seeds, coefficients, lr, self.weight_decay), *after])
 
-    def rebuild(self, history: Sequence[tuple[Sequence[int], Sequence[float]]]) -> None:
-        """The rule's state after ``history`` (Adam's moments; the others recompute theirs)."""
+    def rebuild(self, history: Sequence[tuple[Sequence[int], Sequence[float]]],
+                curvatures: Sequence[Sequence[float]] = ()) -> None:
+        """The rule's state after ``history`` (Adam's moments; HiZOO's H, from ``curvatures`` too;
+        the others recompute theirs)."""
         if self.adam is not None:
             self.adam.rebuild(history, self.tensors.tensors, self.tensors.z)
+        if self.hessian is not None:
+            self.hessian.rebuild(history, curvatures, self.tensors.tensors, self.tensors.z)
 
 
 class UpdateRule:

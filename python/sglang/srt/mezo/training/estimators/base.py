@@ -6,8 +6,9 @@ and at theta - eps z_k, for each, and turns them into projected gradients. The u
 takes and where the perturbed weights live: two forwards over theta itself (:mod:`.two_forward`),
 one forward over two LoRA slots (:mod:`.paired`), one forward that gives every direction its own
 part of the batch (:mod:`.split_batch`), one that runs the whole batch on every direction and
-ranks the results (:mod:`.population`), or one-sided probes measured beside theta itself, whose
-(L+, L-) are (L_k, L_0) (:mod:`.fzoo`).
+ranks the results (:mod:`.population`), one-sided probes measured beside theta itself, whose
+(L+, L-) are (L_k, L_0) (:mod:`.fzoo`), or two-sided probes preconditioned by a Hessian estimate and
+measured beside theta, whose last pair is (L0, L0) (:mod:`.hizoo`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ class Estimator(ABC):
     def gradients(self, losses: Sequence[tuple[float, float]]) -> list[float]:
         """The projected gradient of each direction: (L+ - L-) / (2 eps)."""
         return [(lp - lm) / (2 * self.epsilon) for lp, lm in losses]
+
+    def curvatures(self, losses: Sequence[tuple[float, float]]) -> Optional[list[float]]:
+        """What the trajectory records per direction beside (seed, g) for the update to repeat: base,
+        nothing (None); HiZOO, the curvature terms its Hessian estimate learns from."""
+        return None
 
     def step_loss(self, losses: Sequence[tuple[float, float]]) -> float:
         """The training loss a step reports from its directions' (L+, L-): their mean."""
