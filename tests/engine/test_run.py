@@ -197,15 +197,17 @@ def test_run_on_a_handed_runner_leaves_it_running(tiny_llama, toy_file, tmp_path
                                                   ("lora", "bfloat16", {}),
                                                   ("lora", "bfloat16", {"update_rule": "adam"}),
                                                   ("lora", "float32", {"n_spsa": 2, "split_batch": True}),
-                                                  ("lora", "float32", {"n_spsa": 3, "estimator": "fzoo"})])
+                                                  ("lora", "float32", {"n_spsa": 3, "estimator": "fzoo"}),
+                                                  ("lora", "float32", {"estimator": "hizoo",
+                                                                       "hessian_smoothing": 0.5})])
 def test_stopping_between_steps_and_resuming_from_the_checkpoint_is_exact(tiny_llama, toy_file, tmp_path, trainable,
                                                                           dtype, extra):
     """Run A: 6 steps straight. Run B: 3 steps, a checkpoint, its trainer and runner thrown away;
     then resume=True goes on from the checkpoint (LoRA: the saved adapter; full weights: the base
     model and the trajectory replayed). Same steps, same losses, same weights. bf16 LoRA with the
     normalized rule is the causal-LM default; a split batch's steps are n-SPSA steps in the record, and
-    so are FZOO's (its probes' seeds and (L_k - L_0) / sigma); ZO-Adam's moments are rebuilt from the
-    record on resume.
+    so are FZOO's (its probes' seeds and (L_k - L_0) / sigma); ZO-Adam's moments and HiZOO's Hessian
+    (under the normalized rule here; its curvature terms recorded too) are rebuilt from the record on resume.
     Full weights with the add/subtract restore: steps 1, 2, 4 and 5 also put on the next step's
     +eps z (two passes over the weights a step, counted), which the replay does not see."""
     # Run B is saved by hand at step 3 before that step's evaluation, so it has no evaluation there
@@ -225,6 +227,7 @@ def test_stopping_between_steps_and_resuming_from_the_checkpoint_is_exact(tiny_l
             assert len(passes) == 3 * 6 - 4 and run_a.trainer.trajectory.settled == []
         weights_a = [t.clone() for t in run_a.trainer.trainable.tensors]
         trajectory_a = list(run_a.trainer.trajectory.steps)
+        curvatures_a = list(run_a.trainer.trajectory.curvatures)
     finally:
         release_model_runner(run_a.trainer.runner)
 
@@ -246,9 +249,11 @@ def test_stopping_between_steps_and_resuming_from_the_checkpoint_is_exact(tiny_l
         result_c = run_c.run_to_end()
         weights_c = [t.clone() for t in run_c.trainer.trainable.tensors]
         trajectory_c = list(run_c.trainer.trajectory.steps)
+        curvatures_c = list(run_c.trainer.trajectory.curvatures)
     finally:
         release_model_runner(run_c.trainer.runner)
     assert trajectory_c == trajectory_a and all(len(seeds) == spec_b.n_spsa for seeds, _ in trajectory_a)
+    assert curvatures_c == curvatures_a and len(curvatures_a) == (6 if spec_b.estimator == "hizoo" else 0)
     assert result_c["train_loss"] == result_a["train_loss"]
     assert all(torch.equal(a, c) for a, c in zip(weights_a, weights_c))
 
