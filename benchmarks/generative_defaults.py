@@ -116,7 +116,8 @@ def record_partial(args) -> dict:
               "split_batch": args.split_batch, "estimator": args.estimator, "steps": args.steps, "partial": True, "steps_done": len(steps),
               "train_rows": len(train) if args.train_rows == "all" else int(args.train_rows),
               "held_out_rows": len(held),
-              "machine": machine_line(), "threads": 1, "command": " ".join(["python", *sys.argv]).replace(
+              # The run's threads: record it in the environment the run had (OMP_NUM_THREADS).
+              "machine": machine_line(), "threads": int(os.environ.get("OMP_NUM_THREADS") or 0) or None, "command": " ".join(["python", *sys.argv]).replace(
                   " --record-partial", ""),
               "eval_history": evals, "final_eval": evals[-1] if evals else None,
               "best_eval": max(evals, key=lambda e: e.get("eval_f1", 0)) if evals else None,
