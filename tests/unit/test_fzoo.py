@@ -1,7 +1,7 @@
 """FZOO (``estimator="fzoo"``) without a model: what it measures on plain tensors, its step against
 the formula written out, the specs it refuses with their fix, and a server job that asks for it.
 
-On SGLang's ModelRunner (the batched forward, the step, replay): tests/engine/test_fzoo.py."""
+On SGLang's ModelRunner (the batched forward, the step, replay): tests/engine/test_fzoo_estimator.py."""
 
 from __future__ import annotations
 

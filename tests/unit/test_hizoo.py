@@ -3,7 +3,7 @@ against the formula written out in float64, the Hessian rebuilt and the weights 
 record bit for bit, the trajectory's curvature record (and an old record without one), the specs it
 refuses with their fix, and a server job that asks for it.
 
-On SGLang's ModelRunner (the batched forward, the steps, replay, resume): tests/engine/test_hizoo.py
+On SGLang's ModelRunner (the batched forward, the steps, replay, resume): tests/engine/test_hizoo_estimator.py
 and tests/engine/test_run.py."""
 
 from __future__ import annotations
