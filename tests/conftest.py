@@ -160,6 +160,19 @@ def trainer_for(trainer_cls, *args, **kwargs):
         gc.collect()
 
 
+def trained_looking(trainer) -> list:
+    """Give ``trainer``'s adapter B != 0 (a new one's B is 0, so its A factors would not change the
+    loss) and return copies of its tensors."""
+    import torch  # noqa: PLC0415  (unit tests load this conftest too, and must not pay for torch)
+
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for t in trainer.trainable.tensors:
+            t.copy_(torch.randn(t.shape, generator=gen) * 0.05)
+    trainer.trainable.after_update()
+    return [t.clone() for t in trainer.trainable.tensors]
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory, llama_tokenizer_dir):
     return make_causal_lm(str(tmp_path_factory.mktemp("llama")), "llama", tokenizer_dir=llama_tokenizer_dir)

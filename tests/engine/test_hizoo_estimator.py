@@ -13,7 +13,7 @@ import sglang.srt.mezo.engine.sglang_on_cpu  # noqa: F401
 
 import pytest
 import torch
-from conftest import trainer_for
+from conftest import trained_looking, trainer_for
 from safetensors.torch import load_file
 
 from sglang.srt.mezo.run_spec.config import MeZOConfig
@@ -39,16 +39,6 @@ def config(tmp_path, **kw) -> MeZOConfig:
                 output_dir=str(tmp_path / "run"), seed=5)
     base.update(kw)
     return MeZOConfig(**base)
-
-
-def trained_looking(tr: MeZOTrainer) -> list[torch.Tensor]:
-    """An adapter with B != 0 (a new one's B is 0: its A factors would not change the loss)."""
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for t in tr.trainable.tensors:
-            t.copy_(torch.randn(t.shape, generator=gen) * 0.05)
-    tr.trainable.after_update()
-    return [t.clone() for t in tr.trainable.tensors]
 
 
 def losses_one_forward_each(tr: MeZOTrainer, theta, seed, h) -> tuple[float, float, float]:
