@@ -78,6 +78,9 @@ class MultiGrader(Grader):
                              f"over the sub-graders' keys ({keys})") from None
         except (simpleeval.InvalidExpression, simpleeval.MultipleExpressions):
             raise self._fail(f"expected one expression over the sub-graders' keys ({keys})") from None
+        except (RecursionError, MemoryError):  # Python's parser gives up on a formula this long or nested
+            raise self._fail(f"is too long or too deeply nested for Python's parser ({len(self.calculate_output)} "
+                             f"characters); write a short formula over the sub-graders' keys ({keys})") from None
         # Unknown names first: they are the likeliest mistake (a misspelt key) and the clearest to report.
         for node in ast.walk(tree):
             if isinstance(node, ast.Name) and node.id not in self.graders and node.id not in FUNCTIONS:
@@ -136,10 +139,19 @@ class MultiGrader(Grader):
                 "calculate_output": self.calculate_output}
 
 
+#: How deep multi graders may nest (a multi grader inside a multi grader is depth 2). OpenAI's own
+#: examples nest once; a bound keeps a hostile request from exhausting the parser's stack.
+MAX_DEPTH = 8
+
+
 def parse(obj: Mapping[str, Any], where: str, parse_grader: Callable[[Any, str], Grader]) -> MultiGrader:
     """A :class:`MultiGrader` from its JSON object; ``where`` is the object's JSON path and
     ``parse_grader(obj, where)`` parses each sub-grader."""
     name = read_name(obj, where)
+    # ``where`` grows by ".graders.<key>" a level: its count is this grader's depth less one.
+    if where.count(".graders.") >= MAX_DEPTH:
+        raise refuse(name, f"{where} nests multi graders more than {MAX_DEPTH} deep; flatten them into one multi "
+                     "grader whose calculate_output combines the sub-graders", where)
     check_keys(obj, where, name, {"graders", "calculate_output"})
     graders = read_field(obj, "graders", where, name, dict)
     if not graders:
