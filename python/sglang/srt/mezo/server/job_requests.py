@@ -241,6 +241,9 @@ def resolve_data_file(ref: Any, param: str, settings: ServerSettings, store: Job
         raise RequestError(f"{param} must be a file id (from POST /v1/files) or a path under the server's "
                            f"data folder, got {ref!r}", param)
     ref = ref.strip()
+    if any(c == "\x00" or "\ud800" <= c <= "\udfff" for c in ref):  # no file system takes either in a name
+        raise RequestError(f"{param} {ref!r} holds a NUL byte or a lone surrogate, which no file name can; give a "
+                           "file id (from POST /v1/files) or a path under the server's data folder", param)
     if ref.startswith("file-"):
         meta = store.get_file(ref)
         if meta is None:
@@ -436,7 +439,11 @@ def parse_job_request(body: Any, settings: ServerSettings, store: JobStore) -> J
     try:
         config = MeZOConfig.from_dict(values)
     except ValueError as e:
-        raise RequestError(str(e), _param_of(str(e))) from None
+        raise RequestError(str(e), _param_of(str(e), given=hp)) from None
+    except (TypeError, AttributeError) as e:  # a value of a type the run spec's checks did not expect
+        param = _culprit(hp, settings)
+        raise RequestError(f"{param or 'a setting'} has a value of the wrong type ({type(e).__name__}: {e}); "
+                           f"see the run spec's fields for what each takes", param) from None
     return JobRequest(
         config=config.to_dict(), model=model, training_file=body["training_file"],
         validation_file=body.get("validation_file"), train_path=train_path, eval_path=eval_path,
@@ -446,13 +453,29 @@ def parse_job_request(body: Any, settings: ServerSettings, store: JobStore) -> J
     )
 
 
-def _param_of(message: str) -> Optional[str]:
-    """The body field an error message from the run spec is about."""
+def _param_of(message: str, given: Optional[Mapping[str, Any]] = None) -> Optional[str]:
+    """The body field an error message from the run spec is about: by the message's own pattern, else
+    the first of the request's settings (``given``) that the message names."""
     for prefix, param in (("unknown task", "task"), ("label word", "label_words"), ("template", "template")):
         if message.startswith(prefix):
             return param
     m = re.match(r"unknown setting '([a-z_]+)'|([a-z_]+) must", message)
-    return (m.group(1) or m.group(2)) if m else None
+    if m:
+        return m.group(1) or m.group(2)
+    named = [(m.start(), key) for key in given or () for m in [re.search(rf"\b{re.escape(key)}\b", message)] if m]
+    return min(named)[1] if named else None
+
+
+def _culprit(given: Mapping[str, Any], settings: ServerSettings) -> Optional[str]:
+    """The first of a request's settings that the run spec refuses on its own (None: only together)."""
+    for key, value in given.items():
+        if value is None:
+            continue
+        try:
+            MeZOConfig.from_dict({"model_path": settings.model_path or "model", key: value})
+        except Exception:  # noqa: BLE001 - whatever it raises, this is the setting it raises on
+            return key
+    return None
 
 
 def describe_error(e: BaseException, display_names: Mapping[str, str]) -> str:
