@@ -11,7 +11,7 @@ from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
 
-from sglang.srt.mezo.server.routes.base import Resource, guarded
+from sglang.srt.mezo.server.routes.base import Fallback, Resource, guarded
 from sglang.srt.mezo.server.routes.files import FileRoutes
 from sglang.srt.mezo.server.routes.graders import GraderRoutes
 from sglang.srt.mezo.server.routes.jobs import JobRoutes
@@ -34,6 +34,7 @@ def install_job_api(app: FastAPI, settings: ServerSettings, tokenizer_manager: A
     models = JobModels(store, tokenizer_manager, settings.max_loaded_adapters)
     resources: list[Resource] = [FileRoutes(settings, store, files_lock), models,
                                  JobRoutes(settings, store, files_lock), GraderRoutes()]
+    resources.append(Fallback(resources))  # last: it takes what no route before it does
     for resource in resources:
         for route in resource.routes():
             app.add_api_route(route.path, guarded(route.endpoint), methods=route.methods, include_in_schema=True)

@@ -115,6 +115,13 @@ class JobModelsMiddleware:
                 return await self._generate(scope, receive, send)
             if method == "GET" and path.rstrip("/") == "/v1/models":
                 return await send_json(send, 200, await self.models.model_list())
+            if method in ("GET", "DELETE") and path.startswith("/v1/models/") and any(c in path for c in "\r\n"):
+                # The routes' {model:path} is '.*', which stops at a line break: no route would take
+                # it, and the framework's own 404 is not in OpenAI's error shape.
+                name = path[len("/v1/models/"):]
+                return await send_json(send, 404, RequestError(f"no such model: {name!r} (a model's name has no line "
+                                                               "break); GET /v1/models lists the models served",
+                                                               "model", 404, "model_not_found").body())
             if method == "GET" and path.startswith("/v1/models/"):
                 card = await self.models.model_card(path[len("/v1/models/"):])
                 if card is not None:

@@ -22,4 +22,4 @@ class GraderRoutes(Resource):
         return ok(await asyncio.to_thread(run_grader, body))  # a metric library may take a while
 
     async def validate_grader(self, request: Request) -> JSONResponse:
-        return ok(validate_grader(await read_json(request)))
+        return ok(await asyncio.to_thread(validate_grader, await read_json(request)))  # off SGLang's event loop

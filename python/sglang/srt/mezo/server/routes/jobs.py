@@ -59,7 +59,9 @@ class JobRoutes(Resource):
             return await self._create_job(body)
 
     async def _create_job(self, body: Any) -> JSONResponse:
-        req = parse_job_request(body, self.settings, self.store)
+        # In a thread: the checks read the data files and every row against a grader, and SGLang's
+        # requests share this event loop.
+        req = await asyncio.to_thread(parse_job_request, body, self.settings, self.store)
         # The trainer and SGLang's model executor under it: imported with the first job, not in
         # every process that loads the plugin.
         from sglang.srt.mezo.training.plan import prepare  # noqa: PLC0415

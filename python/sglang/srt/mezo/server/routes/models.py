@@ -41,6 +41,10 @@ class JobModels(Resource):
         self.tm = tokenizer_manager
         self.catalog = Catalog(store)
         self.adapters = AdapterCache(tokenizer_manager, max_loaded)
+        # One deletion at a time: between the check that a model can be deleted and its mark, the
+        # awaits let a second DELETE of the same model pass the same check (both answered 200, and
+        # the second's rename of a folder the first had removed could fail).
+        self._deleting = asyncio.Lock()
 
     def routes(self) -> list[Route]:
         return [Route("/v1/models/{model:path}", self.delete_model, ["DELETE"])]
@@ -49,13 +53,14 @@ class JobModels(Resource):
 
     async def delete_model(self, request: Request) -> JSONResponse:
         name = request.path_params["model"]
-        await asyncio.to_thread(self.catalog.refresh)
-        model = self._deletable(name)
-        # Marked first: from now on requests naming it get a 404, not a half-removed adapter.
-        await asyncio.to_thread(self.store.mark_deleted, model.job_id, name)
-        await asyncio.to_thread(self.catalog.forget, model.job_id)
-        await self.adapters.unload(name)
-        await asyncio.to_thread(self._remove_files, model)
+        async with self._deleting:
+            await asyncio.to_thread(self.catalog.refresh)
+            model = self._deletable(name)
+            # Marked first: from now on requests naming it get a 404, not a half-removed adapter.
+            await asyncio.to_thread(self.store.mark_deleted, model.job_id, name)
+            await asyncio.to_thread(self.catalog.forget, model.job_id)
+            await self.adapters.unload(name)
+            await asyncio.to_thread(self._remove_files, model)
         logger.info("MeZO: deleted model %s of job %s", name, model.job_id)
         return ok({"id": name, "object": "model", "deleted": True})
 
