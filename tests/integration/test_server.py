@@ -75,14 +75,23 @@ class Server(LocalServer):
         return [x["output_ids"] for x in r.json()]
 
 
+def labelled_folders(root) -> tuple:
+    """``root/data`` holding ``train.jsonl`` (POS as label 1, then NEG as 0) and an empty ``root/out``,
+    the two folders a server's --mezo-data-dir and --mezo-output-dir take; returns (data, out, rows)."""
+    data, out = root / "data", root / "out"
+    data.mkdir()
+    out.mkdir()
+    rows = [{"sentence": s, "label": 1} for s in POS] + [{"sentence": s, "label": 0} for s in NEG]
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return data, out, rows
+
+
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("mezo_server")
-    data, out, outside = root / "data", root / "out", root / "outside"
-    for d in (data, out, outside):
-        d.mkdir()
-    rows = [{"sentence": s, "label": 1} for s in POS] + [{"sentence": s, "label": 0} for s in NEG]
-    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data, out, rows = labelled_folders(root)
+    outside = root / "outside"
+    outside.mkdir()
     (data / "dev.tsv").write_text("sentence\tlabel\n" + "".join(f"{r['sentence']}\t{r['label']}\n" for r in rows[::-1]))
     (data / "bad.jsonl").write_text('{"sentence": "great", "label": 1}\n{"sentence": "bad", "label": 0}\n'
                                     '{"sentence": "oops" "label": 1}\n')

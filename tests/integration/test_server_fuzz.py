@@ -30,7 +30,7 @@ import pytest
 import requests
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from test_server import AUTH, NEG, POS, Server
+from test_server import AUTH, Server, labelled_folders
 
 UPLOAD_MIB = 1
 
@@ -175,11 +175,7 @@ class Known(dict):
 def fuzz(tiny_llama, tmp_path_factory):
     """The server, the known files (id -> bytes) and the known job (its object once succeeded)."""
     root = tmp_path_factory.mktemp("mezo_fuzz")
-    data, out = root / "data", root / "out"
-    data.mkdir()
-    out.mkdir()
-    rows = [{"sentence": s, "label": 1} for s in POS] + [{"sentence": s, "label": 0} for s in NEG]
-    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data, out, rows = labelled_folders(root)
     srv = Server(tiny_llama, str(data), str(out), str(root / "server.log"),
                  "--mezo-max-upload-mb", str(UPLOAD_MIB), "--mezo-max-loaded-adapters", "2")
     try:

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 import requests
-from test_server import AUTH, KEY, NEG, POS, Server
+from test_server import AUTH, KEY, Server, labelled_folders
 
 MAX_LOADED = 3
 UPLOAD_MIB = 1
@@ -25,11 +25,7 @@ UPLOAD_MIB = 1
 @pytest.fixture(scope="module")
 def months(tiny_llama, tmp_path_factory):
     root = tmp_path_factory.mktemp("mezo_months")
-    data, out = root / "data", root / "out"
-    data.mkdir()
-    out.mkdir()
-    rows = [{"sentence": s, "label": 1} for s in POS] + [{"sentence": s, "label": 0} for s in NEG]
-    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data, out, rows = labelled_folders(root)
     (data / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[::-1]))
     template = root / "plain.jinja"  # the tiny tokenizer has no chat template
     template.write_text("{% for m in messages %}{{ m['content'] }} {% endfor %}")
