@@ -5,6 +5,7 @@ tests/engine/test_run.py's stop-and-resume test has an FZOO case)."""
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 
@@ -105,6 +106,10 @@ def test_an_fzoo_run_replays_to_its_weights_bit_for_bit(tmp_path, tiny_llama):
         trained = {n: t.clone() for n, t in zip(tr.trainable.names, tr.trainable.tensors)}
         steps = tr.trajectory.steps
     assert len(steps) == 4 and all(len(seeds) == 3 for seeds, _ in steps)
+    with open(os.path.join(cfg.output_dir, "metrics.jsonl")) as f:
+        events = [json.loads(line) for line in f if '"step"' in line]
+    # theta and 3 probes on a batch of 4, one batched forward: 16 sequences a step.
+    assert [e["sequence_forwards"] for e in events if e["event"] == "step"] == [16] * 4
     out = replay(cfg.output_dir, str(tmp_path / "replayed"))
     rebuilt = load_file(os.path.join(out, "adapter_model.safetensors"))
     assert rebuilt.keys() == trained.keys()

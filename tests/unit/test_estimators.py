@@ -5,12 +5,15 @@ from __future__ import annotations
 import torch
 
 from sglang.srt.mezo.training.estimators import (
+    FZOO,
+    HiZOO,
     MirroredPopulation,
     PairedForward,
     SplitBatch,
     TwoForwardSPSA,
 )
-from sglang.srt.mezo.training.objectives.base import SidedLosses
+from sglang.srt.mezo.training.objectives.base import SidedLosses, SlotLosses
+from sglang.srt.mezo.zo.hizoo import HessianDiagonal
 from sglang.srt.mezo.zo.noise import AddZ
 from sglang.srt.mezo.zo.perturbable import PerturbableTensors, decay_mask
 
@@ -118,3 +121,39 @@ def test_an_empty_share_measures_nothing():
                       SplitBatch(EPS, tensors, slots.pairs, slots.sided)):
         assert estimator.measure([], [1, 2]).losses == [(0.0, 0.0), (0.0, 0.0)]
     assert slots.calls == []
+
+
+def test_each_estimator_counts_the_sequences_it_sends_through_the_model():
+    """sequence_forwards (the step event's cost, what accuracy per forward is plotted against) is
+    what measure() actually asked of the stand-in model: rows per call times slots per call."""
+    theta, tensors = make()
+    rows_seen = []
+
+    def loss(batch):
+        rows_seen.append(len(batch))
+        return 0.0
+
+    def slot_losses(batch, ids):
+        rows_seen.append(len(batch) * len(ids))
+        return SlotLosses([0.0] * len(ids), {})
+
+    pairs = FakeSlots(3, theta)
+
+    def sided(batch, parts, slots):
+        rows_seen.append(sum(2 * len(part) for part in parts))
+        return pairs.sided(batch, parts, slots)
+
+    own = [("own", [theta])] + [(f"probe{k}", [torch.zeros_like(theta)]) for k in range(6)]
+    hessian = HessianDiagonal([theta], smoothing=1e-8, epsilon=EPS)
+    for n in (1, 2, 3):
+        for estimator in (TwoForwardSPSA(EPS, tensors, loss, exact=True),
+                          PairedForward(EPS, tensors, pairs.pairs[:1], sided),
+                          SplitBatch(EPS, tensors, pairs.pairs, sided),
+                          MirroredPopulation(EPS, tensors, pairs.pairs, sided),
+                          FZOO(EPS, tensors, own, slot_losses),
+                          HiZOO(EPS, tensors, own, slot_losses, hessian)):
+            if isinstance(estimator, FZOO) and n < 2:
+                continue  # FZOO's sigma needs two probes
+            rows_seen.clear()
+            estimator.measure(BATCH, list(range(1, n + 1)))
+            assert sum(rows_seen) == estimator.sequence_forwards(len(BATCH), n), (type(estimator).__name__, n)

@@ -141,6 +141,14 @@ class MeZORun:
             return self._step()
         return self._checkpoint(final=True)
 
+    def upcoming_batch(self) -> Optional[list]:
+        """The batch the next :meth:`advance` steps on, without taking it (None: the next unit is not
+        a step: an evaluation, a save, the end)."""
+        if self._finished or self._evaluation is not None or self.step_count >= self.num_steps or \
+                self.stop_reason is not None:
+            return None
+        return [self.train_data[i] for i in self.sampler.peek()]
+
     def next_unit_size(self) -> tuple[int, int]:
         """(KV tokens, request rows) the next :meth:`advance` holds at most at once, so that a runner
         shared with a server can check it has room first: a paired +/-eps step runs each sequence
@@ -188,6 +196,7 @@ class MeZORun:
             "projected_grad": result.projected_grads[0], "lr": result.lr, **result.metrics,
             "step_time_s": time.perf_counter() - t0,
             "tokens": sum(len(s) for s in self.trainer.objective.forward_inputs(batch).sequences),
+            "sequence_forwards": self.trainer.estimator.sequence_forwards(len(batch), len(result.projected_grads)),
         })
         divergence = self.watch.on_train_loss(self.step_count, result.loss)
         if divergence is not None:

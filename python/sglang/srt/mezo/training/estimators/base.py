@@ -64,6 +64,12 @@ class Estimator(ABC):
         nothing (None); HiZOO, the curvature terms its Hessian estimate learns from."""
         return None
 
+    def sequence_forwards(self, rows: int, directions: int) -> int:
+        """How many sequences a step of ``rows`` examples and ``directions`` seeds runs through the
+        model (a batched forward of B sequences counts B): the cost that accuracy per forward is
+        measured against. Base: every direction on the whole batch, at +eps and at -eps."""
+        return 2 * rows * directions
+
     def step_loss(self, losses: Sequence[tuple[float, float]]) -> float:
         """The training loss a step reports from its directions' (L+, L-): their mean."""
         return sum(lp + lm for lp, lm in losses) / (2 * len(losses))

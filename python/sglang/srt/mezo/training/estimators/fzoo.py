@@ -99,6 +99,10 @@ class FZOO(Estimator):
             return [0.0] * len(losses)
         return [(lk - l0) / sigma for lk, l0 in losses]
 
+    def sequence_forwards(self, rows: int, directions: int) -> int:
+        """The whole batch on theta and on each of the N probes."""
+        return rows * (directions + 1)
+
     def step_loss(self, losses: Sequence[tuple[float, float]]) -> float:
         """L_0: the batch's loss at theta, measured exactly (no probe's perturbation in it)."""
         return losses[0][1]

@@ -88,6 +88,10 @@ class HiZOO(Estimator):
         l0 = losses[-1][0]
         return [lp + lm - 2 * l0 for lp, lm in losses[:-1]]
 
+    def sequence_forwards(self, rows: int, directions: int) -> int:
+        """The whole batch on theta and at +eps and -eps of each direction."""
+        return rows * (2 * directions + 1)
+
     def step_loss(self, losses: Sequence[tuple[float, float]]) -> float:
         """L0: the batch's loss at theta, measured exactly (no perturbation in it)."""
         return losses[-1][0]

@@ -17,3 +17,7 @@ class SplitBatch(SlotEstimator):
             raise ValueError(f"split_batch: a batch of {len(batch)} examples cannot give each of n_spsa={len(seeds)} "
                              "directions its own; raise batch_size or lower n_spsa")
         return self.on_slots(batch, seeds, split_evenly(len(batch), len(seeds)))
+
+    def sequence_forwards(self, rows: int, directions: int) -> int:
+        """Each example once at +eps and once at -eps, whatever the number of directions."""
+        return 2 * rows
