@@ -98,6 +98,8 @@ def candidate_name(args) -> str:
         candidate += f"-{args.estimator}"
     if args.lora_rank is not None:
         candidate += f"-r{args.lora_rank}"
+    if args.freeze_a:
+        candidate += "-frozenA"
     if args.format == "chat":
         candidate += "-chat"
     return candidate
@@ -115,7 +117,7 @@ def record_partial(args) -> dict:
     evals = [{k: v for k, v in e.items() if k != "event"} for e in events if e["event"] == "eval"]
     record = {"task": args.task, "candidate": candidate, "learning_rate": args.lr, "lr_schedule": args.schedule,
               "batch_size": args.batch, "format": args.format, "n_spsa": args.n_spsa,
-              "split_batch": args.split_batch, "estimator": args.estimator, "lora_rank": args.lora_rank,
+              "split_batch": args.split_batch, "estimator": args.estimator, "lora_rank": args.lora_rank, "freeze_lora_a": args.freeze_a,
               "steps": args.steps, "partial": True, "steps_done": len(steps),
               "train_rows": len(train) if args.train_rows == "all" else int(args.train_rows),
               "held_out_rows": len(held),
@@ -154,13 +156,15 @@ def execute(args) -> dict:
         schedule.update(estimator=args.estimator)
     if args.lora_rank is not None:
         schedule.update(lora_rank=args.lora_rank)
+    if args.freeze_a:
+        schedule.update(freeze_lora_a=True)
     result = mezo_mlm_finetune(MODEL, task_name="chat" if args.format == "chat" else args.task,
                                train_dataset=train, eval_dataset=held,
                                num_steps=args.steps, learning_rate=args.lr, seed=SEED, output_dir=out_dir,
                                progress_bar=False, lr_schedule=args.schedule, batch_size=args.batch, **schedule)
     record = {"task": args.task, "candidate": candidate, "learning_rate": args.lr, "lr_schedule": args.schedule,
               "batch_size": args.batch, "format": args.format, "n_spsa": args.n_spsa,
-              "split_batch": args.split_batch, "estimator": args.estimator, "lora_rank": args.lora_rank,
+              "split_batch": args.split_batch, "estimator": args.estimator, "lora_rank": args.lora_rank, "freeze_lora_a": args.freeze_a,
               "train_rows": len(train),
               "held_out_rows": len(held), "steps": args.steps, "machine": machine_line(), "started": started,
               "threads": int(os.environ.get("OMP_NUM_THREADS") or 0) or None,
@@ -201,7 +205,8 @@ def table() -> str:
             (f", {r['estimator']}" if r.get("estimator", "spsa") != "spsa" else "") + \
             (f", n_spsa {r['n_spsa']}" if (r.get("n_spsa") or 1) > 1 else "") + \
             (", split batch" if r.get("split_batch") else "") + \
-            (f", rank {r['lora_rank']}" if r.get("lora_rank") else "")
+            (f", rank {r['lora_rank']}" if r.get("lora_rank") else "") + \
+            (", A frozen" if r.get("freeze_lora_a") else "")
         steps = f"{r['steps_done']} of {r['steps']} (partial)" if r.get("partial") else r["steps"]
         minutes = f"{r['wall_time_s'] / 60:.1f}" if r.get("wall_time_s") else "-"
         task = r["task"] + (" (chat rows)" if r.get("format") == "chat" else "")
@@ -236,6 +241,7 @@ def main() -> None:
     p.add_argument("--n-spsa", type=int, default=1, help="n_spsa (directions a step)")
     p.add_argument("--estimator", default="spsa", help="the run spec's estimator (spsa, fzoo)")
     p.add_argument("--lora-rank", type=int, default=None, help="lora_rank (default: the library's)")
+    p.add_argument("--freeze-a", action="store_true", help="freeze_lora_a: perturb and train LoRA's B only")
     p.add_argument("--split-batch", action="store_true", help="split_batch: each direction on its own part of the batch")
     p.add_argument("--train-rows", default="all", help="'all' or how many of the training part to sample")
     p.add_argument("--zero-shot", action="store_true", help="also evaluate at step 0")
