@@ -48,7 +48,7 @@ def _dist_info(root: Path, name: str, entry_points: str) -> None:
 def test_a_grader_registered_by_the_outside_module_parses_scores_and_round_trips(fresh):
     assert "word_count" not in grader_types()
     assert load_extensions([MODULE]) == [MODULE]
-    assert grader_types() == ("string_check", "text_similarity", "multi", "word_count")
+    assert grader_types() == ("string_check", "text_similarity", "multi", "external", "word_count")
     grader = parse_grader(WORDS)
     assert type(grader).__module__ == MODULE and grader.name == "words"
     assert [grader.score({}, Sample(text)) for text in ("", "one", "one two three", "a b c d e f")] == \
@@ -83,17 +83,17 @@ def test_a_registered_type_nests_in_a_multi_grader(fresh):
 
 def test_unknown_types_are_refused_listing_the_registered_ones(fresh):
     with pytest.raises(GraderError, match=r"'word_count' is not a grader type; the supported types are string_check, "
-                                          r"text_similarity, multi \(a type of your own is added with register_grader"):
+                                          r"text_similarity, multi, external \(a type of your own is added with register_grader"):
         parse_grader(WORDS)
     load_extensions([MODULE])
     with pytest.raises(GraderError, match=r"'word_counts' is not a grader type; the supported types are string_check, "
-                                          r"text_similarity, multi, word_count$") as e:
+                                          r"text_similarity, multi, external, word_count$") as e:
         parse_grader({**WORDS, "type": "word_counts"})
     assert e.value.param == "grader.type"
-    with pytest.raises(GraderError, match=r"grader\.type is missing; give one of .*multi, word_count"):
+    with pytest.raises(GraderError, match=r"grader\.type is missing; give one of .*multi, external, word_count"):
         parse_grader({"name": "x"})
     # OpenAI's python type stays refused (a request's code); the message says what an operator can do instead.
-    with pytest.raises(GraderError, match=r"sandbox.*string_check, text_similarity, multi or word_count.*"
+    with pytest.raises(GraderError, match=r"sandbox.*string_check, text_similarity, multi, external or word_count.*"
                                           r"register_grader, --mezo-extensions"):
         parse_grader({"type": "python", "source": "def grade(s, i): return 1"})
 
@@ -154,7 +154,7 @@ def _parse_counts(obj, where):
 def test_bad_registrations_say_what_to_fix(fresh, name, parse, error, match):
     with pytest.raises(error, match=match):
         register_grader(name, parse)
-    assert grader_types() == ("string_check", "text_similarity", "multi")
+    assert grader_types() == ("string_check", "text_similarity", "multi", "external")
 
 
 def test_a_name_taken_by_another_parse_is_refused_the_same_parse_again_is_not(fresh):

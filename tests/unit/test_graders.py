@@ -243,7 +243,7 @@ def test_refused_types(obj, match):
 
 
 def test_supported_types():
-    assert SUPPORTED_TYPES == ("string_check", "text_similarity", "multi")
+    assert SUPPORTED_TYPES == ("string_check", "text_similarity", "multi", "external")
 
 
 @pytest.mark.parametrize("obj, param, match", [

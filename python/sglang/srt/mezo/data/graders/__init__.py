@@ -1,7 +1,8 @@
 """Graders in OpenAI's JSON shapes, torch-free: a generated answer's grade in [0, 1] for a reward run.
 
 Built-in types: ``string_check`` (:mod:`.string_check`), ``text_similarity`` (:mod:`.text_similarity`,
-with this project's own ``squad_f1`` beside OpenAI's metrics) and ``multi`` (:mod:`.multi`).
+with this project's own ``squad_f1`` beside OpenAI's metrics), ``multi`` (:mod:`.multi`) and this
+project's ``external`` (:mod:`.external`: the rewards come from a server job's client).
 Templates read the row as ``{{item.<field>}}`` and the answer as ``{{sample.output_text}}``
 (:mod:`.base`). ``score_model``, ``label_model`` and ``python`` graders are refused when parsed, with why.
 Everything wrong with a grader is found by :func:`parse_grader`, or by :meth:`Grader.check_item` for a
@@ -61,7 +62,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from sglang.srt.mezo.data.graders import multi, string_check, text_similarity
+from sglang.srt.mezo.data.graders import external, multi, string_check, text_similarity
 from sglang.srt.mezo.data.graders.base import Grader, Sample, Template, check_keys, read_field, read_name
 from sglang.srt.mezo.errors import GraderError
 
@@ -72,7 +73,7 @@ __all__ = ["Grader", "GraderError", "GraderParser", "Sample", "SUPPORTED_TYPES",
 GraderParser = Callable[[Mapping, str], Grader]
 
 #: The built-in grader types (:func:`grader_types` adds the registered ones).
-SUPPORTED_TYPES = ("string_check", "text_similarity", "multi")
+SUPPORTED_TYPES = ("string_check", "text_similarity", "multi", "external")
 
 # OpenAI's other types, each refused with the reason this server cannot offer it.
 _JUDGE = "it asks a judge model for the grade, and this server trains one model and runs no second one as a judge"
@@ -248,6 +249,8 @@ def parse_grader(obj: Any, where: str = "grader") -> Grader:
         return text_similarity.parse(obj, where)
     if kind == "multi":
         return multi.parse(obj, where, parse_grader)
+    if kind == external.TYPE:
+        return external.parse(obj, where)
     if kind in _registered:
         return _parse_registered(kind, _registered[kind], obj, where)
     raise GraderError(f"{where}.type {kind!r} is not a grader type; the supported types are {types}"
