@@ -303,9 +303,11 @@ class PoolLoRA:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {t.name: t.pool for t in self.tensors}
 
-    def save(self, directory: str) -> str:
+    def save(self, directory: str, replace: Optional[dict[str, torch.Tensor]] = None) -> str:
+        """The adapter as a PEFT folder; ``replace``: tensors (by PEFT name) to write instead of the
+        slot's own (a perturbed copy's values, say)."""
         return save_peft_adapter(
-            directory, self.state_dict(),
+            directory, {**self.state_dict(), **(replace or {})},
             peft_config_dict(self.settings, self.base_model, _peft_task_type(self.runner)),
         )
 

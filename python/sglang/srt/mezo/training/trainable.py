@@ -64,6 +64,11 @@ class TrainableSet(ABC):
         """Copy the tensors :meth:`save` wrote under ``checkpoint`` back in."""
         raise NotImplementedError(f"{type(self).__name__} saves no weights: replay the trajectory instead")
 
+    def save_slot(self, lora_id: str, directory: str) -> str:
+        """Write the adapter as LoRA slot ``lora_id`` (its own, or a probe slot) holds it now, as a PEFT
+        folder ``directory`` that SGLang can load and serve under a name of its own."""
+        raise NotImplementedError(f"{type(self).__name__} has no LoRA slots to save")
+
     def close(self) -> None:
         """Give back what the set holds in the runner (base: nothing)."""
 
@@ -154,6 +159,15 @@ class LoRAWeights(TrainableSet):
         saved = load_file(os.path.join(checkpoint, ADAPTER_DIR, "adapter_model.safetensors"))
         for name, tensor in zip(self.names, self.tensors):
             tensor.copy_(saved[name])
+
+    def save_slot(self, lora_id: str, directory: str) -> str:
+        # The slots hold only the trained tensors' perturbed values; the others are the adapter's own.
+        if lora_id == self.lora_id:
+            return self.lora.save(directory)
+        slot = next((tensors for pair in self.probe_slots for sid, tensors in pair if sid == lora_id), None)
+        if slot is None:
+            raise KeyError(f"LoRA slot {lora_id!r} is not one of this adapter's")
+        return self.lora.save(directory, dict(zip(self.names, slot)))
 
     def close(self) -> None:
         """Unload the adapter and its perturbation slots from the runner's LoRA pool."""

@@ -131,6 +131,22 @@ class ChunkScores:
         self.answer_references += other.answer_references
 
 
+class Rollout(NamedTuple):
+    """One answer a reward step needs: batch item ``item``'s prompt answered on LoRA adapter ``adapter``."""
+
+    item: int
+    adapter: Optional[str]
+
+
+class RewardSource(Protocol):
+    """Where a reward step's rewards come from when not from answers generated here (a server job's
+    client: :class:`~sglang.srt.mezo.server.external_rewards.ClientRewards`)."""
+
+    def rewards(self, batch: Sequence[Any], rollouts: Sequence[Rollout], inputs: GenerationInputs) -> list[float]:
+        """One reward per rollout, in order; ``inputs``: what the batch's answers are generated from
+        (its prompts, at most ``max_new_tokens``, the stop tokens). Raises when they are not there."""
+
+
 def side_ids(parts: Sequence[range], slots: Slots, counts: Sequence[int]) -> tuple[list, list]:
     """The +eps and -eps adapter ids of every row of a sided call: part k's ``counts[k]`` rows on
     direction k's two slots.
@@ -360,19 +376,42 @@ class RewardObjective(Objective, Answering):
 
     def batch_loss(self, model: Model, batch: Sequence[Any], lora_id: Optional[str]) -> float:
         """Minus the mean reward of answers sampled now."""
+        if self.external is not None:  # theta itself is perturbed meanwhile: no client may sample it
+            raise ValueError("rewards from outside (an external grader) need a step on LoRA slots (a paired, "
+                             "population, FZOO or HiZOO estimator), not two forwards over the adapter itself")
         return self.reward_loss(self.grade(model.generate(self.generation_inputs(batch), [lora_id] * len(batch),
                                                           sampled=True), batch))
+
+    def take_rewards_from(self, source: Optional["RewardSource"]) -> None:
+        """Let ``source`` give the rewards of every training step from now on instead of answers
+        generated and graded here (a server job's client, :mod:`sglang.srt.mezo.server.external_rewards`);
+        None: back to generating."""
+        self.external = source
+
+    #: Where a step's rewards come from besides generating and grading here (see :meth:`take_rewards_from`).
+    external: Optional["RewardSource"] = None
+
+    def _rewards_of(self, model: Model, batch: Sequence[Any], inputs: GenerationInputs, rows: Sequence[int],
+                    lora_ids: Sequence[Optional[str]]):
+        """(a, b, items) -> the rewards of rollouts a..b (prompt ``rows[i]`` answered on ``lora_ids[i]``),
+        ``items`` being their batch items: from the external source, or generated now in one batch."""
+        if self.external is not None:
+            flat = self.external.rewards(batch, [Rollout(r, a) for r, a in zip(rows, lora_ids)], inputs)
+            return lambda a, b, items: flat[a:b]
+        generated = model.generate(inputs._replace(prompts=[inputs.prompts[r] for r in rows]), list(lora_ids),
+                                   sampled=True)
+        return lambda a, b, items: self.grade(generated[a:b], items)
 
     def sided_losses(self, model: Model, batch: Sequence[Any], parts: Sequence[range], slots: Slots) -> SidedLosses:
         """Every prompt of part k answered on direction k's two slots, in one generation."""
         inputs = self.generation_inputs(batch)
-        prompts = [inputs.prompts[r] for rows in parts for r in rows]
-        plus, minus = side_ids(parts, slots, [len(rows) for rows in parts])
-        generated = model.generate(inputs._replace(prompts=prompts * 2), plus + minus, sampled=True)
-        n, losses, rewards, start = len(prompts), [], [], 0
-        for rows in parts:
-            part, end = [batch[r] for r in rows], start + len(rows)
-            sides = [self.grade(generated[a:b], part) for a, b in ((start, end), (n + start, n + end))]
+        rows = [r for part in parts for r in part]
+        plus, minus = side_ids(parts, slots, [len(part) for part in parts])
+        rewards_of = self._rewards_of(model, batch, inputs, rows * 2, plus + minus)
+        n, losses, rewards, start = len(rows), [], [], 0
+        for part_rows in parts:
+            part, end = [batch[r] for r in part_rows], start + len(part_rows)
+            sides = [rewards_of(a, b, part) for a, b in ((start, end), (n + start, n + end))]
             rewards += sides[0] + sides[1]
             losses.append((self.reward_loss(sides[0]), self.reward_loss(sides[1])))
             start = end
@@ -382,9 +421,9 @@ class RewardObjective(Objective, Answering):
         """Every prompt answered on each slot, in one generation (a prompt draws alike on every slot)."""
         inputs = self.generation_inputs(batch)
         n = len(inputs.prompts)
-        generated = model.generate(inputs._replace(prompts=inputs.prompts * len(slots)),
-                                   [slot for slot in slots for _ in range(n)], sampled=True)
-        rewards = [self.grade(generated[k * n:(k + 1) * n], batch) for k in range(len(slots))]
+        rewards_of = self._rewards_of(model, batch, inputs, list(range(n)) * len(slots),
+                                      [slot for slot in slots for _ in range(n)])
+        rewards = [rewards_of(k * n, (k + 1) * n, batch) for k in range(len(slots))]
         every = [r for slot_rewards in rewards for r in slot_rewards]
         return SlotLosses([self.reward_loss(r) for r in rewards],
                           {"train_reward_mean": sum(every) / max(len(every), 1)})
