@@ -11,11 +11,14 @@ from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
 
+from sglang.srt.mezo.server.rollout_access import RolloutAccessMiddleware
+from sglang.srt.mezo.server.rollout_adapters import RolloutAdapters
 from sglang.srt.mezo.server.routes.base import Fallback, Resource, guarded
 from sglang.srt.mezo.server.routes.files import FileRoutes
 from sglang.srt.mezo.server.routes.graders import GraderRoutes
 from sglang.srt.mezo.server.routes.jobs import JobRoutes
 from sglang.srt.mezo.server.routes.models import JobModels
+from sglang.srt.mezo.server.routes.rollouts import RolloutRoutes
 from sglang.srt.mezo.server.serving_middleware import JobModelsMiddleware
 from sglang.srt.mezo.server.settings import ServerSettings
 from sglang.srt.mezo.server.store import JobStore
@@ -31,27 +34,43 @@ def install_job_api(app: FastAPI, settings: ServerSettings, tokenizer_manager: A
     if removed:
         logger.info("MeZO: removed %d leftover(s) of an earlier crash from the store", len(removed))
     files_lock = asyncio.Lock()
-    models = JobModels(store, tokenizer_manager, settings.max_loaded_adapters)
+    rollouts = RolloutAdapters(store, tokenizer_manager)
+    models = JobModels(store, tokenizer_manager, settings.max_loaded_adapters, hidden=rollouts.names)
     resources: list[Resource] = [FileRoutes(settings, store, files_lock), models,
-                                 JobRoutes(settings, store, files_lock), GraderRoutes()]
+                                 JobRoutes(settings, store, files_lock), RolloutRoutes(store, rollouts),
+                                 GraderRoutes()]
     resources.append(Fallback(resources))  # last: it takes what no route before it does
     for resource in resources:
         for route in resource.routes():
             app.add_api_route(route.path, guarded(route.endpoint), methods=route.methods, include_in_schema=True)
     app.add_middleware(JobModelsMiddleware, models=models)
+    app.add_middleware(RolloutAccessMiddleware, adapters=rollouts, served=tokenizer_manager.served_model_name)
     original = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
     async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
         async with original(a) as state:
-            task = asyncio.create_task(models.upkeep())
+            tasks = [asyncio.create_task(models.upkeep()), asyncio.create_task(upkeep_rollouts(rollouts))]
             try:
                 yield state
             finally:
-                task.cancel()
+                for task in tasks:
+                    task.cancel()
 
     app.router.lifespan_context = lifespan
     return models
+
+
+async def upkeep_rollouts(rollouts: RolloutAdapters, every_s: float = 1.0) -> None:
+    """Beside the server: perturbed adapters whose step ended without a post leave the pool."""
+    while True:
+        try:
+            await rollouts.trim()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("MeZO: rollout adapter upkeep error")
+        await asyncio.sleep(every_s)
 
 
 def before_setup_http_server(*args: Any, **kwargs: Any) -> None:

@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
+from sglang.srt.mezo.data.graders.external import is_external
 from sglang.srt.mezo.data.objective_table import ObjectiveEntry, objective_entry
 from sglang.srt.mezo.errors import RequestError
 from sglang.srt.mezo.run_spec.config import MeZOConfig
@@ -208,6 +209,19 @@ def _reinforcement_grader(method: dict) -> dict:
                            '"operation": "eq"}; try one with POST /v1/fine_tuning/alpha/graders/run',
                            "method.reinforcement.grader")
     return request_grader(method["grader"], "method.reinforcement.grader").to_dict()
+
+
+def _external_rewards_only(hp: dict, eval_path: Optional[str]) -> None:
+    """A job whose rewards come from its client (an external grader) validates nothing itself: no
+    answer can be graded in the server, so its checkpoints are its steps' and it hands back the last."""
+    why = ("an external grader's rewards come from the job's client, so the server cannot grade a validation "
+           "answer; evaluate the checkpoints with your own client instead")
+    if eval_path is not None:
+        raise RequestError(f"validation_file: {why}. Leave validation_file out", "validation_file")
+    if hp.get("validation_holdout") not in (None, 0, 0.0):
+        raise RequestError(f"validation_holdout is {hp['validation_holdout']!r}: {why}. Leave it out (0)",
+                           "validation_holdout")
+    hp["validation_holdout"] = 0.0
 
 
 def _reinforcement_hyperparameters(hp: dict) -> dict:
@@ -403,6 +417,8 @@ def parse_job_request(body: Any, settings: ServerSettings, store: JobStore) -> J
             if key in hp and hp[key] != body[key]:
                 raise RequestError(f"{key!r} is given twice with different values; give it once", key)
             hp[key] = body[key]
+    if is_external(hp.get("grader")):
+        _external_rewards_only(hp, eval_path)
     formats = {"training_file": file_format(train_path)}
     if eval_path is not None:
         formats["validation_file"] = file_format(eval_path)

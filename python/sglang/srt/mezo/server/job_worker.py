@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any, Optional
 
+from sglang.srt.mezo.data.graders import parse_grader
+from sglang.srt.mezo.data.graders.external import is_external
 from sglang.srt.mezo.errors import MeZODivergedError
 from sglang.srt.mezo.run_spec.config import MeZOConfig
 from sglang.srt.mezo.server.openai_metrics import metrics_data, results_table, step_extras, train_extras
 from sglang.srt.mezo.server.openai_objects import openai_hyperparameters, results_file_id
 from sglang.srt.mezo.server.retention import checkpoints_to_keep
-from sglang.srt.mezo.server.store import FAILED, RUNNING, SUCCEEDED, JobStore, now, remove_tree
+from sglang.srt.mezo.server.store import FAILED, PAUSED, RUNNING, SUCCEEDED, JobStore, now, remove_tree
 from sglang.srt.mezo.training.checkpoints import checkpoint_dirs
 
 logger = logging.getLogger(__name__)
@@ -56,6 +59,8 @@ class JobWorker:
         self.run = None  # the MeZORun, once started
         self.plan = None
         self.phase = "start"
+        self.external = None  # an external grader's ExternalSteps: its steps wait for the client's rewards
+        self.held_at: Optional[float] = None  # when the job paused itself (its client's rewards overdue)
         # A job resumed after a restart keeps what it had: its checkpoints, tokens, last metrics.
         self.state: dict = {"status": RUNNING, "step": 0, "num_steps": None, "started_at": now(),
                             "checkpoints": [], "trained_tokens": 0, "train_loss": None, **(state or {})}
@@ -65,9 +70,14 @@ class JobWorker:
 
     def next_unit_size(self) -> tuple[int, int]:
         """(tokens, rows) the next unit's forward needs at most."""
-        if self.run is None or self.run.done:
+        if self.run is None or self.run.done or self.waiting:
             return 0, 0
         return self.run.next_unit_size()
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the job waits for its client's rewards (it takes none of the scheduler's time then)."""
+        return self.external is not None and self.external.waiting
 
     # -- the unit of work
 
@@ -76,6 +86,10 @@ class JobWorker:
         if self.phase == "start":
             self._start()
         elif not self.run.done:
+            if self.external is not None and not self.external.ready():
+                if self.external.overdue():
+                    self._hold()
+                return
             self.run.advance()
         if self.run is not None and self.run.done and self.phase != "done":
             self._succeed()
@@ -94,6 +108,12 @@ class JobWorker:
                                    runner=self.runner)
         self.run = start_run(plan, runner=self.runner, callbacks=[self._on_event])
         cfg = plan.config
+        if is_external(cfg.grader):
+            # Also the trainer's side: imported with the first job that has an external grader.
+            from sglang.srt.mezo.server.external_rewards import external_steps  # noqa: PLC0415
+
+            self.external = external_steps(self.run, self.store, self.job_id, self.request["model"],
+                                           self.request["fine_tuned_model"], parse_grader(cfg.grader).timeout_s)
         self.state.update(num_steps=cfg.num_steps, step=self.run.step_count,
                           hyperparameters=openai_hyperparameters(plan), held_out=plan.held_out)
         self.phase = "train"
@@ -156,6 +176,32 @@ class JobWorker:
             self.event("info", f"Checkpoint at step {step} saved; servable as {name!r}", {"step": step, "name": name})
             self.write_state()
             self.prune_checkpoints()
+
+    def _hold(self) -> None:
+        """Pause the job: its client has not posted the waiting step's rewards in time."""
+        step = self.run.step_count + 1
+        self.held_at = time.time()
+        self.state["status"] = PAUSED
+        self.event("warn", f"No rewards for step {step} within {self.external.source.timeout_s:g} s (the grader's "
+                   "timeout_s): the job is paused and keeps everything. It goes on when the rewards of the same "
+                   "rollouts (GET .../rollouts) are posted, or when resumed (POST .../resume), which waits for "
+                   "them again", {"step": step, "reason": "rewards_timeout"})
+        self.write_state()
+
+    def stays_held(self, control: dict) -> bool:
+        """Whether a job that paused itself stays paused after ``control``: until a resume after the
+        hold, or the rewards it waited for (its client came back)."""
+        if self.held_at is None:
+            return False
+        if control.get("resumed_at", 0) > self.held_at or not self.external.waiting:
+            self.held_at = None
+            return False
+        return True
+
+    def on_resumed(self) -> None:
+        """The job runs again after a pause: a step waiting for its client waits afresh."""
+        if self.external is not None:
+            self.external.restart_clock()
 
     def prune_checkpoints(self) -> None:
         """Apply ``--mezo-keep-checkpoints``: the state without the pruned ones is written first (so no
@@ -224,6 +270,10 @@ class JobWorker:
     def release(self) -> None:
         """Give the job's LoRA slots back to the server (its adapters are unloaded from the pool)."""
         run, self.run = self.run, None
+        if self.external is not None:
+            self.external.close()
+            run.trainer.objective.take_rewards_from(None)
+            self.external = None
         if run is not None:
             run.close()
             run.trainer.close()

@@ -66,7 +66,7 @@ class MeZOJobs:
         return self.scheduler.tp_worker.model_runner
 
     def has_work(self) -> bool:
-        return any(w.state["status"] == RUNNING for w in self.workers.values())
+        return any(w.state["status"] == RUNNING and not w.waiting for w in self.workers.values())
 
     # -- the per-iteration entry point
 
@@ -200,11 +200,13 @@ class MeZOJobs:
         if control.get("cancel"):
             self.end(worker, CANCELLED)
             return
-        want = PAUSED if control.get("pause") else RUNNING
+        want = PAUSED if control.get("pause") or worker.stays_held(control) else RUNNING
         if worker.state["status"] != want:
             worker.state["status"] = want
             worker.event("info", "The job was paused" if want == PAUSED else "The job was resumed")
             worker.write_state()
+            if want == RUNNING:
+                worker.on_resumed()
 
 
 # ---------------------------------------------------------------- the hooks on SGLang's Scheduler

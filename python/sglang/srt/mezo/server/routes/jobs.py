@@ -11,7 +11,9 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from sglang.srt.mezo.data.graders.external import is_external
 from sglang.srt.mezo.errors import RequestError
+from sglang.srt.mezo.server.job_keys import key_hash, new_job_key
 from sglang.srt.mezo.server.job_requests import parse_job_request, plan_job
 from sglang.srt.mezo.server.openai_objects import (
     checkpoint_objects,
@@ -78,8 +80,13 @@ class JobRoutes(Resource):
             "fine_tuned_model": f"ft-{label}-{job_id[6:14]}",
             "num_train_examples": len(plan.train), "num_eval_examples": len(plan.eval),
         }
+        key = None
+        if is_external(config.get("grader")):
+            # The job's own key to its rollouts and their adapters: shown once, here; stored as a hash.
+            key = new_job_key()
+            record["job_key_sha256"] = key_hash(key)
         await asyncio.to_thread(self.store.create_job, record)
-        return ok(self._job_object(record, {}))
+        return ok({**self._job_object(record, {}), **({"job_key": key} if key else {})})
 
     def _job_object(self, request: dict, state: dict) -> dict:
         return job_object(request, state, self.store.deletions(request["id"]))
@@ -137,6 +144,7 @@ class JobRoutes(Resource):
                 raise RequestError(f"job {job_id} is {status}; only a paused job can be resumed",
                                    "fine_tuning_job_id")
             control["pause"] = False
+            control["resumed_at"] = time.time()  # also ends a pause the job took itself (rewards overdue)
             wanted = (RUNNING,) + FINAL
         await asyncio.to_thread(self.store.write_control, job_id, control)
         # The scheduler applies it between two batches (it reads the store every 0.25 s): the answer

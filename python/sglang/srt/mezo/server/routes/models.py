@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 from urllib.parse import unquote
 
 from fastapi import Request
@@ -36,8 +36,11 @@ class JobModels(Resource):
 
     UPKEEP_S = 1.0
 
-    def __init__(self, store: JobStore, tokenizer_manager: Any, max_loaded: int):
+    def __init__(self, store: JobStore, tokenizer_manager: Any, max_loaded: int,
+                 hidden: Callable[[], set[str]] = set):
         self.store = store
+        # Adapters SGLang has loaded that are nobody's model to list (jobs' perturbed adapters).
+        self.hidden = hidden
         self.tm = tokenizer_manager
         self.catalog = Catalog(store)
         self.adapters = AdapterCache(tokenizer_manager, max_loaded)
@@ -111,7 +114,7 @@ class JobModels(Resource):
         served = self.tm.served_model_name
         cards = [{"id": served, "object": "model", "created": now(), "owned_by": "sglang", "root": served,
                   "parent": None, "max_model_len": self.tm.model_config.context_len}]
-        ours = self.adapters.ours | set(self.catalog.models) | set(self.catalog.gone)
+        ours = self.adapters.ours | set(self.catalog.models) | set(self.catalog.gone) | self.hidden()
         for name, ref in self.tm.lora_registry.get_all_adapters().items():
             if name not in ours:
                 cards.append({"id": name, "object": "model", "created": cards[0]["created"], "owned_by": "sglang",
