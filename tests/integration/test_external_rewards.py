@@ -7,8 +7,12 @@
 - Only the job's key reads its rollouts and samples its adapters; the adapters are never listed in
   ``/v1/models`` and are gone once the step's rewards are posted; bad posts are 4xx naming the field
   and change nothing; a client that goes quiet pauses the job, and a resume waits for the same step.
+- A server killed (SIGKILL) while a step waits restarts the job from its last checkpoint, takes the
+  steps after it again from the recorded rewards (the client is asked only for the waiting one),
+  and ends on the same adapter.
 
-One server for the module (``python -m sglang.launch_server --enable-mezo``: the tiny Llama with
+One server for the module, replaced by a second on the same folders in the last test
+(``python -m sglang.launch_server --enable-mezo``: the tiny Llama with
 SmolLM2's ChatML template, 127.0.0.1, a free port, ``--api-key``), driven with the official ``openai``
 client through the package's helper (:mod:`sglang.srt.mezo.server.rollout_client`). Nothing of SGLang
 is mocked; the fixture stops the server.
@@ -60,17 +64,25 @@ def _f1(prediction: str, answers: list[str]) -> float:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_chat_llama, tmp_path_factory):
+def servers(tiny_chat_llama, tmp_path_factory):
+    """The module's server; the last test replaces it by a second one on the same folders."""
     root = tmp_path_factory.mktemp("mezo_external_rewards")
     data, out = root / "data", root / "out"
     data.mkdir()
     out.mkdir()
-    srv = Server(tiny_chat_llama, str(data), str(out), str(root / "server.log"))
-    srv.out = out
+    holder = {"root": root, "model": tiny_chat_llama,
+              "server": Server(tiny_chat_llama, str(data), str(out), str(root / "server.log"))}
+    holder["server"].out = out
     try:
-        yield srv
+        yield holder
     finally:
-        srv.stop()
+        for srv in [v for k, v in holder.items() if isinstance(v, Server)]:
+            srv.stop()
+
+
+@pytest.fixture
+def server(servers):
+    return servers["server"]
 
 
 def _client(srv: Server) -> openai.OpenAI:
@@ -237,3 +249,42 @@ def test_external_jobs_refuse_what_they_cannot_do(server):
     run = requests.post(server.url + "/v1/fine_tuning/alpha/graders/run", headers={"Authorization": f"Bearer {KEY}"},
                         json={"grader": EXTERNAL, "model_sample": "x"}, timeout=60)
     assert run.status_code == 400 and "client" in run.json()["error"]["message"]
+
+
+# ---------------------------------------------------------------- a crash (last: it replaces the server)
+
+
+def test_a_job_killed_while_waiting_resumes_from_its_recorded_rewards_and_ends_on_the_same_adapter(servers):
+    srv = servers["server"]
+    client = _client(srv)
+    reference = _finish(client, _job(client, SQUAD_F1).id)
+    assert reference.status == "succeeded", reference.error
+    job = _job(client, EXTERNAL)
+    rewards = ExternalRewards.for_job(client, job)
+    for rollouts in rewards.rollouts():
+        if rollouts.step == 4:  # steps 1-3 answered, the checkpoint of step 2 saved: a crash now
+            break
+        rewards.post(rollouts, _answer_all(rewards, rollouts))
+    srv.kill()
+    del servers["server"]
+
+    root = servers["root"]
+    servers["restarted"] = new = Server(servers["model"], str(root / "data"), str(root / "out"),
+                                        str(root / "server2.log"))
+    new.out = srv.out
+    client = _client(new)
+    rewards = ExternalRewards.for_job(client, job)  # the same key, kept (hashed) in the store
+    answered = []
+    for rollouts in rewards.rollouts():  # step 3 is taken again from its recorded rewards, not asked for
+        rewards.post(rollouts, _answer_all(rewards, rollouts))
+        answered.append(rollouts.step)
+    assert answered == [4]
+    assert _finish(client, job.id).status == "succeeded"
+    events = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+    assert any("resumes from its last checkpoint" in m for m in events)
+    a = json.loads((_run_dir(new, reference.id) / "mezo_trajectory.json").read_text())
+    b = json.loads((_run_dir(new, job.id) / "mezo_trajectory.json").read_text())
+    assert (a["seeds_u64le"], a["grads_f64le"]) == (b["seeds_u64le"], b["grads_f64le"])
+    ta = load_file(str(_run_dir(new, reference.id) / "adapter" / "adapter_model.safetensors"))
+    tb = load_file(str(_run_dir(new, job.id) / "adapter" / "adapter_model.safetensors"))
+    assert ta.keys() == tb.keys() and all(ta[k].equal(tb[k]) for k in ta)
