@@ -7,6 +7,7 @@
 - Only the job's key reads its rollouts and samples its adapters; the adapters are never listed in
   ``/v1/models`` and are gone once the step's rewards are posted; bad posts are 4xx naming the field
   and change nothing; a client that goes quiet pauses the job, and a resume waits for the same step.
+- A two-turn tool environment (answer, the tool's reply, answer again) trains on the rewards it posts.
 - A server killed (SIGKILL) while a step waits restarts the job from its last checkpoint, takes the
   steps after it again from the recorded rewards (the client is asked only for the waiting one),
   and ends on the same adapter.
@@ -249,6 +250,32 @@ def test_external_jobs_refuse_what_they_cannot_do(server):
     run = requests.post(server.url + "/v1/fine_tuning/alpha/graders/run", headers={"Authorization": f"Bearer {KEY}"},
                         json={"grader": EXTERNAL, "model_sample": "x"}, timeout=60)
     assert run.status_code == 400 and "client" in run.json()["error"]["message"]
+
+
+def _two_turns(rewards: ExternalRewards, rollouts, rollout) -> tuple[float, list]:
+    """A tool environment of two turns: the model answers, the "tool" (this client) reads the answer
+    and replies with a lookup, the model answers again; the reward weighs both turns."""
+    row = rollouts.row(rollout)
+    first = rewards.answer(rollouts, rollout).choices[0].message.content
+    looked_up = f"the tool found: {' '.join(row['answers'][:3])}"
+    turns = [*row["messages"], {"role": "assistant", "content": first}, {"role": "user", "content": looked_up}]
+    second = rewards.answer(rollouts, rollout, messages=turns).choices[0].message.content
+    return 0.5 * _f1(first, row["answers"]) + 0.5 * _f1(second, row["answers"][:3] + [first or "-"]), turns
+
+
+def test_a_two_turn_tool_environment_trains_on_the_rewards_it_posts(server):
+    client = _client(server)
+    job = _job(client, EXTERNAL, num_steps=2)
+    rewards = ExternalRewards.for_job(client, job)
+    posted_means = {}
+    for rollouts in rewards.rollouts():
+        scored = {r.id: _two_turns(rewards, rollouts, r) for r in rollouts.data}
+        assert all(len(turns) == 3 for _, turns in scored.values())  # the second turn saw the first and the tool
+        rewards.post(rollouts, {rid: reward for rid, (reward, _) in scored.items()})
+        posted_means[rollouts.step] = sum(reward for reward, _ in scored.values()) / len(scored)
+    assert _finish(client, job.id).status == "succeeded"
+    # The steps trained on what the client posted: their mean reward is the posted rewards' mean.
+    assert _train_rewards(client, job.id) == pytest.approx(posted_means)
 
 
 # ---------------------------------------------------------------- a crash (last: it replaces the server)
