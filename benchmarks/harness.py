@@ -29,7 +29,9 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+# The library's own answer ($SGLANG_MEZO_DATA_DIR, else the checkout's ../shared/data), so that a
+# benchmark run from another worktree reads the same data.
+SHARED_DATA = os.environ.get("SGLANG_MEZO_DATA_DIR") or os.path.join(os.path.dirname(REPO), "shared", "data")
 
 # Straight to the server: a proxy from the environment has no business with 127.0.0.1.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
