@@ -283,7 +283,8 @@ class MeZOConfig:
             value = getattr(self, f.name)
             if f.name in ("lora_target_modules", "report_to") and isinstance(value, (list, str)):
                 value = tuple(value.split(",") if isinstance(value, str) else value)
-                setattr(self, f.name, tuple(v.strip() for v in value))
+                # Items that are not text are left for _check_type to name, not stripped.
+                setattr(self, f.name, tuple(v.strip() if isinstance(v, str) else v for v in value))
             elif f.name == "label_words" and isinstance(value, str):
                 setattr(self, f.name, AUTO if value.strip().lower() == AUTO else parse_label_words(value))
             elif f.name == "label_words" and isinstance(value, Mapping):
