@@ -1,5 +1,6 @@
 """FZOO (``estimator="fzoo"``) without a model: what it measures on plain tensors, its step against
-the formula written out, the specs it refuses with their fix, and a server job that asks for it.
+the formula written out, the specs it refuses with their fix (what it refuses alike with HiZOO,
+a server job asking for it among them: test_slot_estimator_specs.py).
 
 On SGLang's ModelRunner (the batched forward, the step, replay): tests/engine/test_fzoo_estimator.py."""
 
@@ -12,11 +13,7 @@ import pytest
 import torch
 
 from sglang.srt.mezo.cli.train import build_parser
-from sglang.srt.mezo.errors import RequestError
 from sglang.srt.mezo.run_spec.config import MeZOConfig
-from sglang.srt.mezo.server.job_requests import parse_job_request
-from sglang.srt.mezo.server.settings import ServerSettings
-from sglang.srt.mezo.server.store import JobStore
 from sglang.srt.mezo.training.estimators import FZOO, choose, slot_pairs_needed
 from sglang.srt.mezo.training.objectives.base import (
     ForwardInputs,
@@ -143,46 +140,10 @@ def test_a_spec_that_cannot_run_fzoo_is_refused_with_the_fix(change, message):
         MeZOConfig(**{"estimator": "fzoo", "n_spsa": 4, **change})
 
 
-def test_a_masked_lm_whose_default_is_every_weight_is_refused_once_resolved():
-    with pytest.raises(ValueError, match="estimator='fzoo' .* needs trainable='lora'"):
-        MeZOConfig(estimator="fzoo", n_spsa=4).resolve("masked")
-
-
-def test_the_population_form_is_another_estimator():
-    grader = {"type": "string_check", "name": "same", "input": "{{sample.output_text}}",
-              "reference": "{{item.answer}}", "operation": "eq"}
-    with pytest.raises(ValueError, match="reward_shaping='z-score' is another estimator"):
-        MeZOConfig(estimator="fzoo", n_spsa=4, objective="reward", task="reinforcement", grader=grader,
-                   reward_shaping="z-score")
-
-
 def test_the_cli_has_the_flag():
     args = build_parser().parse_args(["--estimator", "fzoo", "--n-spsa", "4"])
     assert args.estimator == "fzoo" and args.n_spsa == 4
     assert "--estimator" in build_parser().format_help()
-
-
-@pytest.mark.parametrize("where", ["top level", "hyperparameters", "method"])
-def test_a_server_job_asking_for_fzoo_gets_a_400_that_says_why(tmp_path, where):
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "chats.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
-                                                               {"role": "assistant", "content": "hello"}]}) + "\n")
-    settings = ServerSettings(output_dir=str(tmp_path / "out"), data_dir=str(data), model_path=str(tmp_path / "m"),
-                              served_model_name="tiny")
-    body = {"model": "tiny", "training_file": "chats.jsonl"}
-    hp = {"estimator": "fzoo", "n_spsa": 4}
-    if where == "top level":
-        body.update(hp)
-    elif where == "hyperparameters":
-        body["hyperparameters"] = hp
-    else:
-        body["method"] = {"type": "supervised", "supervised": {"hyperparameters": hp}}
-    with pytest.raises(RequestError) as error:
-        parse_job_request(body, settings, JobStore(settings.output_dir))
-    assert error.value.status == 400 and error.value.param.endswith("estimator")
-    assert "'estimator' cannot be set in a job" in error.value.message
-    assert "a server job gets two slots" in error.value.message and "--estimator fzoo" in error.value.message
 
 
 class SlotModel:

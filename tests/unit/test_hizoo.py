@@ -1,7 +1,8 @@
 """HiZOO (``estimator="hizoo"``) without a model: what it measures on plain tensors, three steps
 against the formula written out in float64, the Hessian rebuilt and the weights replayed from the
 record bit for bit, the trajectory's curvature record (and an old record without one), the specs it
-refuses with their fix, and a server job that asks for it.
+refuses with their fix (what it refuses alike with FZOO, a server job asking for it among them:
+test_slot_estimator_specs.py).
 
 On SGLang's ModelRunner (the batched forward, the steps, replay, resume): tests/engine/test_hizoo_estimator.py
 and tests/engine/test_run.py."""
@@ -14,11 +15,7 @@ import pytest
 import torch
 
 from sglang.srt.mezo.cli.train import build_parser
-from sglang.srt.mezo.errors import RequestError
 from sglang.srt.mezo.run_spec.config import HIZOO_SMOOTHING, MeZOConfig
-from sglang.srt.mezo.server.job_requests import parse_job_request
-from sglang.srt.mezo.server.settings import ServerSettings
-from sglang.srt.mezo.server.store import JobStore
 from sglang.srt.mezo.training.estimators import HiZOO, choose, slot_pairs_needed
 from sglang.srt.mezo.training.objectives.base import SlotLosses
 from sglang.srt.mezo.zo.perturbable import PerturbableTensors, decay_mask
@@ -214,45 +211,8 @@ def test_a_spec_that_cannot_run_hizoo_is_refused_with_the_fix(change, message):
         MeZOConfig(**{"estimator": "hizoo", **change})
 
 
-def test_a_masked_lm_whose_default_is_every_weight_is_refused_once_resolved():
-    with pytest.raises(ValueError, match="estimator='hizoo' .* needs trainable='lora'"):
-        MeZOConfig(estimator="hizoo").resolve("masked")
-
-
-def test_the_population_form_is_another_estimator():
-    grader = {"type": "string_check", "name": "same", "input": "{{sample.output_text}}",
-              "reference": "{{item.answer}}", "operation": "eq"}
-    with pytest.raises(ValueError, match="reward_shaping='z-score' is another estimator"):
-        MeZOConfig(estimator="hizoo", n_spsa=4, objective="reward", task="reinforcement", grader=grader,
-                   reward_shaping="z-score")
-
-
 def test_the_cli_has_the_flags():
     args = build_parser().parse_args(["--estimator", "hizoo", "--hessian-smoothing", "1e-6"])
     assert args.estimator == "hizoo" and args.hessian_smoothing == 1e-6
     text = build_parser().format_help()
     assert "hizoo" in text and "--hessian-smoothing" in text
-
-
-@pytest.mark.parametrize("hp, field", [({"estimator": "hizoo"}, "estimator"),
-                                       ({"hessian_smoothing": 1e-6}, "hessian_smoothing")])
-@pytest.mark.parametrize("where", ["top level", "hyperparameters", "method"])
-def test_a_server_job_asking_for_hizoo_gets_a_400_that_says_why(tmp_path, where, hp, field):
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "chats.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
-                                                               {"role": "assistant", "content": "hello"}]}) + "\n")
-    settings = ServerSettings(output_dir=str(tmp_path / "out"), data_dir=str(data), model_path=str(tmp_path / "m"),
-                              served_model_name="tiny")
-    body = {"model": "tiny", "training_file": "chats.jsonl"}
-    if where == "top level":
-        body.update(hp)
-    elif where == "hyperparameters":
-        body["hyperparameters"] = hp
-    else:
-        body["method"] = {"type": "supervised", "supervised": {"hyperparameters": hp}}
-    with pytest.raises(RequestError) as error:
-        parse_job_request(body, settings, JobStore(settings.output_dir))
-    assert error.value.status == 400 and error.value.param.endswith(field)
-    assert f"'{field}' cannot be set in a job" in error.value.message
-    assert "gets two" in error.value.message and "--estimator hizoo" in error.value.message
