@@ -41,6 +41,7 @@ class ClientRewards:
                  sample_seeds: Callable[[list[list[int]]], list[int]], temperature: float):
         self.run, self.book, self.base, self.prefix, self.timeout_s = run, book, base_model, model_prefix, timeout_s
         self.sample_seeds, self.temperature = sample_seeds, temperature
+        self.answered: Optional[int] = None  # the step whose posted rewards were handed out
 
     def rewards(self, batch: Sequence[Any], rollouts: Sequence[Rollout], inputs: GenerationInputs) -> list[float]:
         step = self.run.step_count + 1
@@ -48,6 +49,11 @@ class ClientRewards:
         if posted is None:
             self.publish(step, batch, rollouts, inputs)
             raise RewardsPending(step)
+        if self.answered == step:  # an estimator asking once per direction: only its first call was published
+            raise ValueError(f"step {step} asked for its rewards twice: a job whose rewards come from its client "
+                             "measures each step in one call (n_spsa=1, or an estimator that measures every "
+                             "direction at once)")
+        self.answered = step
         by_id = posted["rewards"]
         if len(by_id) != len(rollouts):
             raise ValueError(f"step {step} has {len(rollouts)} rollouts but {len(by_id)} rewards were stored for it")

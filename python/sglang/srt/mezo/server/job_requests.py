@@ -222,6 +222,10 @@ def _external_rewards_only(hp: dict, eval_path: Optional[str]) -> None:
         raise RequestError(f"validation_holdout is {hp['validation_holdout']!r}: {why}. Leave it out (0)",
                            "validation_holdout")
     hp["validation_holdout"] = 0.0
+    if hp.get("n_spsa") not in (None, 1):
+        raise RequestError(f"n_spsa is {hp['n_spsa']!r}: a job whose rewards come from its client takes one "
+                           "direction a step (one +eps and one -eps adapter to answer with); leave n_spsa at 1",
+                           "n_spsa")
 
 
 def _reinforcement_hyperparameters(hp: dict) -> dict:
