@@ -169,8 +169,15 @@ def _first_rollouts(rewards: ExternalRewards):
     return next(iter(rewards.rollouts()))
 
 
+def _base_answers(client: openai.OpenAI) -> list[str]:
+    model = client.models.list().data[0].id
+    return [client.chat.completions.create(model=model, messages=row["messages"], max_tokens=6,
+                                           temperature=0).choices[0].message.content for row in ROWS[:3]]
+
+
 def test_only_the_jobs_key_reaches_its_rollouts_and_bad_posts_change_nothing(server):
     srv, client = server, _client(server)
+    served = _base_answers(client)
     job = _job(client, EXTERNAL, num_steps=2)
     key, path = job.model_extra["job_key"], f"/v1/fine_tuning/jobs/{job.id}/rollouts"
     rewards = ExternalRewards.for_job(client, job)
@@ -185,6 +192,7 @@ def test_only_the_jobs_key_reaches_its_rollouts_and_bad_posts_change_nothing(ser
         assert _raw(srv, "POST", "/v1/chat/completions", json=chat).status_code == 404  # no key: no such model
         assert _raw(srv, "POST", "/v1/chat/completions", "jk-not-this-one", json=chat).status_code == 404
         assert _raw(srv, "POST", "/v1/chat/completions", key, json=chat).status_code == 200
+        assert _base_answers(client) == served  # the base model serves as before while the client samples
 
         good = [{"rollout_id": x.id, "reward": 0.5} for x in rollouts.data]
         for body, status, param in (
@@ -209,6 +217,7 @@ def test_only_the_jobs_key_reaches_its_rollouts_and_bad_posts_change_nothing(ser
         client.fine_tuning.jobs.cancel(job.id)
         _finish(client, job.id, timeout=60)
     assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+    assert _base_answers(client) == served
 
 
 def test_a_quiet_client_pauses_the_job_and_a_resume_waits_for_the_same_step(server):

@@ -26,7 +26,7 @@ class RolloutAccessMiddleware:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in GENERATE_PATHS or \
-                not self.adapters.names():
+                not self.adapters.any():
             return await self.app(scope, receive, send)
         body = await read_body(receive)
         try:

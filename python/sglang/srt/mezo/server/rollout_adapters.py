@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from typing import Any, NamedTuple, Optional
 
 from sglang.srt.mezo.errors import RequestError
@@ -33,15 +34,22 @@ class RolloutAdapter(NamedTuple):
 class RolloutAdapters:
     """The loaded rollout adapters of every job of ``store``, through ``tokenizer_manager``."""
 
+    #: How many former adapters' names are remembered (two a step: a long job's would grow without end).
+    REMEMBER_GONE = 1024
+
     def __init__(self, store: JobStore, tokenizer_manager: Any):
         self.store, self.tm = store, tokenizer_manager
         self.loaded: dict[str, RolloutAdapter] = {}
-        self.gone: dict[str, str] = {}  # name -> why it is no longer served
+        self.gone: OrderedDict[str, str] = OrderedDict()  # name -> why it is no longer served, oldest first
         self.lock = asyncio.Lock()
 
     def names(self) -> set[str]:
-        """Every rollout adapter loaded or gone: what ``GET /v1/models`` never lists."""
-        return set(self.loaded) | set(self.gone)
+        """The rollout adapters loaded in SGLang: what ``GET /v1/models`` never lists."""
+        return set(self.loaded)
+
+    def any(self) -> bool:
+        """Whether any rollout adapter is loaded or remembered as gone (else no request can name one)."""
+        return bool(self.loaded or self.gone)
 
     def owner(self, name: str) -> Optional[RolloutAdapter]:
         return self.loaded.get(name)
@@ -73,6 +81,8 @@ class RolloutAdapters:
 
         del self.loaded[name]
         self.gone[name] = why
+        while len(self.gone) > self.REMEMBER_GONE:
+            self.gone.popitem(last=False)
         result = await self.tm.unload_lora_adapter(UnloadLoRAAdapterReqInput(lora_name=name))
         if not result.success:
             logger.warning("MeZO: unloading rollout adapter %s failed: %s", name, result.error_message)
