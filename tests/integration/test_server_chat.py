@@ -420,7 +420,7 @@ def test_a_job_naming_an_unregistered_grader_type_is_refused_listing_the_registe
                      method=_reinforcement({**WORDS, "type": "sentence_count"}))
     assert error["param"] == "method.reinforcement.grader.type", error
     assert "'sentence_count' is not a grader type" in error["message"], error
-    assert "string_check, text_similarity, multi, word_count" in error["message"], error
+    assert "string_check, text_similarity, multi, external, word_count" in error["message"], error
 
 
 def test_a_supervised_job_trains_an_objective_the_server_was_extended_with(chat_server):

@@ -573,7 +573,7 @@ def test_a_setting_of_a_type_the_run_spec_did_not_expect_is_a_400_naming_it(fuzz
     srv = fuzz["server"]
     body = {"model": srv.model, "training_file": fuzz["train_id"], "report_to": [1]}
     error = _error(_post_json(srv, "/v1/fine_tuning/jobs", body))
-    assert error["param"] == "report_to" and "wrong type" in error["message"]
+    assert error["param"] == "report_to" and "report_to must be a list of names" in error["message"]
 
 
 @pytest.mark.parametrize("field, value", [("lr_schedule", True), ("update_rule", "x"), ("noise", 1),
